@@ -1,0 +1,5 @@
+import sys
+
+from ingest_daemons.cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""Typed models of the exchange config files.
+
+Every model forbids unknown keys, so a typo is an error naming the key rather than a silently
+ignored setting. Cross-file rules (an environment naming a feed that does not exist, a category
+the feed does not know) live in :mod:`ingest_daemons.config.loader`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from ingest_daemons.config.units import parse_duration, parse_size
+
+BOTH_FILTERS = (
+    "both `categories` and `excludeCategories` are set; use one (an allow-list or a deny-list, never both)"
+)
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+# ----------------------------------------------------------------------------- feeds
+
+
+class Endpoint(_Model):
+    ws: str
+    rest: str | None = None
+
+
+class AuthConfig(_Model):
+    method: Literal["none", "rsa_pss_sha256"]
+    key_id_env: str | None = None
+    private_key_path_env: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_env_names(self) -> AuthConfig:
+        if self.method == "rsa_pss_sha256" and not (self.key_id_env and self.private_key_path_env):
+            raise ValueError("rsa_pss_sha256 auth needs key_id_env and private_key_path_env")
+        return self
+
+
+class FeedLimits(_Model):
+    markets_per_subscription: int = Field(gt=0)
+    markets_per_connection: int = Field(gt=0)
+    connections: int = Field(gt=0)
+    commands_per_second: float = Field(gt=0)
+
+
+class ChannelsConfig(_Model):
+    available: list[str] = Field(min_length=1)
+    default: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_is_available(self) -> ChannelsConfig:
+        unknown = sorted(set(self.default) - set(self.available))
+        if unknown:
+            raise ValueError(f"default channels {unknown} are not in available {self.available}")
+        return self
+
+
+class MessageTypeConfig(_Model):
+    """How to find a message's market and sequence: dotted paths into the frame (``msg.market_ticker``)."""
+
+    channel: str
+    subject_type: Name
+    ticker_field: str
+    sequence_field: str | None = None
+
+
+class FeedConfig(_Model):
+    name: Name
+    display_name: str
+    protocol: str
+    endpoints: dict[str, Endpoint] = Field(min_length=1)
+    auth: AuthConfig
+    limits: FeedLimits
+    channels: ChannelsConfig
+    categories: list[str] = Field(default_factory=list)
+    message_types: dict[str, MessageTypeConfig] = Field(min_length=1)
+
+
+# ----------------------------------------------------------------------------- environments
+
+Storage = Literal["file", "memory"]
+Compression = Literal["none", "s2"]
+
+
+class StreamLimits(_Model):
+    """JetStream limits for every stream of an environment (feeds may override single fields)."""
+
+    max_age: Duration = timedelta(days=7)
+    max_bytes: ByteSize = -1
+    storage: Storage = "file"
+    replicas: int = Field(default=1, ge=1, le=5)
+    duplicate_window: Duration = timedelta(minutes=2)
+    compression: Compression = "none"
+
+    @model_validator(mode="after")
+    def _window_within_age(self) -> StreamLimits:
+        if self.max_age and self.duplicate_window > self.max_age:
+            raise ValueError("duplicate_window must not be longer than max_age")
+        return self
+
+
+class StreamLimitsOverride(_Model):
+    max_age: Duration | None = None
+    max_bytes: ByteSize | None = None
+    storage: Storage | None = None
+    replicas: int | None = Field(default=None, ge=1, le=5)
+    duplicate_window: Duration | None = None
+    compression: Compression | None = None
+
+    def apply_to(self, base: StreamLimits) -> StreamLimits:
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return base.model_copy(update=changes)
+
+
+class EnvironmentFeedConfig(_Model):
+    """One feed as an environment runs it."""
+
+    enabled: bool = True
+    categories: list[str] | None = None
+    exclude_categories: list[str] | None = Field(default=None, alias="excludeCategories")
+    channels: list[str] | None = None
+    shard_size: int = Field(default=500, gt=0)
+    endpoint: Endpoint | None = None
+    streams: StreamLimitsOverride = Field(default_factory=StreamLimitsOverride)
+
+    @model_validator(mode="after")
+    def _one_filter(self) -> EnvironmentFeedConfig:
+        if self.categories is not None and self.exclude_categories is not None:
+            raise ValueError(BOTH_FILTERS)
+        return self
+
+    def category_passes(self, category: str | None) -> bool:
+        """Whether markets of ``category`` are captured (case-insensitive; unknown passes a deny-list)."""
+        if self.categories is not None:
+            return category is not None and category.casefold() in {c.casefold() for c in self.categories}
+        if self.exclude_categories is not None and category is not None:
+            return category.casefold() not in {c.casefold() for c in self.exclude_categories}
+        return True
+
+
+class ArchiveConfig(_Model):
+    path: str = "archive"
+
+
+class GcsConfig(_Model):
+    bucket: str | None = None
+    prefix: str = "ssmd"
+
+
+class EnvironmentConfig(_Model):
+    name: Name
+    nats_url: str = "nats://127.0.0.1:4222"
+    endpoint_set: str = "prod"
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    gcs: GcsConfig = Field(default_factory=GcsConfig)
+    streams: StreamLimits = Field(default_factory=StreamLimits)
+    feeds: dict[str, EnvironmentFeedConfig] = Field(default_factory=dict)

@@ -1,0 +1,118 @@
+"""Where things are and which environment runs: YAML values with the environment variables on top.
+
+Precedence, highest first: explicit argument (CLI flag), environment variable, YAML, built-in default.
+``NATS_URL`` overrides the environment's ``nats_url``; ``SSMD_ENV`` picks the environment;
+``SSMD_DATA_DIR`` is the root of all local state (default ``./var``); ``SSMD_EXCHANGES_DIR`` is the
+config folder (default ``./exchanges``, else the one shipped beside the package).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest_daemons.config.loader import ExchangeConfig, load_exchanges
+from ingest_daemons.config.models import (
+    Endpoint,
+    EnvironmentConfig,
+    EnvironmentFeedConfig,
+    FeedConfig,
+    StreamLimits,
+)
+
+DEFAULT_ENV = "dev"
+DEFAULT_DATA_DIR = "var"
+_PACKAGED_EXCHANGES = Path(__file__).resolve().parents[2] / "exchanges"
+
+
+@dataclass(frozen=True)
+class Settings:
+    exchanges_dir: Path
+    data_dir: Path
+    env_name: str
+
+    @classmethod
+    def from_env(
+        cls,
+        exchanges_dir: str | os.PathLike[str] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        env_name: str | None = None,
+    ) -> Settings:
+        if exchanges_dir is None:
+            exchanges_dir = os.environ.get("SSMD_EXCHANGES_DIR") or (
+                "exchanges" if Path("exchanges").is_dir() else _PACKAGED_EXCHANGES
+            )
+        data = Path(data_dir or os.environ.get("SSMD_DATA_DIR") or DEFAULT_DATA_DIR)
+        return cls(
+            exchanges_dir=Path(exchanges_dir),
+            data_dir=data.resolve(),
+            env_name=env_name or os.environ.get("SSMD_ENV") or DEFAULT_ENV,
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedFeed:
+    """A feed as one environment runs it: endpoint chosen, limits merged, filter attached."""
+
+    feed: FeedConfig
+    settings: EnvironmentFeedConfig
+    endpoint: Endpoint
+    stream_limits: StreamLimits
+
+    @property
+    def name(self) -> str:
+        return self.feed.name
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.settings.channels or self.feed.channels.default)
+
+    def stream_categories(self) -> list[str]:
+        """Categories that get a stream: the allow-list, or the feed's known ones minus the deny-list."""
+        if self.settings.categories is not None:
+            return list(self.settings.categories)
+        return [c for c in self.feed.categories if self.settings.category_passes(c)]
+
+
+@dataclass(frozen=True)
+class ResolvedEnvironment:
+    config: EnvironmentConfig
+    exchanges: ExchangeConfig
+    settings: Settings
+    nats_url: str
+    feeds: dict[str, ResolvedFeed]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def archive_root(self) -> Path:
+        path = Path(self.config.archive.path)
+        return path if path.is_absolute() else self.settings.data_dir / path
+
+
+def resolve_environment(settings: Settings | None = None, env_name: str | None = None) -> ResolvedEnvironment:
+    """Load the config folder and resolve one environment (raises ConfigError on any problem)."""
+    settings = settings or Settings.from_env()
+    exchanges = load_exchanges(settings.exchanges_dir)
+    env = exchanges.environment(env_name or settings.env_name)
+    feeds = {}
+    for name, feed_env in env.feeds.items():
+        if not feed_env.enabled:
+            continue
+        feed = exchanges.feeds[name]
+        endpoint = feed_env.endpoint or feed.endpoints[env.endpoint_set]
+        feeds[name] = ResolvedFeed(feed, feed_env, endpoint, feed_env.streams.apply_to(env.streams))
+    return ResolvedEnvironment(
+        config=env,
+        exchanges=exchanges,
+        settings=settings,
+        nats_url=os.environ.get("NATS_URL") or env.nats_url,
+        feeds=feeds,
+    )

