@@ -8,11 +8,13 @@ from collections.abc import Sequence
 
 from ingest_daemons.cli import (
     config_cmd,
+    connector_cmd,
     nats_cmd,
     streams_cmd,
     up_cmd,
 )
 from ingest_daemons.cli.common import HelpFormatter
+from ingest_daemons.sim import cli as sim_cli
 
 DESCRIPTION = """\
 ssmd captures every message a market-data exchange sends into NATS JetStream and archives it
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     up_cmd.register(sub)
     config_cmd.register(sub)
     streams_cmd.register(sub)
+    connector_cmd.register(sub)
+    sim_cli.register(sub)
     nats_cmd.register(sub)
     return parser
 

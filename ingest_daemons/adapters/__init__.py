@@ -1,0 +1,1 @@
+"""Exchange adapters: pure protocol code (sign, build commands, classify frames), no sockets."""

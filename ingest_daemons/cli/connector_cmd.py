@@ -1,0 +1,113 @@
+"""``ssmd connector``: run one shard of a feed's connector until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from ingest_daemons.adapters.kalshi_auth import load_credentials
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
+from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.config.settings import ResolvedFeed
+from ingest_daemons.connector.directory import MarketDirectory, build_directory, discover_kalshi_markets
+from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector, shard_markets
+from ingest_daemons.errors import AuthError, ConfigError
+from ingest_daemons.logs import get_logger
+
+log = get_logger("ssmd.connector")
+
+
+def register(sub: Any) -> None:
+    parser = add_command(
+        sub,
+        "connector",
+        help="run a feed connector shard: exchange WebSocket -> JetStream",
+        description=(
+            "Connect to the feed's WebSocket with fresh auth headers, subscribe the shard's markets in\n"
+            "paced batches and publish every frame byte-for-byte to JetStream on\n"
+            "{env}.{feed}.{category}.json.{type}.{ticker}, each with an acknowledgement (retried with the\n"
+            "same Nats-Msg-Id, so never duplicated). Sequence gaps, reconnects and terminal errors are\n"
+            "published as marker messages; unreadable frames as type `unparsed`. SIGTERM unsubscribes,\n"
+            "drains every unacknowledged frame and exits 0.\n\n"
+            "Markets: --markets, else every open market from the feed's REST API that passes the\n"
+            "environment's category filter, sliced by --shard. Categories come from the REST API\n"
+            "(series); a market whose category is unknown goes to the `uncategorized` stream.\n"
+            "Credentials: KALSHI_API_KEY and KALSHI_PRIVATE_KEY_PATH (PKCS#1 or PKCS#8 PEM)."
+        ),
+        examples=(
+            "  ssmd connector --env dev --feed kalshi\n"
+            "  ssmd connector --env prod --feed kalshi --shard 2 --metrics-port 9464\n"
+            "  ssmd connector --env dev --feed kalshi --ws-url ws://127.0.0.1:8765/trade-api/ws/v2 \\\n"
+            "      --markets KXBTCD-26FEB1217-T72749.99,FED-23DEC-T3.00\n"
+        ),
+    )
+    add_env_arg(parser)
+    add_exchanges_arg(parser)
+    parser.add_argument("--feed", default="kalshi", choices=["kalshi"], help="feed to run (default: kalshi)")
+    parser.add_argument("--shard", type=int, default=0, help="shard index (default: 0)")
+    parser.add_argument("--ws-url", default=None, help="override the feed's WebSocket endpoint")
+    parser.add_argument("--rest-url", default=None, help="override the feed's REST endpoint (market discovery)")
+    parser.add_argument("--markets", default=None, help="comma-separated market tickers (default: discover via REST)")
+    parser.add_argument("--nats-url", default=None, help="override $NATS_URL and the environment's nats_url")
+    parser.add_argument("--metrics-port", type=int, default=9464,
+                        help="port for /metrics /healthz /readyz, 0 = any free port (default: 9464)")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port (default: 0.0.0.0)")
+    parser.add_argument("--idle-timeout", type=float, default=30.0,
+                        help="reconnect when no frame or ping arrives for this many seconds (default: 30)")
+    parser.add_argument("--max-in-flight", type=int, default=50_000,
+                        help="frames held unacknowledged before reading pauses (default: 50000)")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="connect without Kalshi auth headers (only for a simulator run with --no-auth)")
+    parser.set_defaults(func=run)
+
+
+async def _markets_and_directory(args: argparse.Namespace, feed: ResolvedFeed,
+                                 rest_url: str | None) -> tuple[list[str], MarketDirectory]:
+    explicit = [t for t in (args.markets or "").split(",") if t.strip()]
+    discovered = []
+    if rest_url:
+        try:
+            discovered = await discover_kalshi_markets(rest_url)
+        except RuntimeError as exc:
+            if not explicit:
+                raise
+            log.warning("market discovery failed; categories unknown, markets go to uncategorized", error=str(exc))
+    directory = build_directory(feed.stream_categories(), discovered)
+    if explicit:
+        return [t.strip() for t in explicit], directory
+    return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory
+
+
+async def _run(args: argparse.Namespace) -> int:
+    try:
+        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
+    except ConfigError as exc:
+        print(f"invalid config:\n{exc}")
+        return 1
+    feed = env.feeds.get(args.feed)
+    if feed is None:
+        print(f"feed {args.feed!r} is not enabled in environment {env.name!r}")
+        return 1
+    try:
+        credentials = None if args.no_auth else load_credentials()
+    except AuthError as exc:
+        print(f"cannot start: {exc}")
+        return 1
+    rest_url = args.rest_url or feed.endpoint.rest
+    try:
+        markets, directory = await _markets_and_directory(args, feed, rest_url)
+    except RuntimeError as exc:
+        print(f"cannot find markets to subscribe: {exc}")
+        return 1
+    mine = shard_markets(markets, args.shard, feed.settings.shard_size)
+    options = ConnectorOptions(
+        shard=args.shard, ws_url=args.ws_url, nats_url=args.nats_url, idle_timeout_s=args.idle_timeout,
+        max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
+    )
+    connector = KalshiConnector(env, feed, mine, directory, credentials, options)
+    return await connector.run_until_signalled()
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))

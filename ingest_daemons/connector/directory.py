@@ -1,0 +1,119 @@
+"""Which markets a connector serves and which category (stream) each one's messages go to.
+
+Until the secmaster exists, categories come from the exchange's REST API (series carry the
+category; events link markets to series) or are unknown. An unknown category routes to the
+``uncategorized`` stream: a message is never dropped for lack of a category.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ingest_daemons.backoff import Backoff
+from ingest_daemons.logs import get_logger
+from ingest_daemons.naming import UNCATEGORIZED, slug
+
+log = get_logger("ssmd.directory")
+
+DEFAULT_REST_TIMEOUT_S = 10.0
+DEFAULT_REST_ATTEMPTS = 6
+
+
+@dataclass
+class MarketDirectory:
+    """ticker → category slug, for markets and events; lookups are dictionary gets on the hot path.
+
+    ``stream_categories`` are the slugs that have a stream in this environment; a category without
+    one (e.g. a market named explicitly whose category the environment does not capture) routes to
+    ``uncategorized`` so its messages still land in a stream.
+    """
+
+    categories: dict[str, str] = field(default_factory=dict)
+    stream_categories: set[str] | None = None
+
+    def category_of(self, ticker: str | None) -> str:
+        if ticker is None:
+            return UNCATEGORIZED
+        return self.categories.get(ticker, UNCATEGORIZED)
+
+    def assign(self, ticker: str, category: str | None) -> None:
+        value = slug(category) if category else UNCATEGORIZED
+        if self.stream_categories is not None and value not in self.stream_categories:
+            value = UNCATEGORIZED
+        self.categories[ticker] = value
+
+    def category_slugs(self, tickers: Iterable[str]) -> set[str]:
+        return {self.category_of(t) for t in tickers}
+
+
+@dataclass(frozen=True)
+class DiscoveredMarket:
+    ticker: str
+    event_ticker: str
+    category: str | None
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str, params: dict[str, str]) -> Any:
+    """GET with retry on 429/5xx and connection errors (capped, jittered backoff)."""
+    backoff = Backoff(initial_s=0.2, max_s=5.0)
+    for attempt in range(1, DEFAULT_REST_ATTEMPTS + 1):
+        try:
+            async with session.get(url, params=params) as resp:
+                if resp.status == 200:
+                    return await resp.json()
+                retryable = resp.status == 429 or resp.status >= 500
+                detail = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            retryable, detail = True, type(exc).__name__
+        if not retryable or attempt == DEFAULT_REST_ATTEMPTS:
+            raise RuntimeError(f"GET {url} failed: {detail}")
+        delay = backoff.next_delay()
+        log.warning("REST request failed; retrying", url=url, detail=detail, retry_in_s=round(delay, 2))
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def _paged(session: aiohttp.ClientSession, url: str, key: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = await _get_json(session, url, {**params, **({"cursor": cursor} if cursor else {})})
+        items.extend(page.get(key) or [])
+        cursor = page.get("cursor") or ""
+        if not cursor:
+            return items
+
+
+async def discover_kalshi_markets(rest_url: str, status: str = "open") -> list[DiscoveredMarket]:
+    """Open markets with their series' category, from ``/series``, ``/events`` and ``/markets``."""
+    base = rest_url.rstrip("/")
+    timeout = aiohttp.ClientTimeout(total=DEFAULT_REST_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        series = await _paged(session, f"{base}/series", "series", {})
+        events = await _paged(session, f"{base}/events", "events", {"limit": "200"})
+        markets = await _paged(session, f"{base}/markets", "markets", {"limit": "1000", "status": status})
+    category_of_series = {s["ticker"]: s.get("category") for s in series if isinstance(s.get("ticker"), str)}
+    series_of_event = {e["event_ticker"]: e.get("series_ticker") for e in events if e.get("event_ticker")}
+    found = []
+    for market in markets:
+        event = market.get("event_ticker") or ""
+        found.append(
+            DiscoveredMarket(market["ticker"], event, category_of_series.get(series_of_event.get(event) or ""))
+        )
+    log.info("discovered markets", rest=base, markets=len(found), series=len(series), events=len(events))
+    return found
+
+
+def build_directory(stream_categories: Iterable[str], discovered: Iterable[DiscoveredMarket]) -> MarketDirectory:
+    """A directory for an environment's stream categories, filled from discovered markets and events."""
+    directory = MarketDirectory(stream_categories={slug(c) for c in stream_categories})
+    for market in discovered:
+        directory.assign(market.ticker, market.category)
+        if market.event_ticker:
+            directory.assign(market.event_ticker, market.category)
+    return directory

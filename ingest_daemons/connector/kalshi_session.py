@@ -1,0 +1,429 @@
+"""One Kalshi WebSocket connection: connect, subscribe, read, publish, notice trouble, reconnect.
+
+The reader is the only task that reads the socket. Commands (subscribe in paced batches,
+``get_snapshot``, resubscribe after a terminal error, unsubscribe on shutdown) are written by other
+tasks and wait on futures the reader resolves, so frames arriving while a command is pending are
+processed like any other, never discarded.
+
+What the archive gets to see (see :mod:`ingest_daemons.wire`): every data frame byte-for-byte; a
+``gap`` marker for each ``seq`` jump on a ``sid``; ``status`` markers for connect, disconnect,
+resubscribe and terminal errors; unreadable frames as ``unparsed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from ingest_daemons import wire
+from ingest_daemons.adapters.kalshi import (
+    LIFECYCLE_CHANNEL,
+    ORDERBOOK_CHANNEL,
+    TERMINAL_ERROR_CODES,
+    Classified,
+    FrameKind,
+    KalshiAdapter,
+)
+from ingest_daemons.adapters.kalshi_auth import KalshiCredentials, auth_headers
+from ingest_daemons.backoff import Backoff
+from ingest_daemons.connector.directory import MarketDirectory
+from ingest_daemons.connector.metrics import ConnectorMetrics
+from ingest_daemons.errors import AuthError
+from ingest_daemons.logs import get_logger
+from ingest_daemons.naming import UNCATEGORIZED, SubjectBuilder
+from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher, header_block
+
+log = get_logger("ssmd.kalshi")
+
+DEFAULT_IDLE_TIMEOUT_S = 30.0  # Kalshi pings every 10 s; three missed pings and no data = stalled
+DEFAULT_COMMAND_TIMEOUT_S = 10.0
+DEFAULT_HEARTBEAT_S = 15.0
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+RawWebSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    url: str
+    channels: tuple[str, ...]
+    markets_per_subscription: int = 256
+    commands_per_second: float = 5.0
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass
+class _Subscription:
+    channel: str
+    markets: list[str] | None  # None = every market (lifecycle)
+    last_seq: int | None = None
+
+
+@dataclass
+class _Pending:
+    """A command waiting for its replies (``subscribe`` gets one ``subscribed`` per channel)."""
+
+    expected: int
+    replies: list[Classified] = field(default_factory=list)
+    done: asyncio.Future[list[Classified]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class KalshiSession:
+    """Serves a fixed set of markets on one socket, reconnecting until :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        run_id: str,
+        shard: int,
+        settings: SessionSettings,
+        markets: list[str],
+        credentials: KalshiCredentials | None,
+        adapter: KalshiAdapter,
+        directory: MarketDirectory,
+        builder: SubjectBuilder,
+        publisher: JetStreamPublisher,
+        metrics: ConnectorMetrics,
+    ) -> None:
+        self.index = index
+        self.run_id = run_id
+        self.shard = shard
+        self.settings = settings
+        self.markets = list(markets)
+        self.credentials = credentials
+        self.adapter = adapter
+        self.directory = directory
+        self.builder = builder
+        self.publisher = publisher
+        self.metrics = metrics
+        self.sockets_opened = 0
+        self.subscribed = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self._stopping = False
+        self._ws: RawWebSocket | None = None
+        self._subs: dict[int, _Subscription] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._headers = HeaderTemplate("", {})
+        self._conn_id = ""
+        self._counter = 0
+        self._marker_counter = 0
+        self._frames_this_socket = 0
+        self._background: set[asyncio.Task[Any]] = set()
+        self._last_command_ns = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def connection_id(self) -> str:
+        return self._conn_id
+
+    async def run(self) -> None:
+        """Connect and serve until stopped; every failure is retried with jittered backoff."""
+        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        async with aiohttp.ClientSession() as http:
+            while not self._stopping:
+                reason = "closed"
+                try:
+                    reason = await self._serve_one_socket(http, backoff)
+                except AuthError as exc:
+                    reason = f"auth: {exc}"
+                    log.error("exchange refused our credentials; will retry", feed="kalshi", shard=self.shard,
+                              detail=str(exc))
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    log.warning("exchange connection failed", feed="kalshi", shard=self.shard, url=self.settings.url,
+                                error=reason)
+                finally:
+                    self.subscribed.clear()
+                    self._fail_pending()
+                if self._stopping:
+                    break
+                if self.sockets_opened:
+                    await self._status_marker(wire.STATUS_DISCONNECTED, reason=reason,
+                                              frames=self._frames_this_socket)
+                delay = backoff.next_delay()
+                self.metrics.reconnects.inc()
+                log.warning("reconnecting", feed="kalshi", shard=self.shard, conn=self._conn_id or "-",
+                            reason=reason, retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Graceful: unsubscribe, keep reading until the exchange confirms, then close.
+
+        Everything the exchange sent before confirming is read and published, so a SIGTERM loses
+        nothing that was on the wire.
+        """
+        self._stopping = True
+        ws = self._ws
+        if ws is not None and not ws.closed and self._subs:
+            sids = sorted(self._subs)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._command(*self.adapter.unsubscribe(sids), expected=len(sids)), timeout_s)
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+
+    # ------------------------------------------------------------------ one socket
+
+    async def _serve_one_socket(self, http: aiohttp.ClientSession, backoff: Backoff) -> str:
+        headers = auth_headers(self.credentials) if self.credentials is not None else {}
+        try:
+            ws = await http.ws_connect(
+                self.settings.url,
+                headers=headers,
+                autoping=False,  # we answer pings ourselves so that they count as liveness
+                heartbeat=self.settings.heartbeat_s,
+                compress=0,
+                max_msg_size=MAX_FRAME_BYTES,
+                decode_text=False,  # raw bytes: the frame is published exactly as received
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise AuthError(f"handshake refused with HTTP {exc.status}: check KALSHI_API_KEY and the key") from None
+            raise
+        self._ws = ws
+        self.sockets_opened += 1
+        self._conn_id = f"{self.run_id}.{self.index}.{self.sockets_opened}"
+        self._headers = HeaderTemplate(
+            f"{self._conn_id}:", {wire.HDR_SHARD: str(self.shard), wire.HDR_CONNECTION: self._conn_id}
+        )
+        self._counter = 0
+        self._frames_this_socket = 0
+        self._subs.clear()
+        log.info("connected", feed="kalshi", shard=self.shard, conn=self._conn_id, url=self.settings.url,
+                 markets=len(self.markets))
+        await self._status_marker(wire.STATUS_CONNECTED, url=self.settings.url, markets=len(self.markets))
+        subscriber = asyncio.create_task(self._subscribe_all(backoff), name=f"subscribe-{self._conn_id}")
+        try:
+            return await self._read(ws)
+        finally:
+            subscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await subscriber
+            for task in list(self._background):
+                task.cancel()
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 2.0)
+            self._ws = None
+
+    async def _read(self, ws: RawWebSocket) -> str:
+        idle = self.settings.idle_timeout_s
+        receive = ws.receive
+        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        while True:
+            try:
+                msg = await receive(timeout=idle)
+            except TimeoutError:
+                log.warning("no frames or pings; socket stalled", feed="kalshi", shard=self.shard,
+                            conn=self._conn_id, idle_s=idle)
+                return f"stalled: nothing received for {idle:g}s"
+            kind = msg.type
+            if kind is text or kind is binary:
+                await self._on_frame(msg.data)
+            elif kind is aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif kind is aiohttp.WSMsgType.PONG:
+                continue
+            elif kind is aiohttp.WSMsgType.ERROR:
+                return f"error: {ws.exception()!r}"
+            else:  # CLOSE, CLOSING, CLOSED
+                return f"closed by exchange (code {ws.close_code})"
+
+    # ------------------------------------------------------------------ frames
+
+    async def _on_frame(self, data: bytes) -> None:
+        received_ns = time.time_ns()
+        self.metrics.last_message_monotonic = time.monotonic()
+        self._frames_this_socket += 1
+        frame = self.adapter.classify(data)
+        if frame.kind is FrameKind.DATA:
+            ticker = frame.ticker
+            category = self.directory.category_of(ticker)
+            if frame.seq is not None and frame.sid is not None:
+                sub = self._subs.get(frame.sid)
+                if sub is not None:
+                    last = sub.last_seq
+                    sub.last_seq = frame.seq
+                    if last is not None and frame.seq != last + 1:
+                        await self._on_gap(frame, sub, last, category)
+            subject = self.builder.subject(category, frame.subject_type, ticker if ticker is not None else "")
+            self._counter += 1
+            await self.publisher.publish(subject, data, self._headers.render(self._counter, received_ns))
+            self.metrics.count(frame.subject_type)
+        elif frame.kind is FrameKind.CONTROL:
+            await self._on_control(frame)
+        else:
+            self.metrics.unparsed.inc()
+            subject = self.builder.subject(UNCATEGORIZED, wire.TYPE_UNPARSED, self._conn_id)
+            self._counter += 1
+            await self.publisher.publish(subject, data, self._headers.render(self._counter, received_ns))
+            self.metrics.count(wire.TYPE_UNPARSED)
+            log.warning("unparsed frame kept", feed="kalshi", shard=self.shard, conn=self._conn_id, size=len(data))
+
+    async def _on_gap(self, frame: Classified, sub: _Subscription, last: int, category: str) -> None:
+        self.metrics.gaps.inc()
+        expected = last + 1
+        log.warning("sequence gap", feed="kalshi", shard=self.shard, conn=self._conn_id, sid=frame.sid,
+                    channel=sub.channel, expected=expected, got=frame.seq, market=frame.ticker)
+        payload = wire.marker_payload(
+            wire.TYPE_GAP, conn=self._conn_id, sid=frame.sid, channel=sub.channel, expected_seq=expected,
+            got_seq=frame.seq, missing=max(0, (frame.seq or 0) - expected), market=frame.ticker,
+        )
+        await self._publish_marker(category, wire.TYPE_GAP, frame.ticker or self._conn_id, payload, wire.TYPE_GAP)
+        if sub.channel == ORDERBOOK_CHANNEL and sub.markets and frame.sid is not None:
+            # The book on this sid may be wrong now: ask for fresh snapshots (protocols reference A5).
+            self._spawn(self._command(*self.adapter.update_subscription(frame.sid, "get_snapshot", sub.markets)))
+
+    async def _on_control(self, frame: Classified) -> None:
+        body = frame.body or {}
+        command_id = frame.command_id
+        if frame.type == "subscribed" and isinstance(body.get("msg"), dict):
+            sid, channel = body["msg"].get("sid"), body["msg"].get("channel")
+            if isinstance(sid, int) and isinstance(channel, str):
+                self._subs[sid] = _Subscription(channel, None)
+        elif frame.type == "unsubscribed" and frame.sid is not None:
+            self._subs.pop(frame.sid, None)
+        elif frame.type == "error" and command_id is None and frame.sid is not None:
+            await self._on_terminal_error(frame)
+            return
+        if command_id is not None:
+            pending = self._pending.get(command_id)
+            if pending is not None:
+                pending.replies.append(frame)
+                if frame.type == "error" or len(pending.replies) >= pending.expected:
+                    self._pending.pop(command_id, None)
+                    if not pending.done.done():
+                        pending.done.set_result(pending.replies)
+
+    async def _on_terminal_error(self, frame: Classified) -> None:
+        code = frame.error_code
+        sid = frame.sid
+        sub = self._subs.get(sid) if sid is not None else None
+        log.error("exchange error on a live subscription", feed="kalshi", shard=self.shard, conn=self._conn_id,
+                  sid=sid, code=code, channel=sub.channel if sub else None)
+        if code not in TERMINAL_ERROR_CODES or sub is None or sid is None:
+            return
+        self.metrics.terminal_errors.inc()
+        del self._subs[sid]
+        await self._status_marker(wire.STATUS_TERMINAL_ERROR, sid=sid, code=code, channel=sub.channel)
+        self._spawn(self._resubscribe(sub))
+
+    async def _resubscribe(self, sub: _Subscription) -> None:
+        replies = await self._subscribe_batch((sub.channel,), sub.markets)
+        await self._status_marker(wire.STATUS_RESUBSCRIBED, channel=sub.channel,
+                                  sids=[r.body["msg"]["sid"] for r in replies if r.type == "subscribed" and r.body])
+
+    # ------------------------------------------------------------------ commands
+
+    async def _subscribe_all(self, backoff: Backoff) -> None:
+        """Subscribe every market in paced batches; lifecycle (all markets) once, without a list."""
+        per_market = tuple(c for c in self.settings.channels if c != LIFECYCLE_CHANNEL)
+        size = self.settings.markets_per_subscription
+        try:
+            if per_market and self.markets:
+                for start in range(0, len(self.markets), size):
+                    await self._subscribe_batch(per_market, self.markets[start : start + size])
+            if LIFECYCLE_CHANNEL in self.settings.channels:
+                await self._subscribe_batch((LIFECYCLE_CHANNEL,), None)
+        except (TimeoutError, RuntimeError) as exc:
+            log.error("subscribe failed; reconnecting", feed="kalshi", shard=self.shard, conn=self._conn_id,
+                      error=str(exc))
+            if self._ws is not None:
+                await self._ws.close()
+            return
+        self.metrics.markets.set(len(self.markets))
+        backoff.reset()
+        self.subscribed.set()
+        if self.sockets_opened > 1:
+            await self._status_marker(wire.STATUS_RESUBSCRIBED, markets=len(self.markets), sids=sorted(self._subs))
+        log.info("subscribed", feed="kalshi", shard=self.shard, conn=self._conn_id, markets=len(self.markets),
+                 channels=",".join(self.settings.channels), sids=len(self._subs))
+
+    async def _subscribe_batch(self, channels: tuple[str, ...], markets: list[str] | None) -> list[Classified]:
+        replies = await self._command(*self.adapter.subscribe(channels, markets), expected=len(channels))
+        errors = [r for r in replies if r.type == "error"]
+        if errors:
+            raise RuntimeError(f"subscribe refused: {errors[0].body}")
+        for reply in replies:
+            sid = reply.body["msg"]["sid"] if reply.body else None
+            if isinstance(sid, int) and sid in self._subs:
+                self._subs[sid].markets = list(markets) if markets is not None else None
+        return replies
+
+    async def _command(self, command_id: int, frame: bytes, expected: int = 1) -> list[Classified]:
+        """Send one command (paced to the feed's command rate) and wait for its replies."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise RuntimeError("not connected")
+        gap_ns = int(1e9 / self.settings.commands_per_second)
+        wait_ns = self._last_command_ns + gap_ns - time.monotonic_ns()
+        self._last_command_ns = max(time.monotonic_ns(), self._last_command_ns + gap_ns)
+        if wait_ns > 0:
+            await asyncio.sleep(wait_ns / 1e9)
+        pending = _Pending(expected)
+        self._pending[command_id] = pending
+        await ws.send_str(frame.decode())  # Kalshi commands are text frames
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.done), self.settings.command_timeout_s)
+        finally:
+            self._pending.pop(command_id, None)
+
+    def _fail_pending(self) -> None:
+        for pending in self._pending.values():
+            if not pending.done.done():
+                pending.done.set_exception(RuntimeError("connection lost"))
+                pending.done.exception()  # mark retrieved
+        self._pending.clear()
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("background command failed", conn=self._conn_id, error=repr(t.exception()))
+
+        task.add_done_callback(done)
+
+    # ------------------------------------------------------------------ markers
+
+    async def _status_marker(self, kind: str, **fields: Any) -> None:
+        """One status marker into every stream this connection feeds (each archive records it)."""
+        payload = wire.marker_payload(kind, conn=self._conn_id, shard=self.shard, ts_ns=time.time_ns(), **fields)
+        for category in sorted(self.directory.category_slugs(self.markets) | {UNCATEGORIZED}):
+            await self._publish_marker(category, wire.TYPE_STATUS, self._conn_id, payload, kind)
+
+    async def _publish_marker(self, category: str, marker_type: str, token: str, payload: bytes, kind: str) -> None:
+        self._marker_counter += 1
+        headers = header_block({
+            wire.HDR_MSG_ID: f"{self._conn_id}:m{self._marker_counter}",
+            wire.HDR_RECEIVED_NS: str(time.time_ns()),
+            wire.HDR_SHARD: str(self.shard),
+            wire.HDR_CONNECTION: self._conn_id,
+            wire.HDR_MARKER: kind,
+        })
+        await self.publisher.publish(self.builder.subject(category, marker_type, token), payload, headers)
+        self.metrics.count(marker_type)
+
+
+def ready_reason(sessions: list[KalshiSession], publisher_connected: Callable[[], bool]) -> tuple[bool, str]:
+    if not publisher_connected():
+        return False, "not connected to NATS"
+    waiting = [s.index for s in sessions if not s.subscribed.is_set()]
+    if waiting:
+        return False, f"connections not subscribed: {waiting}"
+    return True, "ok"
