@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ingest_daemons.config.settings import ResolvedEnvironment
+from ingest_daemons.errors import SsmdError
 from ingest_daemons.logs import get_logger
 from ingest_daemons.nats_client import connect_once
 from ingest_daemons.nats_runner import NatsServer
@@ -34,6 +38,7 @@ class ChildProcess:
     argv: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    port: int | None = None  # a port the child listens on; start() waits for it before the next child
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -96,17 +101,22 @@ class LocalStack:
         )
         self.children: list[ChildProcess] = []
 
-    def add(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ChildProcess:
-        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {})
+    def add(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None
+    ) -> ChildProcess:
+        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port)
         self.children.append(child)
         return child
 
     def start(self) -> list[StreamChange]:
+        """nats-server, streams, then each child in order (waiting for its port when it has one)."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.nats.start()
         changes = asyncio.run(provision_streams(self.env, self.nats.url))
         for child in self.children:
             child.start()
+            if child.port is not None:
+                wait_for_port("127.0.0.1", child.port, 60, child)
         return changes
 
     def failed(self) -> list[str]:
@@ -120,13 +130,12 @@ class LocalStack:
             child.stop()
         self.nats.stop()
 
-    def wait(self, stop_requested: asyncio.Event | None = None, poll_s: float = 1.0) -> None:
+    def wait(self, on_tick: Callable[[], None] | None = None, tick_s: float = 60.0, poll_s: float = 1.0) -> None:
         """Block until Ctrl-C/SIGTERM or until a component dies (then say which and where its log is)."""
-        import threading
-
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        next_tick = time.monotonic() + tick_s
         while not stop.wait(poll_s):
             dead = self.failed()
             if dead:
@@ -134,4 +143,32 @@ class LocalStack:
                     where = self.nats.log_file if name == "nats-server" else self.logs_dir / f"{name}.log"
                     print(f"component {name} exited; see {where}", flush=True)
                 return
-        time.sleep(0)
+            if on_tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + tick_s
+                on_tick()
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, child: ChildProcess | None = None) -> None:
+    """Until something listens on ``host:port`` (or the child that should listen has died)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child is not None and not child.alive:
+            raise SsmdError(f"{child.name} exited before listening; see {child.log_path}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SsmdError(f"nothing listening on {host}:{port} after {timeout_s:.0f}s")
+
+
+async def stream_counts(url: str, env: str) -> dict[str, int]:
+    nc = await connect_once(url, name=f"ssmd-up-{env}-status")
+    try:
+        return {
+            info.config.name or "": info.state.messages
+            for info in await nc.jetstream().streams_info()
+            if (info.config.name or "").startswith(env.upper() + "_")
+        }
+    finally:
+        await nc.close()

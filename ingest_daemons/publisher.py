@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ DEFAULT_PING_INTERVAL_S = 5.0
 DEFAULT_MAX_OUTSTANDING_PINGS = 3
 _CRLF = b"\r\n"
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
+# An ack: ``MSG <inbox>.<token> <sid> <size>\r\n`` (no reply subject on acks).
+_ACK_LINE = re.compile(rb"MSG [^ \r\n]*?\.(\d+) \d+ (\d+)\r\n")
 
 
 @dataclass(slots=True)
@@ -101,8 +104,6 @@ class _Protocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pongs = 0
         self.pong = asyncio.Event()
-        self.paused = asyncio.Event()
-        self.paused.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -110,15 +111,15 @@ class _Protocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.paused.set()
+        self.owner._set_write_paused(False)
         if not self.closed.done():
             self.closed.set_result(None)
 
     def pause_writing(self) -> None:
-        self.paused.clear()
+        self.owner._set_write_paused(True)
 
     def resume_writing(self) -> None:
-        self.paused.set()
+        self.owner._set_write_paused(False)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -130,15 +131,21 @@ class _Protocol(asyncio.Protocol):
             nl = buf.find(_CRLF, pos)
             if nl < 0:
                 break
-            op = buf[pos : pos + 4]
-            if op == b"MSG ":
-                header = bytes(buf[pos:nl]).split(b" ")
-                size = int(header[-1])
-                end = nl + 2 + size + 2
-                if end > length:
+            ack = _ACK_LINE.match(buf, pos)
+            if ack is not None:
+                start = ack.end()
+                end = start + int(ack.group(2))
+                if end + 2 > length:
                     break
-                owner._on_ack(header[1], bytes(buf[nl + 2 : nl + 2 + size]), None)
-                pos = end
+                owner._on_ack(int(ack.group(1)), buf.find(b'"error"', start, end) >= 0, None, buf, start, end)
+                pos = end + 2
+                continue
+            op = buf[pos : pos + 4]
+            if op == b"MSG ":  # a message on our inbox that is not an ack (never expected)
+                size = int(bytes(buf[pos:nl]).split(b" ")[-1])
+                if nl + 2 + size + 2 > length:
+                    break
+                pos = nl + 2 + size + 2
             elif op == b"HMSG":
                 header = bytes(buf[pos:nl]).split(b" ")
                 hdr_len, total = int(header[-2]), int(header[-1])
@@ -146,7 +153,9 @@ class _Protocol(asyncio.Protocol):
                 if end > length:
                     break
                 headers = bytes(buf[nl + 2 : nl + 2 + hdr_len])
-                owner._on_ack(header[1], bytes(buf[nl + 2 + hdr_len : nl + 2 + total]), headers)
+                token = header[1].rsplit(b".", 1)[-1]
+                if token.isdigit():
+                    owner._on_ack(int(token), True, headers, buf, nl + 2 + hdr_len, nl + 2 + total)
                 pos = end
             else:
                 line = bytes(buf[pos:nl])
@@ -173,7 +182,7 @@ class JetStreamPublisher:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
         ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
-        on_ack: Callable[[str, int], None] | None = None,
+        on_ack: Callable[[str, int, bytes], None] | None = None,
     ) -> None:
         self.address = NatsAddress.parse(url)
         self.url = url
@@ -181,14 +190,18 @@ class JetStreamPublisher:
         self.max_in_flight = max_in_flight
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.ping_interval_s = ping_interval_s
-        self.on_ack = on_ack  # (subject, latency_ns) for metrics; called for every ack
+        self.on_ack = on_ack  # (subject, publish-to-ack ns, HPUB bytes) for metrics; called for every ack
         self._inbox = f"_INBOX.{os.urandom(8).hex()}."
         self._inbox_b = self._inbox.encode()
-        self._pending: dict[bytes, _Pending] = {}
+        self._pending: dict[int, _Pending] = {}
         self._next_token = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._proto: _Protocol | None = None
+        self.full = False  # True while max_in_flight frames are unacked: the caller awaits wait_room()
+        self._write_paused = False
+        self._connected_flag = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = asyncio.Event()
         self._has_room = asyncio.Event()
         self._has_room.set()
@@ -208,6 +221,7 @@ class JetStreamPublisher:
 
     async def start(self, wait_connected_s: float | None = 10.0) -> None:
         """Start connecting (forever, in the background); optionally wait for the first connection."""
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._connection_loop(), name="publisher-connection"),
             asyncio.create_task(self._retry_loop(), name="publisher-retry"),
@@ -244,31 +258,53 @@ class JetStreamPublisher:
 
     # ------------------------------------------------------------------ hot path
 
-    async def publish(self, subject: str, payload: bytes, headers: bytes) -> None:
-        """Queue one frame; returns once it is held (acknowledgement arrives later).
+    def publish_nowait(self, subject: str, payload: bytes, headers: bytes) -> None:
+        """Hold one frame and send it (hot path; never blocks, never drops).
 
-        ``headers`` is a complete NATS header block (``NATS/1.0\\r\\n…\\r\\n\\r\\n``) and must carry a
-        ``Nats-Msg-Id`` unique to this frame. Blocks only while ``max_in_flight`` frames are unacked.
+        ``headers`` is a complete NATS header block (``NATS/1.0\\r\\n…\\r\\n\\r\\n``) carrying a
+        ``Nats-Msg-Id`` unique to this frame. Afterwards, when :attr:`full` is true, the caller must
+        ``await wait_room()`` before publishing more: that is the backpressure.
         """
-        if len(self._pending) >= self.max_in_flight:
-            self._has_room.clear()
-            self._flush()
-            await self._has_room.wait()
-        token = str(self._next_token).encode()
-        self._next_token += 1
+        token = self._next_token
+        self._next_token = token + 1
         hdr_len = len(headers)
-        wire = b"HPUB %s %s%s %d %d\r\n%s%s\r\n" % (
+        wire = b"HPUB %s %s%d %d %d\r\n%s%s\r\n" % (
             subject.encode(), self._inbox_b, token, hdr_len, hdr_len + len(payload), headers, payload
         )
-        self._pending[token] = _Pending(wire, time.monotonic_ns(), subject)
-        self._empty.clear()
-        if self._connected.is_set():
+        pending = self._pending
+        if not pending:
+            self._empty.clear()
+        pending[token] = _Pending(wire, time.monotonic_ns(), subject)
+        if self._connected_flag:
             self._out.append(wire)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-        if self._proto is not None and not self._proto.paused.is_set():
-            await self._proto.paused.wait()
+                assert self._loop is not None, "start() the publisher first"
+                self._loop.call_soon(self._flush)
+        if len(pending) >= self.max_in_flight or self._write_paused:
+            self.full = True
+            self._has_room.clear()
+
+    async def wait_room(self) -> None:
+        """Wait until fewer than ``max_in_flight`` frames are unacked and the socket takes writes."""
+        self._flush()
+        while self.full:
+            await self._has_room.wait()
+            self._update_room()
+
+    async def publish(self, subject: str, payload: bytes, headers: bytes) -> None:
+        """:meth:`publish_nowait` plus the backpressure wait (for callers off the hot path)."""
+        if self.full:
+            await self.wait_room()
+        self.publish_nowait(subject, payload, headers)
+
+    def _update_room(self) -> None:
+        if len(self._pending) < self.max_in_flight and not self._write_paused:
+            self.full = False
+            self._has_room.set()
+        else:
+            self.full = True
+            self._has_room.clear()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -279,27 +315,29 @@ class JetStreamPublisher:
             proto.transport.write(b"".join(self._out))
         self._out.clear()
 
-    def _on_ack(self, subject: bytes, payload: bytes, headers: bytes | None) -> None:
-        if not subject.startswith(self._inbox_b):
-            return
-        token = subject[len(self._inbox_b) :]
+    def _on_ack(self, token: int, failed: bool, headers: bytes | None, buf: bytearray, start: int, end: int) -> None:
         entry = self._pending.get(token)
         if entry is None:
             return  # a late ack for a frame already acknowledged (we re-sent it)
-        if headers is not None and headers.startswith(b"NATS/1.0 503"):
-            self._note_error(entry, "no stream for subject (no responders)")
-            return
-        if b'"error"' in payload[:20]:
-            self._note_error(entry, payload.decode(errors="replace"))
+        if failed:
+            if headers is not None and headers.startswith(b"NATS/1.0 503"):
+                self._note_error(entry, "no stream for subject (no responders)")
+            else:
+                self._note_error(entry, bytes(buf[start:end]).decode(errors="replace"))
             return
         del self._pending[token]
         self.acked += 1
         if self.on_ack is not None:
-            self.on_ack(entry.subject, time.monotonic_ns() - entry.sent_ns)
+            self.on_ack(entry.subject, time.monotonic_ns() - entry.sent_ns, entry.wire)
         if not self._pending:
             self._empty.set()
-        if len(self._pending) < self.max_in_flight and not self._has_room.is_set():
-            self._has_room.set()
+        if self.full:
+            self._update_room()
+
+    def _set_write_paused(self, paused: bool) -> None:
+        """The socket's write buffer passed its high-water mark (or drained): backpressure."""
+        self._write_paused = paused
+        self._update_room()
 
     def _note_error(self, entry: _Pending, detail: str) -> None:
         """Keep the frame; the retry loop sends it again after the ack timeout."""
@@ -366,11 +404,13 @@ class JetStreamPublisher:
             for entry in self._pending.values():
                 entry.sent_ns = now
             self._connected.set()
+            self._connected_flag = True
             self._flush()
             log.info("publisher connected", url=self._safe_url(), resent=len(self._pending), first=first)
             first = False
             await self._watch(proto)
             self._connected.clear()
+            self._connected_flag = False
             self._proto = None
             self._out.clear()
             if not self._closing:

@@ -8,9 +8,8 @@ Classification reads just enough of a frame to route it — its type, market tic
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -47,9 +46,8 @@ class FrameKind(Enum):
     UNPARSED = "unparsed"
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
-    """What routing needs to know about one frame."""
+class Classified(NamedTuple):
+    """What routing needs to know about one frame (a tuple: built once per frame on the hot path)."""
 
     kind: FrameKind
     type: str  # exchange message type (``trade``), or ``unparsed``

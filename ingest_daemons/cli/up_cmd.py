@@ -3,43 +3,113 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
+from urllib.parse import urlparse
 
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
 from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.errors import ConfigError, SsmdError
-from ingest_daemons.local_stack import LocalStack
+from ingest_daemons.local_keys import ensure_local_kalshi_keys
+from ingest_daemons.local_stack import LocalStack, ssmd_command, stream_counts
 from ingest_daemons.streams import StreamChange
+
+CONNECTOR_METRICS_PORT = 9464
 
 
 def register(sub: Any) -> None:
     parser = add_command(
         sub,
         "up",
-        help="run the local stack (nats-server, streams, ...) until Ctrl-C",
+        help="run the local stack (nats-server, streams, simulator, connector, ...) until Ctrl-C",
         description=(
             "Start everything a laptop needs, with all state under the data directory (./var):\n"
-            "a nats-server with JetStream, the environment's streams (provisioned by the same\n"
-            "reconcile as `ssmd streams apply`). Logs go to DATA_DIR/logs/. Ctrl-C stops it all."
+            "  - a nats-server with JetStream (DATA_DIR/nats),\n"
+            "  - the environment's streams, provisioned by the same reconcile as `ssmd streams apply`,\n"
+            "  - a Kalshi exchange simulator on the port of the environment's kalshi endpoint, checking\n"
+            "    signatures against a throw-away key pair generated under DATA_DIR/keys,\n"
+            "  - a Kalshi connector signing with that key, publishing into the streams.\n"
+            "Component logs go to DATA_DIR/logs/. Ctrl-C stops everything (the connector drains first)."
         ),
-        examples="  ssmd up\n  SSMD_DATA_DIR=/tmp/ssmd ssmd up --env dev\n",
+        examples="  ssmd up\n  SSMD_DATA_DIR=/tmp/ssmd ssmd up --sim-markets 100 --sim-rate 200\n",
     )
     add_env_arg(parser)
     add_exchanges_arg(parser)
+    parser.add_argument("--sim-markets", type=int, default=40, help="markets in the simulator (default: 40)")
+    parser.add_argument("--sim-rate", type=float, default=50.0,
+                        help="simulator data frames per second per connection (default: 50)")
+    parser.add_argument("--connector-metrics-port", type=int, default=CONNECTOR_METRICS_PORT,
+                        help=f"the connector's /metrics /healthz /readyz port (default: {CONNECTOR_METRICS_PORT})")
+    parser.add_argument("--no-sim", action="store_true", help="no simulator and no connector: NATS and streams only")
     parser.set_defaults(func=run)
 
 
-def summary(stack: LocalStack, changes: list[StreamChange]) -> str:
+def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Namespace) -> str | None:
+    """Simulator + connector, when the environment runs kalshi against a local endpoint."""
+    feed = env.feeds.get("kalshi")
+    if feed is None:
+        return None
+    url = urlparse(feed.endpoint.ws)
+    if url.hostname not in {"127.0.0.1", "localhost"} or url.port is None:
+        return f"kalshi endpoint {feed.endpoint.ws} is not local; no simulator started"
+    keys = ensure_local_kalshi_keys(env.data_dir)
+    stack.add(
+        "sim-kalshi",
+        ssmd_command("sim", "kalshi", "--host", "127.0.0.1", "--port", str(url.port),
+                     "--public-key", str(keys.public_key_path), "--api-key-id", keys.key_id,
+                     "--markets", str(args.sim_markets), "--rate", str(args.sim_rate)),
+        port=url.port,
+    )
+    stack.add(
+        "connector-kalshi-0",
+        ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--shard", "0",
+                     "--metrics-host", "127.0.0.1", "--metrics-port", str(args.connector_metrics_port)),
+        env={"KALSHI_API_KEY": keys.key_id, "KALSHI_PRIVATE_KEY_PATH": str(keys.private_key_path),
+             "SSMD_EXCHANGES_DIR": str(env.settings.exchanges_dir.resolve()),
+             "SSMD_DATA_DIR": str(env.data_dir), "NATS_URL": stack.nats.url},
+        port=args.connector_metrics_port,
+    )
+    return None
+
+
+def summary(stack: LocalStack, changes: list[StreamChange], note: str | None, metrics_port: int) -> str:
+    env = stack.env
     lines = [
         "",
-        f"ssmd is up: environment {stack.env.name}, data in {stack.data_dir}",
+        f"ssmd is up: environment {env.name}, data in {stack.data_dir}",
         f"  NATS        {stack.nats.url}   (JetStream store {stack.nats.store_dir})",
         f"  streams     {len(changes)}: " + ", ".join(c.stream for c in changes),
+    ]
+    names = {c.name for c in stack.children}
+    if "sim-kalshi" in names:
+        feed = env.feeds["kalshi"]
+        lines += [
+            f"  simulator   {feed.endpoint.ws} (REST {feed.endpoint.rest})",
+            f"  connector   kalshi shard 0, metrics http://127.0.0.1:{metrics_port}/metrics "
+            f"(/healthz /readyz)",
+            f"  subjects    {env.name}.kalshi.<category>.json.<type>.<ticker>, "
+            f"e.g. {env.name}.kalshi.economics.json.trade.>",
+        ]
+    if note:
+        lines.append(f"  note        {note}")
+    lines += [
         f"  logs        {stack.logs_dir}/",
-        "  try         ssmd streams plan --env " + stack.env.name,
+        f"  try         ssmd streams plan --env {env.name}",
         "Ctrl-C to stop.",
     ]
     return "\n".join(lines)
+
+
+def print_counts(stack: LocalStack) -> None:
+    try:
+        counts = asyncio.run(stream_counts(stack.nats.url, stack.env.name))
+    except SsmdError as exc:
+        print(f"stream counts unavailable: {exc}", flush=True)
+        return
+    total = sum(counts.values())
+    detail = ", ".join(f"{name}={n}" for name, n in sorted(counts.items()) if n)
+    print(f"messages in {stack.env.name} streams: {total} ({detail or 'none yet'})", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"invalid config:\n{exc}")
         return 1
     stack = LocalStack(env)
+    note = None if args.no_sim else add_kalshi(stack, env, args)
     try:
         changes = stack.start()
-        print(summary(stack, changes), flush=True)
-        stack.wait()
+        print(summary(stack, changes, note, args.connector_metrics_port), flush=True)
+        stack.wait(on_tick=lambda: print_counts(stack), tick_s=15.0)
     except SsmdError as exc:
         print(f"ssmd up failed: {exc}")
         return 1

@@ -121,6 +121,8 @@ class KalshiSession:
         self._frames_this_socket = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._last_command_ns = 0
+        self._activity = 0
+        self._stall_reason: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,72 +208,108 @@ class KalshiSession:
                  markets=len(self.markets))
         await self._status_marker(wire.STATUS_CONNECTED, url=self.settings.url, markets=len(self.markets))
         subscriber = asyncio.create_task(self._subscribe_all(backoff), name=f"subscribe-{self._conn_id}")
+        reader = asyncio.create_task(self._read(ws), name=f"read-{self._conn_id}")
+        watchdog = asyncio.create_task(self._watchdog(reader), name=f"watchdog-{self._conn_id}")
         try:
-            return await self._read(ws)
+            return await reader
+        except asyncio.CancelledError:
+            if self._stall_reason is None or ((task := asyncio.current_task()) is not None and task.cancelling()):
+                raise
+            return self._stall_reason
         finally:
-            subscriber.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await subscriber
-            for task in list(self._background):
+            for task in (subscriber, watchdog, reader, *self._background):
                 task.cancel()
+            for task in (subscriber, watchdog):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             if not ws.closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2.0)
             self._ws = None
 
-    async def _read(self, ws: RawWebSocket) -> str:
+    async def _watchdog(self, reader: asyncio.Task[str]) -> None:
+        """Cancel the reader when nothing (no frame, no ping) arrived for ``idle_timeout_s``.
+
+        A timer per ``receive()`` would cost more than the rest of a frame's handling; instead the
+        reader bumps a counter and this task looks at it a few times per idle period.
+        """
         idle = self.settings.idle_timeout_s
-        receive = ws.receive
-        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
-        while True:
-            try:
-                msg = await receive(timeout=idle)
-            except TimeoutError:
+        self._stall_reason = None
+        seen, quiet_since = -1, time.monotonic()
+        while not reader.done():
+            await asyncio.sleep(idle / 4)
+            now = time.monotonic()
+            if self._activity != seen:
+                seen, quiet_since = self._activity, now
+                self.metrics.last_message_monotonic = now
+            elif now - quiet_since >= idle:
                 log.warning("no frames or pings; socket stalled", feed="kalshi", shard=self.shard,
                             conn=self._conn_id, idle_s=idle)
-                return f"stalled: nothing received for {idle:g}s"
+                self._stall_reason = f"stalled: nothing received for {idle:g}s"
+                reader.cancel()
+                return
+
+    async def _read(self, ws: RawWebSocket) -> str:
+        """The hot path: one frame in, one publish out; awaits only for backpressure and rare events."""
+        receive = ws.receive
+        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        classify = self.adapter.classify
+        category_of = self.directory.category_of
+        subject_of = self.builder.subject
+        render = self._headers.render
+        publisher = self.publisher
+        publish = publisher.publish_nowait
+        counts = self.metrics.by_type
+        subs = self._subs
+        data_kind = FrameKind.DATA
+        time_ns = time.time_ns
+        while True:
+            msg = await receive()
             kind = msg.type
             if kind is text or kind is binary:
-                await self._on_frame(msg.data)
+                received_ns = time_ns()
+                self._activity += 1
+                data = msg.data
+                frame = classify(data)
+                if frame.kind is data_kind:
+                    ticker = frame.ticker
+                    category = category_of(ticker)
+                    seq = frame.seq
+                    if seq is not None:
+                        sub = subs.get(frame.sid)  # type: ignore[arg-type]
+                        if sub is not None:
+                            last = sub.last_seq
+                            sub.last_seq = seq
+                            if last is not None and seq != last + 1:
+                                await self._on_gap(frame, sub, last, category)
+                    self._counter += 1
+                    publish(subject_of(category, frame.subject_type, ticker if ticker is not None else ""), data,
+                            render(self._counter, received_ns))
+                    subject_type = frame.subject_type
+                    counts[subject_type] = counts.get(subject_type, 0) + 1
+                elif frame.kind is FrameKind.CONTROL:
+                    await self._on_control(frame)
+                else:
+                    self._publish_unparsed(data, received_ns)
+                if publisher.full:
+                    await publisher.wait_room()
             elif kind is aiohttp.WSMsgType.PING:
+                self._activity += 1
                 await ws.pong(msg.data)
             elif kind is aiohttp.WSMsgType.PONG:
-                continue
+                self._activity += 1
             elif kind is aiohttp.WSMsgType.ERROR:
                 return f"error: {ws.exception()!r}"
             else:  # CLOSE, CLOSING, CLOSED
                 return f"closed by exchange (code {ws.close_code})"
 
-    # ------------------------------------------------------------------ frames
-
-    async def _on_frame(self, data: bytes) -> None:
-        received_ns = time.time_ns()
-        self.metrics.last_message_monotonic = time.monotonic()
-        self._frames_this_socket += 1
-        frame = self.adapter.classify(data)
-        if frame.kind is FrameKind.DATA:
-            ticker = frame.ticker
-            category = self.directory.category_of(ticker)
-            if frame.seq is not None and frame.sid is not None:
-                sub = self._subs.get(frame.sid)
-                if sub is not None:
-                    last = sub.last_seq
-                    sub.last_seq = frame.seq
-                    if last is not None and frame.seq != last + 1:
-                        await self._on_gap(frame, sub, last, category)
-            subject = self.builder.subject(category, frame.subject_type, ticker if ticker is not None else "")
-            self._counter += 1
-            await self.publisher.publish(subject, data, self._headers.render(self._counter, received_ns))
-            self.metrics.count(frame.subject_type)
-        elif frame.kind is FrameKind.CONTROL:
-            await self._on_control(frame)
-        else:
-            self.metrics.unparsed.inc()
-            subject = self.builder.subject(UNCATEGORIZED, wire.TYPE_UNPARSED, self._conn_id)
-            self._counter += 1
-            await self.publisher.publish(subject, data, self._headers.render(self._counter, received_ns))
-            self.metrics.count(wire.TYPE_UNPARSED)
-            log.warning("unparsed frame kept", feed="kalshi", shard=self.shard, conn=self._conn_id, size=len(data))
+    def _publish_unparsed(self, data: bytes, received_ns: int) -> None:
+        self.metrics.unparsed.inc()
+        subject = self.builder.subject(UNCATEGORIZED, wire.TYPE_UNPARSED, self._conn_id)
+        self._counter += 1
+        self.publisher.publish_nowait(subject, data, self._headers.render(self._counter, received_ns))
+        self.metrics.count(wire.TYPE_UNPARSED)
+        log.warning("unparsed frame kept", feed="kalshi", shard=self.shard, conn=self._conn_id, size=len(data))
 
     async def _on_gap(self, frame: Classified, sub: _Subscription, last: int, category: str) -> None:
         self.metrics.gaps.inc()

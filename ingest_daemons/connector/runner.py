@@ -68,7 +68,7 @@ class KalshiConnector:
             name=f"ssmd-connector-{env.name}-{feed.name}-{options.shard}",
             max_in_flight=options.max_in_flight,
             ack_timeout_s=options.ack_timeout_s,
-            on_ack=lambda subject, ns: self.metrics.publish_latency.observe(ns / 1e9),
+            on_ack=lambda subject, ns, wire: self.metrics.latency.observe(ns / 1e9),
         )
         self.metrics.add_standard_gauges(
             in_flight=lambda: self.publisher.in_flight,

@@ -48,7 +48,7 @@ def test_header_template_matches_slow_path() -> None:
 async def test_every_frame_acked_once_and_byte_identical(nc: Client, nats_server: NatsServer, unique_env: str) -> None:
     await make_stream(nc, f"{unique_env}_P", f"{unique_env}.p.>")
     acks: list[int] = []
-    pub = JetStreamPublisher(nats_server.url, on_ack=lambda subject, ns: acks.append(ns))
+    pub = JetStreamPublisher(nats_server.url, on_ack=lambda subject, ns, wire: acks.append(ns))
     await pub.start()
     headers = HeaderTemplate("x:", {"Ssmd-Shard": "0"})
     frames = [b'{"n":%d,"price":0.10}' % i for i in range(2000)] + [b"not json \xff"]

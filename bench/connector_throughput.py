@@ -1,0 +1,243 @@
+"""Connector throughput and latency: simulator → connector → JetStream, next to the same-run ceiling.
+
+Runs three measurements on this machine, each against a fresh nats-server (file storage):
+
+1. ceiling   — the connector's publisher alone, publishing recorded simulator frames with the
+               same headers and acks, no WebSocket (what one process can push into JetStream);
+2. flood     — the simulator (its own process) floods one connection; the connector (this
+               process) reads, classifies and publishes with acks: sustained acked msgs/s and RSS;
+3. latency   — the simulator sends 10,000 msgs/s; p50/p99 from the simulator's send time (the
+               frame's ``ts_ms``, 1 ms resolution) and from the connector's receive time to the
+               JetStream ack.
+
+Usage: ``python bench/connector_throughput.py [--seconds 10] [--markets 100]``. Prints a table and a
+JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E402
+from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
+from ingest_daemons.connector.directory import build_directory, discover_kalshi_markets  # noqa: E402
+from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector  # noqa: E402
+from ingest_daemons.nats_client import connect_once  # noqa: E402
+from ingest_daemons.nats_runner import NatsServer, free_port  # noqa: E402
+from ingest_daemons.naming import SubjectBuilder  # noqa: E402
+from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher  # noqa: E402
+from ingest_daemons.streams import reconcile  # noqa: E402
+
+TS_MS = re.compile(rb'"ts_ms":(\d+)')
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_exchanges(tmp: Path, ws: str, rest: str, nats_url: str) -> Path:
+    root = tmp / "exchanges"
+    (root / "environments").mkdir(parents=True)
+    (root / "feeds").symlink_to(REPO / "exchanges" / "feeds")
+    env = {
+        "name": "bench", "nats_url": nats_url, "endpoint_set": "demo",
+        "streams": {"max_age": "1h", "max_bytes": -1, "duplicate_window": "2m", "storage": "file"},
+        "feeds": {"kalshi": {"endpoint": {"ws": ws, "rest": rest}, "channels": ["ticker", "trade", "orderbook_delta"],
+                             "shard_size": 5000}},
+    }
+    (root / "environments" / "bench.yaml").write_text(yaml.safe_dump(env))
+    return root
+
+
+class Simulator:
+    """The simulator in its own process, as it would run next to a real connector."""
+
+    def __init__(self, markets: int, rate: int) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest_daemons.cli", "--log-level", "WARNING", "sim", "kalshi",
+             "--port", str(self.port), "--no-auth", "--markets", str(markets), "--rate", str(rate)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("simulator did not start")
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/trade-api/ws/v2"
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.port}/trade-api/v2"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def record_frames(sim: Simulator, tickers: list[str], count: int) -> list[bytes]:
+    frames: list[bytes] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(sim.ws, decode_text=False) as ws:
+        await ws.send_str(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+            "channels": ["ticker", "trade", "orderbook_delta"], "market_tickers": tickers}}))
+        while len(frames) < count:
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.TEXT and b'"sid"' in msg.data and b'"subscribed"' not in msg.data:
+                frames.append(msg.data)
+    return frames
+
+
+async def ceiling(nats_url: str, frames: list[bytes], directory: object) -> float:
+    adapter, builder = KalshiAdapter(), SubjectBuilder("bench", "kalshi")
+    routed = []
+    for data in frames:
+        c = adapter.classify(data)
+        if c.kind is FrameKind.DATA:
+            routed.append((builder.subject(directory.category_of(c.ticker), c.subject_type, c.ticker or ""), data))  # type: ignore[attr-defined]
+    pub = JetStreamPublisher(nats_url, max_in_flight=50_000)
+    await pub.start()
+    headers = HeaderTemplate("ceiling:", {"Ssmd-Shard": "0", "Ssmd-Conn": "ceiling"})
+    start = time.perf_counter()
+    for i, (subject, data) in enumerate(routed):
+        await pub.publish(subject, data, headers.render(i, time.time_ns()))
+        if i % 256 == 0:
+            await asyncio.sleep(0)
+    await pub.drain(120)
+    elapsed = time.perf_counter() - start
+    await pub.close()
+    return len(routed) / elapsed
+
+
+async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds: float,
+                        warmup: float) -> dict[str, float]:
+    env = resolve_environment(Settings.from_env(exchanges_dir=env_root, data_dir=data_dir), "bench")
+    feed = env.feeds["kalshi"]
+    discovered = await discover_kalshi_markets(sim.rest)
+    directory = build_directory(feed.stream_categories(), discovered)
+    connector = KalshiConnector(env, feed, [m.ticker for m in discovered], directory, None,
+                                ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30))
+    recv_to_ack: list[int] = []
+    send_to_ack: list[float] = []
+    measuring = False
+
+    def on_ack(subject: str, ns: int, wire: bytes) -> None:
+        if measuring:
+            recv_to_ack.append(ns)
+            match = TS_MS.search(wire)
+            if match:
+                send_to_ack.append(time.time() * 1000 - int(match.group(1)))
+
+    connector.publisher.on_ack = on_ack
+    await connector.start()
+    await connector.wait_subscribed(30)
+    await asyncio.sleep(warmup)
+    measuring = True
+    acked0, t0 = connector.publisher.acked, time.perf_counter()
+    await asyncio.sleep(seconds)
+    acked1, t1 = connector.publisher.acked, time.perf_counter()
+    measuring = False
+    rss = rss_mb()
+    connector.request_stop()
+    await connector.shutdown()
+
+    def pct(values: list[float] | list[int], p: float) -> float:
+        return statistics.quantiles(values, n=1000)[int(p * 10) - 1] if len(values) > 10 else float("nan")
+
+    return {
+        "acked_per_s": (acked1 - acked0) / (t1 - t0),
+        "rss_mb": rss,
+        "recv_to_ack_p50_ms": pct(recv_to_ack, 50) / 1e6,
+        "recv_to_ack_p99_ms": pct(recv_to_ack, 99) / 1e6,
+        "send_to_ack_p50_ms": pct(send_to_ack, 50),
+        "send_to_ack_p99_ms": pct(send_to_ack, 99),
+        "samples": len(recv_to_ack),
+    }
+
+
+async def purge(nats_url: str) -> None:
+    nc = await connect_once(nats_url, "bench-purge")
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        await js.purge_stream(info.config.name)
+    await nc.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring (default 2)")
+    parser.add_argument("--markets", type=int, default=100, help="markets in the simulated universe (default 100)")
+    parser.add_argument("--frames", type=int, default=300_000, help="frames for the ceiling run (default 300000)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ssmd-bench-"))
+    nats = NatsServer(tmp / "nats").start()
+    results: dict[str, object] = {"machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor()}",
+                                  "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    try:
+        flood = Simulator(args.markets, 0)
+        root = write_exchanges(tmp, flood.ws, flood.rest, nats.url)
+        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
+        nc = await connect_once(nats.url, "bench-setup")
+        await reconcile(nc.jetstream(), env, apply=True)
+        await nc.close()
+        discovered = await discover_kalshi_markets(flood.rest)
+        directory = build_directory(env.feeds["kalshi"].stream_categories(), discovered)
+        print(f"recording {args.frames:,} frames from the simulator ...", flush=True)
+        frames = await record_frames(flood, [m.ticker for m in discovered], args.frames)
+        print("ceiling: publisher alone, same frames, same acks ...", flush=True)
+        results["ceiling_acked_per_s"] = await ceiling(nats.url, frames, directory)
+        await purge(nats.url)
+        print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
+        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+        flood.stop()
+        await purge(nats.url)
+        paced = Simulator(args.markets, 10_000)
+        print(f"latency: 10,000 msgs/s for {args.seconds:g}s ...", flush=True)
+        results["latency_10k"] = await run_connector(root, tmp, paced, args.seconds, args.warmup)
+        paced.stop()
+    finally:
+        nats.stop()
+    flood_r, lat = results["flood"], results["latency_10k"]
+    assert isinstance(flood_r, dict) and isinstance(lat, dict)
+    ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
+    print()
+    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}")
+    print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s")
+    print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
+          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB")
+    print(f"latency at 10k msgs/s            send->ack p50 {lat['send_to_ack_p50_ms']:.1f} ms, "
+          f"p99 {lat['send_to_ack_p99_ms']:.1f} ms; recv->ack p50 {lat['recv_to_ack_p50_ms']:.2f} ms, "
+          f"p99 {lat['recv_to_ack_p99_ms']:.2f} ms; achieved {lat['acked_per_s']:,.0f} msgs/s")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,66 @@
+"""`ssmd up` end to end, as a newcomer runs it: NATS, streams, simulator, connector; data flows; Ctrl-C stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nats
+
+from ingest_daemons.nats_runner import free_port
+from tests.fixtures.config import WriteEnv
+
+
+async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique_env: str, tmp_path: Path) -> None:
+    nats_port, sim_port, metrics_port = free_port(), free_port(), free_port()
+    root = write_env(
+        unique_env,
+        nats_url=f"nats://127.0.0.1:{nats_port}",
+        streams={"max_age": "1h", "max_bytes": "64MiB"},
+        feeds={"kalshi": {
+            "categories": ["Economics", "Crypto", "Climate and Weather", "Politics", "Financials"],
+            "endpoint": {"ws": f"ws://127.0.0.1:{sim_port}/trade-api/ws/v2",
+                         "rest": f"http://127.0.0.1:{sim_port}/trade-api/v2"},
+        }},
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "SSMD_ENV"}}
+    env.update(SSMD_DATA_DIR=str(tmp_path / "var"), SSMD_EXCHANGES_DIR=str(root))
+    log = (tmp_path / "up.log").open("wb")
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
+        [sys.executable, "-m", "ingest_daemons.cli", "up", "--env", unique_env, "--sim-rate", "100",
+         "--connector-metrics-port", str(metrics_port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        total = 0
+        while time.monotonic() < deadline and total < 100:
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()
+            try:
+                nc = await nats.connect(f"nats://127.0.0.1:{nats_port}", connect_timeout=1, max_reconnect_attempts=0)
+            except Exception:
+                await asyncio.sleep(0.2)
+                continue
+            infos = await nc.jetstream().streams_info()
+            await nc.close()
+            total = sum(i.state.messages for i in infos if (i.config.name or "").startswith(unique_env.upper()))
+            await asyncio.sleep(0.2)
+        assert total >= 100, (tmp_path / "up.log").read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    output = (tmp_path / "up.log").read_text()
+    assert "ssmd is up" in output and f"{unique_env}.kalshi.<category>" in output
+    assert re.search(rf"{unique_env.upper()}_KALSHI_ECONOMICS", output)
+    connector_log = (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
+    assert "every frame acknowledged" in connector_log, connector_log[-2000:]
+    assert (tmp_path / "var" / "keys" / "kalshi-local.key-id").read_text().strip() not in connector_log
