@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Coroutine
 from typing import Any
 
 
@@ -38,3 +39,10 @@ def add_env_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env", default=None, help="environment name from exchanges/environments/ (default: $SSMD_ENV or dev)"
     )
+
+
+def run_daemon(main: Coroutine[Any, Any, int]) -> int:
+    """Run a long-lived process's coroutine on uvloop: about 20% more frames per core than asyncio's loop."""
+    import uvloop
+
+    return uvloop.run(main)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 from ingest_daemons.adapters.kalshi_auth import load_credentials
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, run_daemon
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.config.settings import ResolvedFeed
 from ingest_daemons.connector.directory import MarketDirectory, build_directory, discover_kalshi_markets
@@ -110,4 +109,4 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    return run_daemon(_run(args))

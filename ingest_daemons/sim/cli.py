@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ingest_daemons.cli.common import add_command
+from ingest_daemons.cli.common import add_command, run_daemon
 
 KALSHI_DESCRIPTION = """\
 Run a Kalshi exchange simulator: the WebSocket API at /trade-api/ws/v2 and the public REST API under
@@ -81,7 +81,7 @@ def run_kalshi(args: argparse.Namespace) -> int:
         print(f"error: --replay file not found: {args.replay}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve_kalshi(args, pem))
+        return run_daemon(_serve_kalshi(args, pem))
     except KeyboardInterrupt:
         return 130
 
