@@ -176,6 +176,89 @@ class KalshiSession:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
 
+    # ------------------------------------------------------------------ dynamic markets
+
+    async def add_markets(self, tickers: list[str]) -> list[str]:
+        """Subscribe more markets on the live socket (``update_subscription add_markets``), no reconnect.
+
+        Returns the tickers actually added. They join :attr:`markets` first, so a reconnect in the
+        meantime subscribes them too; with no live socket that is all that happens.
+        """
+        new = [t for t in dict.fromkeys(tickers) if t not in set(self.markets)]
+        if not new:
+            return []
+        self.markets.extend(new)
+        self.metrics.markets.set(len(self.markets))
+        if self._ws is None or not self.subscribed.is_set():
+            return new
+        try:
+            per_market = [c for c in self.settings.channels if c != LIFECYCLE_CHANNEL]
+            size = self.settings.markets_per_subscription
+            remaining = list(new)
+            # Fill the newest batch's sids (one per channel, same markets) while they have room.
+            newest = self._newest_batch(per_market)
+            if newest is not None:
+                room = size - len(newest[0][1].markets or [])
+                take, remaining = remaining[:room], remaining[room:]
+                if take:
+                    for sid, sub in newest:
+                        await self._command(*self.adapter.update_subscription(sid, "add_markets", take))
+                        sub.markets = [*(sub.markets or []), *take]
+            for start in range(0, len(remaining), size):
+                await self._subscribe_batch(tuple(per_market), remaining[start : start + size])
+        except (RuntimeError, TimeoutError) as exc:
+            # The socket went away mid-update: the markets are in self.markets, the reconnect subscribes them.
+            log.warning("add_markets interrupted; will subscribe on reconnect", feed="kalshi", shard=self.shard,
+                        conn=self._conn_id, error=str(exc))
+            return new
+        log.info("markets added", feed="kalshi", shard=self.shard, conn=self._conn_id, added=len(new),
+                 markets=len(self.markets))
+        return new
+
+    async def remove_markets(self, tickers: list[str]) -> list[str]:
+        """Unsubscribe markets (``update_subscription delete_markets``) from every sid that has them."""
+        gone = set(tickers) & set(self.markets)
+        if not gone:
+            return []
+        self.markets = [t for t in self.markets if t not in gone]
+        self.metrics.markets.set(len(self.markets))
+        if self._ws is not None and self.subscribed.is_set():
+            try:
+                await self._delete_from_sids(gone)
+            except (RuntimeError, TimeoutError) as exc:
+                log.warning("remove_markets interrupted; the reconnect leaves them out", feed="kalshi",
+                            shard=self.shard, conn=self._conn_id, error=str(exc))
+        log.info("markets removed", feed="kalshi", shard=self.shard, conn=self._conn_id, removed=len(gone),
+                 markets=len(self.markets))
+        return sorted(gone)
+
+    async def _delete_from_sids(self, gone: set[str]) -> None:
+        for sid, sub in list(self._subs.items()):
+            if sub.markets is None:
+                continue
+            drop = [t for t in sub.markets if t in gone]
+            if not drop:
+                continue
+            if len(drop) == len(sub.markets):
+                await self._command(*self.adapter.unsubscribe([sid]))
+            else:
+                await self._command(*self.adapter.update_subscription(sid, "delete_markets", drop))
+                sub.markets = [t for t in sub.markets if t not in gone]
+
+    def _newest_batch(self, channels: list[str]) -> list[tuple[int, _Subscription]] | None:
+        """The sids of the most recent per-market subscribe (one per channel), if complete."""
+        if not channels:
+            return None
+        by_channel: dict[str, tuple[int, _Subscription]] = {}
+        for sid, sub in self._subs.items():
+            if sub.channel in channels and sub.markets is not None:
+                if sub.channel not in by_channel or sid > by_channel[sub.channel][0]:
+                    by_channel[sub.channel] = (sid, sub)
+        if set(by_channel) != set(channels):
+            return None
+        batch = list(by_channel.values())
+        return batch if len({tuple(sub.markets or []) for _, sub in batch}) == 1 else None
+
     # ------------------------------------------------------------------ one socket
 
     async def _serve_one_socket(self, http: aiohttp.ClientSession, backoff: Backoff) -> str:
@@ -237,7 +320,7 @@ class KalshiSession:
         self._stall_reason = None
         seen, quiet_since = -1, time.monotonic()
         while not reader.done():
-            await asyncio.sleep(idle / 4)
+            await asyncio.sleep(min(idle / 4, 1.0))
             now = time.monotonic()
             if self._activity != seen:
                 seen, quiet_since = self._activity, now
@@ -371,9 +454,10 @@ class KalshiSession:
         per_market = tuple(c for c in self.settings.channels if c != LIFECYCLE_CHANNEL)
         size = self.settings.markets_per_subscription
         try:
-            if per_market and self.markets:
-                for start in range(0, len(self.markets), size):
-                    await self._subscribe_batch(per_market, self.markets[start : start + size])
+            start = 0
+            while per_market and start < len(self.markets):  # re-read: add_markets may append meanwhile
+                await self._subscribe_batch(per_market, self.markets[start : start + size])
+                start += size
             if LIFECYCLE_CHANNEL in self.settings.channels:
                 await self._subscribe_batch((LIFECYCLE_CHANNEL,), None)
         except (TimeoutError, RuntimeError) as exc:

@@ -1,0 +1,59 @@
+"""Markets added and removed on a live connection: update_subscription, no reconnect, nothing lost."""
+
+from __future__ import annotations
+
+import json
+
+from ingest_daemons.naming import parse_subject
+from tests.fixtures.kalshi import BenchFactory
+from tests.helpers import wait_until
+
+
+async def test_add_and_remove_markets_without_reconnecting(kalshi_bench: BenchFactory) -> None:
+    bench = await kalshi_bench(markets=8, rate=200)
+    await bench.connector.wait_subscribed(10)
+    session = bench.connector.sessions[0]
+    market = await bench.sim.add_market()
+    bench.connector.sessions[0].directory.assign(market.ticker, market.category)
+
+    added = await session.add_markets([market.ticker])
+    assert added == [market.ticker]
+    adds = [c for _, c in bench.sim.commands if c.get("cmd") == "update_subscription"
+            and c["params"]["action"] == "add_markets"]
+    assert adds and all(c["params"]["market_tickers"] == [market.ticker] for c in adds)
+    assert len(adds) == 3, "one update per channel sid (ticker, trade, orderbook_delta)"
+
+    def frames_for(ticker: str) -> int:
+        return sum(1 for f in bench.sim.sent_frames if f.market_ticker == ticker)
+
+    await wait_until(lambda: frames_for(market.ticker) >= 10, 10, "frames for the new market")
+    assert await session.add_markets([market.ticker]) == [], "adding twice is a no-op"
+
+    removed = await session.remove_markets([market.ticker])
+    assert removed == [market.ticker]
+    deletes = [c for _, c in bench.sim.commands if c.get("cmd") == "update_subscription"
+               and c["params"]["action"] == "delete_markets"]
+    assert len(deletes) == 3
+    after_removal = frames_for(market.ticker)
+    others = len(bench.sim.sent_frames)
+    await wait_until(lambda: len(bench.sim.sent_frames) > others + 100, 10, "more frames for other markets")
+    assert frames_for(market.ticker) == after_removal, "no frames for a removed market"
+
+    stored = await bench.stop_and_collect()
+    frames = bench.assert_exactly_once(stored)
+    new_market = [m for m in frames if json.loads(m.data).get("msg", {}).get("market_ticker") == market.ticker]
+    assert new_market and all(parse_subject(m.subject).ticker == market.ticker for m in new_market)
+    assert session.sockets_opened == 1
+
+
+async def test_markets_added_while_disconnected_are_subscribed_on_reconnect(kalshi_bench: BenchFactory) -> None:
+    bench = await kalshi_bench(markets=8, rate=200)
+    await bench.connector.wait_subscribed(10)
+    session = bench.connector.sessions[0]
+    market = await bench.sim.add_market()
+    await bench.sim.close_connections(code=1011)
+    await session.add_markets([market.ticker])
+    await wait_until(lambda: session.sockets_opened == 2 and session.subscribed.is_set(), 10, "resubscribed")
+    subscribes = [c for _, c in bench.sim.commands if c.get("cmd") == "subscribe"]
+    assert any(market.ticker in (c["params"].get("market_tickers") or []) for c in subscribes)
+    bench.assert_exactly_once(await bench.stop_and_collect())
