@@ -10,6 +10,7 @@ from ingest_daemons.cli import (
     config_cmd,
     connector_cmd,
     nats_cmd,
+    shards_cmd,
     streams_cmd,
     up_cmd,
 )
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     connector_cmd.register(sub)
     sim_cli.register(sub)
     nats_cmd.register(sub)
+    shards_cmd.register(sub)
     return parser
 
 

@@ -1,0 +1,268 @@
+"""Persistent shard assignments in a NATS KV bucket, one bucket per environment.
+
+Keys (``{feed}`` is the feed name; tickers are escaped into KV-safe tokens, see :func:`kv_token`):
+
+* ``{feed}.layout`` — ``{"shards": N, "capacity": C}``: how many shards exist; grows by one when a
+  headroom shard is opened.
+* ``{feed}.load.{i}`` — number of markets assigned to shard ``i`` (a reservation counter).
+* ``{feed}.market.{token}`` — the shard index a market is assigned to.
+* ``{feed}.heartbeat.{i}`` — the owning connector's state (markets, msgs/s, last message age, time).
+
+Every write that decides something is a compare-and-set: a slot is first *reserved* by moving
+``load.{i}`` from the revision we read to +1, then the market is *claimed* with a create-only put of
+``market.{token}``. Two writers racing can therefore never assign one market twice nor push a shard
+past its capacity; the loser of a claim gives its reservation back. A market for which no shard has
+room is not dropped: :meth:`ShardRegistry.assign` returns ``None`` and the caller counts it as
+waiting until a headroom shard exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from ingest_daemons.logs import get_logger
+from ingest_daemons.naming import escape_token, unescape_token
+
+log = get_logger("ssmd.shards")
+
+DEFAULT_CAS_ATTEMPTS = 200
+FULL_PASSES = 4  # passes over the shards before a market is reported as waiting
+
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+def _conflict(exc: Exception) -> bool:
+    # nats-py raises KeyWrongLastSequenceError, or (from create's own retry path) a plain
+    # BadRequestError carrying JetStream's "wrong last sequence" code.
+    return isinstance(exc, KeyWrongLastSequenceError) or (
+        isinstance(exc, APIError) and exc.err_code == WRONG_LAST_SEQUENCE
+    )
+
+
+def bucket_name(env: str) -> str:
+    return f"ssmd_shards_{env}"
+
+
+def kv_token(ticker: str) -> str:
+    """KV keys allow ``[-/_=.a-zA-Z0-9]``: the subject escape with ``%`` spelled ``=`` (still reversible)."""
+    return escape_token(ticker).replace("%", "=")
+
+
+def ticker_of(token: str) -> str:
+    return unescape_token(token.replace("=", "%"))
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    shards: int
+    capacity: int
+
+
+@dataclass(frozen=True)
+class ShardState:
+    shard: int
+    load: int
+    capacity: int
+    heartbeat: dict[str, Any] | None
+
+    @property
+    def utilisation(self) -> float:
+        return self.load / self.capacity if self.capacity else 1.0
+
+    def heartbeat_age_s(self, now: float | None = None) -> float | None:
+        if not self.heartbeat or "ts" not in self.heartbeat:
+            return None
+        return (now if now is not None else time.time()) - float(self.heartbeat["ts"])
+
+
+class ShardRegistry:
+    """Assignments for one feed of one environment."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str, feed: str) -> None:
+        self.js = js
+        self.kv = kv
+        self.bucket = bucket
+        self.feed = feed
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, env: str, feed: str, replicas: int = 1) -> ShardRegistry:
+        try:
+            kv = await js.key_value(bucket_name(env))
+        except (BucketNotFoundError, NotFoundError):
+            kv = await js.create_key_value(bucket=bucket_name(env), history=1, replicas=replicas,
+                                           description=f"ssmd {env}: shard assignments and heartbeats")
+        return cls(js, kv, bucket_name(env), feed)
+
+    # ------------------------------------------------------------------ layout
+
+    async def ensure_layout(self, shards: int, capacity: int) -> ShardLayout:
+        """Create the layout if missing (first writer wins); returns what is stored."""
+        try:
+            await self.kv.create(f"{self.feed}.layout", orjson.dumps({"shards": shards, "capacity": capacity}))
+        except APIError as exc:
+            if not _conflict(exc):
+                raise
+        return await self.layout()
+
+    async def layout(self) -> ShardLayout:
+        entry = await self.kv.get(f"{self.feed}.layout")
+        data = orjson.loads(entry.value or b"{}")
+        return ShardLayout(int(data["shards"]), int(data["capacity"]))
+
+    async def open_headroom_shard(self, expected_shards: int) -> ShardLayout:
+        """Add one shard if the layout still has ``expected_shards`` (so a retried request adds only one)."""
+        for _ in range(DEFAULT_CAS_ATTEMPTS):
+            entry = await self.kv.get(f"{self.feed}.layout")
+            data = orjson.loads(entry.value or b"{}")
+            if int(data["shards"]) != expected_shards:
+                return ShardLayout(int(data["shards"]), int(data["capacity"]))
+            data["shards"] = expected_shards + 1
+            try:
+                await self.kv.update(f"{self.feed}.layout", orjson.dumps(data), last=entry.revision)
+                log.info("headroom shard opened", feed=self.feed, shard=expected_shards, shards=expected_shards + 1)
+                return ShardLayout(expected_shards + 1, int(data["capacity"]))
+            except APIError as exc:
+                if not _conflict(exc):
+                    raise
+                continue
+        raise RuntimeError("could not update the shard layout (too much contention)")
+
+    # ------------------------------------------------------------------ assignment
+
+    async def shard_of(self, ticker: str) -> int | None:
+        try:
+            entry = await self.kv.get(f"{self.feed}.market.{kv_token(ticker)}")
+        except KeyNotFoundError:
+            return None
+        return int(entry.value or b"-1") if entry.value else None
+
+    async def _load(self, shard: int) -> tuple[int, int | None]:
+        """(load, revision); revision None when the counter does not exist yet."""
+        try:
+            entry = await self.kv.get(f"{self.feed}.load.{shard}")
+        except KeyNotFoundError:
+            return 0, None
+        return int(entry.value or b"0"), entry.revision
+
+    async def _adjust_load(self, shard: int, delta: int, limit: int | None) -> bool:
+        """CAS ``load += delta``; refuse (False) when it would pass ``limit``."""
+        key = f"{self.feed}.load.{shard}"
+        for attempt in range(DEFAULT_CAS_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))  # jitter breaks lock-step retries
+            load, revision = await self._load(shard)
+            if limit is not None and load + delta > limit:
+                return False
+            try:
+                if revision is None:
+                    await self.kv.create(key, str(load + delta).encode())
+                else:
+                    await self.kv.update(key, str(load + delta).encode(), last=revision)
+                return True
+            except APIError as exc:
+                if not _conflict(exc):
+                    raise
+                continue
+        raise RuntimeError(f"could not update {key} (too much contention)")
+
+    async def assign(self, ticker: str) -> int | None:
+        """The market's shard: existing assignment, else the last shard with room, else ``None`` (waiting)."""
+        existing = await self.shard_of(ticker)
+        if existing is not None:
+            return existing
+        for attempt in range(FULL_PASSES):
+            if attempt:
+                # Reservations of racing writers that lost their claim are given back within moments.
+                await asyncio.sleep(0.01 * attempt)
+            layout = await self.layout()
+            for shard in self._candidates(layout):
+                if not await self._adjust_load(shard, +1, layout.capacity):
+                    continue
+                try:
+                    await self.kv.create(f"{self.feed}.market.{kv_token(ticker)}", str(shard).encode())
+                    return shard
+                except APIError as exc:
+                    if not _conflict(exc):
+                        raise
+                    await self._adjust_load(shard, -1, None)  # somebody else claimed it first
+                    winner = await self.shard_of(ticker)
+                    if winner is not None:
+                        return winner
+            claimed = await self.shard_of(ticker)
+            if claimed is not None:
+                return claimed
+        # Every shard looked full — possibly only while racing writers held reservations they gave back,
+        # one of them having claimed this very market: report that claim rather than "waiting".
+        return await self.shard_of(ticker)
+
+    @staticmethod
+    def _candidates(layout: ShardLayout) -> list[int]:
+        """The last shard first ("new markets go to the last shard with room"), then earlier ones."""
+        return list(range(layout.shards - 1, -1, -1))
+
+    async def release(self, ticker: str) -> int | None:
+        """Forget a settled/closed market and give its slot back."""
+        key = f"{self.feed}.market.{kv_token(ticker)}"
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        shard = int(entry.value or b"-1")
+        try:
+            await self.kv.delete(key, last=entry.revision)
+        except APIError as exc:
+            if not _conflict(exc):
+                raise
+            return None
+        await self._adjust_load(shard, -1, None)
+        return shard
+
+    async def markets_of(self, shard: int) -> list[str]:
+        """Every market assigned to ``shard`` (a connector's market set on start).
+
+        Reads the bucket's stream state per subject rather than nats-py's ``keys()`` watcher, which
+        can report the end of the listing early under load.
+        """
+        assigned = await self.assignments()
+        return sorted(t for t, s in assigned.items() if s == shard)
+
+    async def assignments(self) -> dict[str, int]:
+        """ticker → shard for every assigned market of the feed."""
+        prefix = f"$KV.{self.bucket}.{self.feed}.market."
+        info = await self.js.stream_info(f"KV_{self.bucket}", subjects_filter=prefix + ">")
+        out: dict[str, int] = {}
+        for subject in sorted((info.state.subjects or {}).keys()):
+            msg = await self.js.get_last_msg(f"KV_{self.bucket}", subject)
+            operation = (msg.headers or {}).get("KV-Operation")
+            if operation in {"DEL", "PURGE"} or not msg.data:
+                continue
+            out[ticker_of(subject[len(prefix):])] = int(msg.data)
+        return out
+
+    # ------------------------------------------------------------------ heartbeats and status
+
+    async def heartbeat(self, shard: int, **state: Any) -> None:
+        await self.kv.put(f"{self.feed}.heartbeat.{shard}", orjson.dumps({"ts": time.time(), **state}))
+
+    async def states(self) -> list[ShardState]:
+        layout = await self.layout()
+        states = []
+        for shard in range(layout.shards):
+            load, _ = await self._load(shard)
+            try:
+                entry = await self.kv.get(f"{self.feed}.heartbeat.{shard}")
+                heartbeat = orjson.loads(entry.value) if entry.value else None
+            except KeyNotFoundError:
+                heartbeat = None
+            states.append(ShardState(shard, load, layout.capacity, heartbeat))
+        return states
