@@ -41,9 +41,9 @@ from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E40
 from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
 from ingest_daemons.connector.directory import build_directory, discover_kalshi_markets  # noqa: E402
 from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector  # noqa: E402
+from ingest_daemons.naming import SubjectBuilder  # noqa: E402
 from ingest_daemons.nats_client import connect_once  # noqa: E402
 from ingest_daemons.nats_runner import NatsServer, free_port  # noqa: E402
-from ingest_daemons.naming import SubjectBuilder  # noqa: E402
 from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher  # noqa: E402
 from ingest_daemons.streams import reconcile  # noqa: E402
 

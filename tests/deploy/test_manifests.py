@@ -1,0 +1,263 @@
+"""The rendered Kubernetes overlays: valid against the API schema, and right for ssmd.
+
+Schema validity says the API server will accept the objects; the other checks say they will
+work: shard index from the pod ordinal, probes and scrape annotations on the real metrics port,
+graceful termination long enough to drain, every referenced ConfigMap/Secret/volume accounted for,
+config maps that carry every file of exchanges/, images pinned to the release the Dagster chart
+runs too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import DEPLOY, OVERLAYS, REPO_ROOT, find, pod_specs, ssmd_subcommands
+from tests.deploy.k8s_schema import SchemaError, assert_valid, object_errors
+
+EXCHANGES = REPO_ROOT / "exchanges"
+# Secrets that operators create out of band (never in git); deploy/README.md explains each one.
+EXTERNAL_SECRETS = {"ssmd-kalshi-credentials", "ssmd-secmaster-db"}
+# Daemons that publish to JetStream and must drain on SIGTERM.
+DRAIN_SECONDS = 90
+SHARD_LABEL = "apps.kubernetes.io/pod-index"
+Objects = list[dict[str, Any]]
+
+
+@pytest.fixture(params=sorted(OVERLAYS))
+def overlay(request: pytest.FixtureRequest, rendered: dict[str, Objects]) -> tuple[str, Objects]:
+    return request.param, rendered[request.param]
+
+
+def containers(objects: Objects) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    return [(w, pod, c) for w, pod in pod_specs(objects) for c in pod.get("containers", [])]
+
+
+def daemons(objects: Objects) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Containers that run `ssmd connector` or `ssmd cdc`."""
+    wanted = (["ssmd", "connector"], ["ssmd", "cdc"])
+    return [(w, p, c) for w, p, c in containers(objects) if c.get("command", [])[:2] in wanted]
+
+
+def metrics_port(container: dict[str, Any]) -> int:
+    command = container["command"]
+    return int(command[command.index("--metrics-port") + 1])
+
+
+def test_every_object_matches_the_kubernetes_schema(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    assert objects
+    assert_valid(objects)
+
+
+def test_the_schema_check_names_the_path_of_a_mistake(rendered: dict[str, Objects]) -> None:
+    statefulset = find(rendered["prod"], "StatefulSet", "ssmd-connector-kalshi")
+    broken = yaml.safe_load(yaml.safe_dump(statefulset))
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    container["ports"][0]["containerPort"] = "9464"
+    with pytest.raises(SchemaError) as info:
+        assert_valid([broken])
+    message = str(info.value)
+    assert ".spec.template.spec.containers[0].readinesProbe: unknown field of V1Container" in message
+    assert ".containers[0].ports[0].containerPort: expected an integer" in message
+    assert object_errors({"apiVersion": "apps/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "x"}})
+
+
+def test_namespaced_objects_live_in_the_overlay_namespace(overlay: tuple[str, Objects]) -> None:
+    name, objects = overlay
+    spec = yaml.safe_load((OVERLAYS[name] / "kustomization.yaml").read_text())
+    namespace = spec["namespace"]
+    assert find(objects, "Namespace", namespace)
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == namespace, obj["metadata"]["name"]
+
+
+def test_workload_selectors_match_their_pods(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    for workload, _ in pod_specs(objects):
+        selector = workload["spec"]["selector"]["matchLabels"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), workload["metadata"]["name"]
+
+
+def test_every_daemon_has_a_disruption_budget(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    for workload, _, _ in daemons(objects):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        matching = [b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(matching) == 1, f"{workload['metadata']['name']}: {len(matching)} budgets select it"
+
+
+def test_connectors_take_their_shard_from_the_pod_ordinal(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    statefulsets = [o for o in objects if o["kind"] == "StatefulSet"]
+    assert statefulsets
+    for sts in statefulsets:
+        spec = sts["spec"]
+        # The shard count belongs to the scaler: an apply must never reset it.
+        assert "replicas" not in spec, f"{sts['metadata']['name']}: spec.replicas would be reset by every apply"
+        assert spec["podManagementPolicy"] == "Parallel"
+        (container,) = spec["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["SSMD_SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == f"metadata.labels['{SHARD_LABEL}']"
+        command = container["command"]
+        assert command[command.index("--shard") + 1] == "$(SSMD_SHARD)"
+        service = find(objects, "Service", spec["serviceName"])
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_daemons_probe_drain_and_expose_metrics(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    found = daemons(objects)
+    assert {c["command"][1] for _, _, c in found} == {"connector", "cdc"}
+    for workload, pod, container in found:
+        where = workload["metadata"]["name"]
+        port = metrics_port(container)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == port, where
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            assert container[probe]["httpGet"]["path"] == path, f"{where}: {probe}"
+            assert container[probe]["httpGet"]["port"] in ("metrics", port), f"{where}: {probe}"
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert pod["terminationGracePeriodSeconds"] >= DRAIN_SECONDS, where
+
+
+def test_containers_have_resources_and_run_locked_down(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    for workload, pod, container in containers(objects):
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= resources["requests"].keys(), where
+        assert "memory" in resources["limits"], where
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert pod["automountServiceAccountToken"] is False, where
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False, where
+        assert security["readOnlyRootFilesystem"] is True, where
+        assert security["capabilities"]["drop"] == ["ALL"], where
+
+
+def test_references_resolve(overlay: tuple[str, Objects]) -> None:
+    """Every ConfigMap, PVC, volume and $(VAR) a pod uses exists; Secrets are the documented ones."""
+    _, objects = overlay
+    config_maps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    claims = {o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    secrets_used: set[str] = set()
+    for workload, pod, container in containers(objects):
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            assert mount["name"] in volumes, f"{where}: mount of undefined volume {mount['name']}"
+        for volume in volumes.values():
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps, where
+            if "secret" in volume:
+                secrets_used.add(volume["secret"]["secretName"])
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, where
+        names = set()
+        for source in container.get("envFrom", []):
+            names |= config_maps[source["configMapRef"]["name"]]["data"].keys()
+        for var in container.get("env", []):
+            names.add(var["name"])
+            ref = var.get("valueFrom", {})
+            if "configMapKeyRef" in ref:
+                assert ref["configMapKeyRef"]["key"] in config_maps[ref["configMapKeyRef"]["name"]]["data"], where
+            if "secretKeyRef" in ref:
+                secrets_used.add(ref["secretKeyRef"]["name"])
+        for arg in container.get("command", []) + container.get("args", []):
+            for var in re.findall(r"\$\((\w+)\)", arg):
+                assert var in names, f"{where}: $({var}) is not in the container's environment"
+    assert secrets_used <= EXTERNAL_SECRETS
+    readme = (DEPLOY / "README.md").read_text()
+    for secret in secrets_used:
+        assert secret in readme, f"deploy/README.md must say how to create Secret {secret}"
+
+
+def test_config_maps_carry_every_exchanges_file(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    for sub in ("feeds", "environments"):
+        data = find(objects, "ConfigMap", f"ssmd-exchanges-{sub}")["data"]
+        files = {p.name: p.read_text() for p in sorted((EXCHANGES / sub).glob("*.y*ml"))}
+        assert data == files, f"deploy/k8s/base/kustomization.yaml must list every file of exchanges/{sub}"
+
+
+def test_runtime_environment_exists(overlay: tuple[str, Objects]) -> None:
+    name, objects = overlay
+    env = find(objects, "ConfigMap", "ssmd-env")["data"]
+    assert env["SSMD_ENV"] == name
+    assert (EXCHANGES / "environments" / f"{env['SSMD_ENV']}.yaml").is_file()
+
+
+def test_kalshi_credentials_arrive_where_the_feed_config_says(rendered: dict[str, Objects]) -> None:
+    auth = yaml.safe_load((EXCHANGES / "feeds" / "kalshi.yaml").read_text())["auth"]
+    statefulset = find(rendered["prod"], "StatefulSet", "ssmd-connector-kalshi")
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env[auth["key_id_env"]]["valueFrom"]["secretKeyRef"]["name"] == "ssmd-kalshi-credentials"
+    key_path = Path(env[auth["private_key_path_env"]]["value"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(key_path.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert {i["path"] for i in volume["secret"]["items"]} == {key_path.name}
+    assert volume["secret"]["defaultMode"] == 0o440
+    # Dev talks to the simulator without auth and must not need the Secret at all.
+    dev = find(rendered["dev"], "StatefulSet", "ssmd-connector-kalshi")["spec"]["template"]["spec"]
+    assert "--no-auth" in dev["containers"][0]["command"]
+    assert "kalshi-credentials" not in {v["name"] for v in dev["volumes"]}
+
+
+def test_every_connector_feed_has_a_statefulset_the_scaler_may_scale(overlay: tuple[str, Objects]) -> None:
+    from ingest_daemons.cli import build_parser
+
+    name, objects = overlay
+    connector = ssmd_subcommands(build_parser())["connector"]
+    feed_choices = next(a.choices or () for a in connector._actions if a.dest == "feed")
+    environment = yaml.safe_load((EXCHANGES / "environments" / f"{name}.yaml").read_text())
+    enabled = {f for f, cfg in (environment.get("feeds") or {}).items() if (cfg or {}).get("enabled", True)}
+    expected = {f"ssmd-connector-{feed}" for feed in enabled & set(feed_choices)}
+    statefulsets = {o["metadata"]["name"] for o in objects if o["kind"] == "StatefulSet"}
+    assert statefulsets == expected
+    role = find(objects, "Role", "ssmd-shard-scaler")
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["statefulsets/scale"] and set(rule["verbs"]) == {"get", "patch"}
+    assert set(rule["resourceNames"]) == expected
+
+
+def test_the_scaler_binding_names_dagsters_service_account(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    values = yaml.safe_load((DEPLOY / "dagster" / "values.yaml").read_text())
+    binding = find(objects, "RoleBinding", "ssmd-shard-scaler")
+    (subject,) = binding["subjects"]
+    assert subject == {
+        "kind": "ServiceAccount",
+        "name": values["global"]["serviceAccountName"],
+        "namespace": binding["metadata"]["namespace"],  # Dagster is installed next to the daemons
+    }
+
+
+def test_images_come_from_one_release(rendered: dict[str, Objects]) -> None:
+    values = yaml.safe_load((DEPLOY / "dagster" / "values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    archiver = deployment["image"]
+    owner, image = archiver["repository"].rsplit("/", 1)
+    assert image == "ssmd-archiver"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", archiver["tag"])
+    for name, objects in rendered.items():
+        for _, _, container in containers(objects):
+            repository, _, tag = container["image"].rpartition(":")
+            assert repository == f"{owner}/ssmd-connector", container["image"]
+            if name == "prod":
+                assert tag == archiver["tag"], "prod connectors and the Dagster code location must run one release"
