@@ -1,0 +1,316 @@
+"""A minimal blocking NATS client for reading streams fast.
+
+Why not nats-py: it parses every message's headers into a dict, builds a ``Msg`` object and passes
+it through an asyncio queue, which caps a reader near 25-35k msgs/s on the project's machines (pull
+``fetch`` + ack ~30k, nats-py ordered push consumer ~27k, nats-py batched direct get ~22k). This
+client speaks only what the archive needs (CONNECT, PING/PONG, SUB, UNSUB, PUB, MSG/HMSG, -ERR)
+and hands raw bytes to the caller: the stream reader then needs no header parsing at all for a
+push consumer (sequence and timestamp are in the reply subject). Measured on a 2-core machine,
+1M messages: ~260k msgs/s read, nats-server using ~2.3 µs of CPU per message.
+
+Supported: ``nats://`` and ``tls://`` URLs (several, comma-separated, tried in order), TLS when the
+server requires it, user/password or token in the URL. Not supported: NKEY/JWT credentials (the
+server then refuses the connection and :class:`ArchiveReadError` says so).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import ssl
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import orjson
+
+from ingest_daemons.archive.errors import ArchiveReadError
+
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_RECV_BYTES = 1 << 20
+DEFAULT_API_PREFIX = "$JS.API"
+_CLIENT_VERSION = "1"
+_REPLY_SID = b"1"
+
+# One delivered message: (subscription id, subject, reply subject or None, raw header block or None, payload).
+Frame = tuple[bytes, bytes, bytes | None, bytes | None, bytes]
+
+
+class NatsWireClient:
+    """One connection; not thread-safe; use as a context manager."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "ssmd-archive",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        api_prefix: str = DEFAULT_API_PREFIX,
+        recv_bytes: int = DEFAULT_RECV_BYTES,
+    ) -> None:
+        self.urls = [u.strip() for u in url.split(",") if u.strip()]
+        if not self.urls:
+            raise ValueError("no NATS URL given")
+        self.name = name
+        self.timeout_s = timeout_s
+        self.api_prefix = api_prefix
+        self._recv_bytes = recv_bytes
+        self._sock: socket.socket | None = None
+        self._inbox = f"_INBOX.ssmdarc.{secrets.token_hex(8)}."
+        self._next_reply = 0
+        self._next_sid = 1
+        self._frames: Iterator[list[Frame]] | None = None
+        self._unread: list[Frame] = []
+        self._live: set[bytes] = set()  # subscriptions other than the reply inbox
+        self._pong = False
+        self.connected_url: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> NatsWireClient:
+        return self.connect()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def connect(self) -> NatsWireClient:
+        errors = []
+        for url in self.urls:
+            try:
+                self._connect_one(url)
+                self.connected_url = _without_credentials(url)
+                return self
+            except (OSError, ArchiveReadError) as exc:
+                self.close()
+                errors.append(f"{_without_credentials(url)}: {exc}")
+        raise ArchiveReadError("cannot connect to NATS: " + "; ".join(errors))
+
+    def close(self) -> None:
+        sock, self._sock, self._frames, self._unread = self._sock, None, None, []
+        self._live.clear()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _connect_one(self, url: str) -> None:
+        parsed = urlparse(url if "://" in url else f"nats://{url}")
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+        sock = socket.create_connection((host, port), timeout=self.timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self._sock = sock
+        info = self._read_info(sock)
+        tls = parsed.scheme == "tls" or bool(info.get("tls_required"))
+        if tls:
+            self._sock = sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        options: dict[str, Any] = {
+            "verbose": False,
+            "pedantic": False,
+            "tls_required": tls,
+            "name": self.name,
+            "lang": "python-ssmd-archive",
+            "version": _CLIENT_VERSION,
+            "protocol": 1,
+            "headers": True,
+            "no_responders": True,
+        }
+        if parsed.username and parsed.password is not None:
+            options["user"], options["pass"] = unquote(parsed.username), unquote(parsed.password)
+        elif parsed.username:
+            options["auth_token"] = unquote(parsed.username)
+        self._frames = self._frame_reader()
+        self._next_sid = 1
+        sock.sendall(b"CONNECT " + orjson.dumps(options) + b"\r\nPING\r\n")
+        self._await_pong()
+        self.subscribe(self._inbox + "*")  # sid 1: replies to our requests
+
+    @staticmethod
+    def _read_info(sock: socket.socket) -> dict[str, Any]:
+        line = b""
+        while b"\r\n" not in line:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ArchiveReadError("server closed the connection before INFO")
+            line += chunk
+            if len(line) > 1 << 20:
+                raise ArchiveReadError("no INFO line from server")
+        first, _, rest = line.partition(b"\r\n")
+        if rest:
+            raise ArchiveReadError("unexpected data after INFO")
+        if not first.startswith(b"INFO "):
+            raise ArchiveReadError(f"not a NATS server (first line {first[:40]!r})")
+        info: dict[str, Any] = orjson.loads(first[5:])
+        return info
+
+    def _await_pong(self) -> None:
+        self._pong = False
+        while not self._pong:
+            self.push_back(next(self._require_frames()))
+
+    # ------------------------------------------------------------------ commands
+
+    def _send(self, data: bytes) -> None:
+        if self._sock is None:
+            raise ArchiveReadError("not connected")
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise ArchiveReadError(f"cannot send to NATS: {exc}") from exc
+
+    def subscribe(self, subject: str) -> bytes:
+        """Subscribe and return the subscription id (as the bytes frames carry it)."""
+        sid = str(self._next_sid).encode()
+        self._next_sid += 1
+        self._send(b"SUB %s %s\r\n" % (subject.encode(), sid))
+        if sid != _REPLY_SID:
+            self._live.add(sid)
+        return sid
+
+    def unsubscribe(self, sid: bytes) -> None:
+        self._live.discard(sid)
+        self._send(b"UNSUB %s\r\n" % sid)
+
+    def publish(self, subject: bytes, payload: bytes = b"", reply: bytes | None = None) -> None:
+        if reply is None:
+            self._send(b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload))
+        else:
+            self._send(b"PUB %s %s %d\r\n%s\r\n" % (subject, reply, len(payload), payload))
+
+    def send_request(self, subject: str, payload: bytes) -> bytes:
+        """Publish ``payload`` with a fresh reply subject and return that subject.
+
+        Every request gets its own reply subject, so frames still in flight for an abandoned request
+        are recognised and skipped.
+        """
+        self._next_reply += 1
+        reply = (self._inbox + str(self._next_reply)).encode()
+        self.publish(subject.encode(), payload, reply)
+        return reply
+
+    def api_request(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One JetStream API request/reply; returns the decoded JSON (errors are left to the caller)."""
+        reply = self.send_request(subject, orjson.dumps(body) if body is not None else b"")
+        for _, _, _, headers, payload in self.frames_for(reply):
+            if headers is not None and headers[9:12] == b"503":
+                raise ArchiveReadError(f"no responders for {subject}: is JetStream enabled?")
+            result: dict[str, Any] = orjson.loads(payload)
+            return result
+        raise ArchiveReadError(f"no answer to {subject}")  # pragma: no cover - frames never end
+
+    # ------------------------------------------------------------------ reading
+
+    def _require_frames(self) -> Iterator[list[Frame]]:
+        if self._frames is None or self._sock is None:
+            raise ArchiveReadError("not connected")
+        return self._frames
+
+    def frame_lists(self) -> Iterator[list[Frame]]:
+        """Every frame from the server, in order, in lists (one per network read).
+
+        Never ends while connected: the caller stops when it has what it asked for and hands back
+        the rest of the list it stopped in with :meth:`push_back`. (A PONG shows up as a frame with
+        an empty sid.)
+        """
+        frames = self._require_frames()
+        while True:
+            if self._unread:
+                unread, self._unread = self._unread, []
+                yield unread
+            else:
+                yield next(frames)
+
+    def push_back(self, frames: list[Frame]) -> None:
+        """Frames a caller took but did not use; the next :meth:`frame_lists` starts with them."""
+        if frames:
+            self._unread = frames + self._unread
+
+    def frames_for(self, reply: bytes) -> Iterator[Frame]:
+        """Frames delivered to ``reply``, for requests. Deliveries to live subscriptions that arrive
+        meanwhile (a consumer starts pushing before its create response) are kept for their reader;
+        replies to abandoned requests and frames of closed subscriptions are dropped."""
+        deferred: list[Frame] = []
+        for frames in self.frame_lists():
+            for index, frame in enumerate(frames):
+                if frame[1] == reply:
+                    self.push_back(deferred + frames[index + 1 :])
+                    deferred = []
+                    yield frame
+                    break
+                if frame[0] in self._live:
+                    deferred.append(frame)
+
+    def _fill(self, buf: bytearray) -> None:
+        assert self._sock is not None
+        try:
+            chunk = self._sock.recv(self._recv_bytes)
+        except TimeoutError as exc:
+            raise ArchiveReadError(f"no data from NATS for {self.timeout_s:g}s") from exc
+        except OSError as exc:
+            raise ArchiveReadError(f"NATS connection failed: {exc}") from exc
+        if not chunk:
+            raise ArchiveReadError("NATS closed the connection")
+        buf += chunk
+
+    def _frame_reader(self) -> Iterator[list[Frame]]:
+        """Parse the server's byte stream into frames, one list per network read.
+
+        Answers PING, skips INFO/+OK, raises on -ERR. One list per read rather than one frame per
+        ``next()`` because this runs once per archived message; locals for the same reason.
+        """
+        buf = bytearray()
+        fill = self._fill
+        while True:
+            fill(buf)
+            frames: list[Frame] = []
+            pos = 0
+            size = len(buf)
+            while True:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                first = buf[pos]
+                if first == 72 or first == 77:  # HMSG / MSG
+                    # HMSG <subject> <sid> [reply] <hdr len> <total len>, MSG <subject> <sid> [reply] <len>
+                    has_headers = first == 72
+                    parts = bytes(buf[pos + (5 if has_headers else 4) : end]).split(b" ")
+                    body = end + 2
+                    total = int(parts[-1])
+                    if size < body + total + 2:
+                        break
+                    reply = parts[2] if len(parts) == (5 if has_headers else 4) else None
+                    if has_headers:
+                        hlen = int(parts[-2])
+                        frames.append((parts[1], parts[0], reply, bytes(buf[body : body + hlen]),
+                                       bytes(buf[body + hlen : body + total])))
+                    else:
+                        frames.append((parts[1], parts[0], reply, None, bytes(buf[body : body + total])))
+                    pos = body + total + 2
+                elif first == 80:  # PING / PONG
+                    if buf[pos + 1] == 73:
+                        assert self._sock is not None
+                        self._sock.sendall(b"PONG\r\n")
+                    else:
+                        self._pong = True
+                        frames.append((b"", b"", None, None, b""))
+                    pos = end + 2
+                elif first == 45:  # -ERR
+                    message = bytes(buf[pos:end]).decode("utf-8", "replace")
+                    raise ArchiveReadError(f"NATS refused: {message[5:].strip()}")
+                else:  # INFO (cluster updates), +OK
+                    pos = end + 2
+            if pos:
+                del buf[:pos]
+            if frames:
+                yield frames
+
+
+def _without_credentials(url: str) -> str:
+    parsed = urlparse(url if "://" in url else f"nats://{url}")
+    if parsed.username is None:
+        return url
+    return url.replace(parsed.netloc, f"***@{parsed.hostname}:{parsed.port or 4222}")

@@ -1,0 +1,1 @@
+"""Assets: stream provisioning (``streams``) and the per-stream archive family (``archive``)."""

@@ -1,0 +1,1 @@
+"""Asset checks: stream drift (``streams``) and per-partition archive checks (``archive``)."""

@@ -1,0 +1,1 @@
+"""Sensors, each built by a ``make_*_sensor`` factory so tests can inject a clock and a target list."""

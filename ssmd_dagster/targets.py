@@ -1,0 +1,64 @@
+"""What gets archived: one target per feed stream of the environment, derived from the same
+``desired_streams`` that provisioning uses, so an archive asset exists exactly for each stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from dagster import AssetCheckKey, AssetKey
+
+from ingest_daemons import naming
+from ingest_daemons.config import ResolvedEnvironment
+from ingest_daemons.streams import desired_streams
+
+CHECK_CONTIGUITY = "contiguity"
+CHECK_MANIFEST = "manifest_matches_file"
+CHECK_GZIP = "gzip_integrity"
+ARCHIVE_CHECKS = (CHECK_CONTIGUITY, CHECK_MANIFEST, CHECK_GZIP)
+
+
+@dataclass(frozen=True)
+class ArchiveTarget:
+    """One stream to archive: ``archive/{env}/{feed}/{category}`` ← stream ``{ENV}_{FEED}_{CATEGORY}``."""
+
+    env: str
+    feed: str
+    category: str
+    stream: str
+    subjects: tuple[str, ...]
+    max_age: timedelta
+    feed_display_name: str
+
+    @property
+    def asset_key(self) -> AssetKey:
+        return AssetKey(["archive", self.env, self.feed, self.category])
+
+    @property
+    def name(self) -> str:
+        """A Python-identifier form of the asset key (op and check-op names)."""
+        return f"archive_{self.env}_{self.feed}_{self.category}"
+
+    def check_keys(self) -> list[AssetCheckKey]:
+        return [AssetCheckKey(self.asset_key, name) for name in ARCHIVE_CHECKS]
+
+
+def archive_targets(env: ResolvedEnvironment) -> list[ArchiveTarget]:
+    """Feed streams only: the secmaster CDC stream is not market data and is not archived here."""
+    targets = []
+    for spec in desired_streams(env):
+        _, feed, category, *_ = spec.subjects[0].split(".")
+        if feed == naming.CDC_FEED:
+            continue
+        targets.append(
+            ArchiveTarget(
+                env=env.name,
+                feed=feed,
+                category=category,
+                stream=spec.name,
+                subjects=spec.subjects,
+                max_age=spec.limits.max_age,
+                feed_display_name=env.feeds[feed].feed.display_name,
+            )
+        )
+    return targets
