@@ -39,6 +39,7 @@ class ChildProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None  # a port the child listens on; start() waits for it before the next child
+    cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -49,6 +50,7 @@ class ChildProcess:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
+                cwd=self.cwd,
                 start_new_session=True,
             )
         log.info("started", component=self.name, pid=self.proc.pid, log=str(self.log_path))
@@ -102,9 +104,10 @@ class LocalStack:
         self.children: list[ChildProcess] = []
 
     def add(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None,
+        cwd: Path | None = None,
     ) -> ChildProcess:
-        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port)
+        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port, cwd)
         self.children.append(child)
         return child
 

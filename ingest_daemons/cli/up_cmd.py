@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -16,6 +19,8 @@ from ingest_daemons.local_stack import LocalStack, ssmd_command, stream_counts
 from ingest_daemons.streams import StreamChange
 
 CONNECTOR_METRICS_PORT = 9464
+DAGSTER_PORT = 3000
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def register(sub: Any) -> None:
@@ -29,7 +34,9 @@ def register(sub: Any) -> None:
             "  - the environment's streams, provisioned by the same reconcile as `ssmd streams apply`,\n"
             "  - a Kalshi exchange simulator on the port of the environment's kalshi endpoint, checking\n"
             "    signatures against a throw-away key pair generated under DATA_DIR/keys,\n"
-            "  - a Kalshi connector signing with that key, publishing into the streams.\n"
+            "  - a Kalshi connector signing with that key, publishing into the streams,\n"
+            "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
+            "    streams and archive partitions, on http://127.0.0.1:3000.\n"
             "Component logs go to DATA_DIR/logs/. Ctrl-C stops everything (the connector drains first)."
         ),
         examples="  ssmd up\n  SSMD_DATA_DIR=/tmp/ssmd ssmd up --sim-markets 100 --sim-rate 200\n",
@@ -41,6 +48,9 @@ def register(sub: Any) -> None:
                         help="simulator data frames per second per connection (default: 50)")
     parser.add_argument("--connector-metrics-port", type=int, default=CONNECTOR_METRICS_PORT,
                         help=f"the connector's /metrics /healthz /readyz port (default: {CONNECTOR_METRICS_PORT})")
+    parser.add_argument("--dagster-port", type=int, default=DAGSTER_PORT,
+                        help=f"port of the Dagster UI (default: {DAGSTER_PORT})")
+    parser.add_argument("--no-dagster", action="store_true", help="do not start Dagster")
     parser.add_argument("--no-sim", action="store_true", help="no simulator and no connector: NATS and streams only")
     parser.set_defaults(func=run)
 
@@ -73,7 +83,25 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
     return None
 
 
-def summary(stack: LocalStack, changes: list[StreamChange], note: str | None, metrics_port: int) -> str:
+def add_dagster(stack: LocalStack, env: ResolvedEnvironment, port: int) -> None:
+    """`dagster dev` on a local instance under DATA_DIR/dagster, loading workspace.yaml from the repository."""
+    home = env.data_dir / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    stack.add(
+        "dagster",
+        [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", str(port)],
+        env={"DAGSTER_HOME": str(home), "SSMD_ENV": env.name, "SSMD_DATA_DIR": str(env.data_dir),
+             "SSMD_EXCHANGES_DIR": str(env.settings.exchanges_dir.resolve()), "NATS_URL": stack.nats.url},
+        port=port,
+        cwd=REPO_ROOT,
+    )
+
+
+def summary(
+    stack: LocalStack, changes: list[StreamChange], note: str | None, metrics_port: int, dagster_port: int
+) -> str:
     env = stack.env
     lines = [
         "",
@@ -91,6 +119,9 @@ def summary(stack: LocalStack, changes: list[StreamChange], note: str | None, me
             f"  subjects    {env.name}.kalshi.<category>.json.<type>.<ticker>, "
             f"e.g. {env.name}.kalshi.economics.json.trade.>",
         ]
+    if "dagster" in names:
+        lines.append(f"  dagster     http://127.0.0.1:{dagster_port}  (assets: streams, archive/{env.name}/…; "
+                     f"instance {env.data_dir / 'dagster'})")
     if note:
         lines.append(f"  note        {note}")
     lines += [
@@ -120,9 +151,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     stack = LocalStack(env)
     note = None if args.no_sim else add_kalshi(stack, env, args)
+    if not args.no_dagster:
+        add_dagster(stack, env, args.dagster_port)
     try:
         changes = stack.start()
-        print(summary(stack, changes, note, args.connector_metrics_port), flush=True)
+        print(summary(stack, changes, note, args.connector_metrics_port, args.dagster_port), flush=True)
         stack.wait(on_tick=lambda: print_counts(stack), tick_s=15.0)
     except SsmdError as exc:
         print(f"ssmd up failed: {exc}")

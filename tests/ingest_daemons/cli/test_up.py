@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import nats
 
 from ingest_daemons.nats_runner import free_port
@@ -18,7 +19,7 @@ from tests.fixtures.config import WriteEnv
 
 
 async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique_env: str, tmp_path: Path) -> None:
-    nats_port, sim_port, metrics_port = free_port(), free_port(), free_port()
+    nats_port, sim_port, metrics_port, dagster_port = free_port(), free_port(), free_port(), free_port()
     root = write_env(
         unique_env,
         nats_url=f"nats://127.0.0.1:{nats_port}",
@@ -34,11 +35,14 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
         [sys.executable, "-m", "ingest_daemons.cli", "up", "--env", unique_env, "--sim-rate", "100",
-         "--connector-metrics-port", str(metrics_port)],
+         "--connector-metrics-port", str(metrics_port), "--dagster-port", str(dagster_port)],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
+        while "ssmd is up" not in (tmp_path / "up.log").read_text():  # every component is listening
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up.log").read_text()
+            await asyncio.sleep(0.2)
         total = 0
         while time.monotonic() < deadline and total < 100:
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
@@ -52,6 +56,13 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
             total = sum(i.state.messages for i in infos if (i.config.name or "").startswith(unique_env.upper()))
             await asyncio.sleep(0.2)
         assert total >= 100, (tmp_path / "up.log").read_text()
+        async with aiohttp.ClientSession() as http:  # the Dagster UI serves the code location
+            async with http.get(f"http://127.0.0.1:{dagster_port}/server_info") as resp:
+                assert resp.status == 200
+            query = {"query": "{ assetNodes { assetKey { path } } }"}
+            async with http.post(f"http://127.0.0.1:{dagster_port}/graphql", json=query) as resp:
+                keys = {"/".join(n["assetKey"]["path"]) for n in (await resp.json())["data"]["assetNodes"]}
+        assert "jetstream_streams" in keys and f"archive/{unique_env}/kalshi/economics" in keys, keys
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:
@@ -60,6 +71,7 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
         log.close()
     output = (tmp_path / "up.log").read_text()
     assert "ssmd is up" in output and f"{unique_env}.kalshi.<category>" in output
+    assert f"http://127.0.0.1:{dagster_port}" in output
     assert re.search(rf"{unique_env.upper()}_KALSHI_ECONOMICS", output)
     connector_log = (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
     assert "every frame acknowledged" in connector_log, connector_log[-2000:]
