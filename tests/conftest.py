@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.config", "tests.fixtures.keys", "tests.fixtures.kalshi", "tests.fixtures.archive"]
+pytest_plugins = [
+    "tests.fixtures.nats",
+    "tests.fixtures.config",
+    "tests.fixtures.keys",
+    "tests.fixtures.kalshi",
+    "tests.fixtures.archive",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real exchange messages (provenance in SOURCES.md beside them), used as golden data.
