@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 UNCATEGORIZED = "uncategorized"
+LIFECYCLE = "lifecycle"  # the category token of a feed's unsharded lifecycle stream (Kalshi market_lifecycle_v2)
 ENCODING = "json"
 EMPTY_TOKEN = "%"
 CDC_FEED = "secmaster"

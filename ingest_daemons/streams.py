@@ -122,6 +122,8 @@ def desired_streams(env: ResolvedEnvironment) -> list[StreamSpec]:
     specs: list[StreamSpec] = []
     for feed in env.feeds.values():
         categories = [*feed.stream_categories(), naming.UNCATEGORIZED]
+        if feed.feed.lifecycle_channel is not None:
+            categories.append(naming.LIFECYCLE)
         seen: set[str] = set()
         for category in categories:
             name = naming.stream_name(env.name, feed.name, category)

@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
         examples=(
             "  ssmd connector --env dev --feed kalshi\n"
             "  ssmd connector --env prod --feed kalshi --shard 2 --metrics-port 9464\n"
+            "  ssmd connector --env prod --feed kalshi --lifecycle --metrics-port 9466\n"
             "  ssmd connector --env dev --feed kalshi --ws-url ws://127.0.0.1:8765/trade-api/ws/v2 \\\n"
             "      --markets KXBTCD-26FEB1217-T72749.99,FED-23DEC-T3.00\n"
         ),
@@ -56,6 +57,9 @@ def register(sub: Any) -> None:
                         help="reconnect when no frame or ping arrives for this many seconds (default: 30)")
     parser.add_argument("--max-in-flight", type=int, default=50_000,
                         help="frames held unacknowledged before reading pauses (default: 50000)")
+    parser.add_argument("--lifecycle", action="store_true",
+                        help="run the feed's lifecycle channel (all markets, unsharded) into the "
+                             "{ENV}_{FEED}_LIFECYCLE stream instead of market data")
     parser.add_argument("--no-auth", action="store_true",
                         help="connect without Kalshi auth headers (only for a simulator run with --no-auth)")
     parser.set_defaults(func=run)
@@ -93,6 +97,16 @@ async def _run(args: argparse.Namespace) -> int:
     except AuthError as exc:
         print(f"cannot start: {exc}")
         return 1
+    options = ConnectorOptions(
+        shard=args.shard, ws_url=args.ws_url, nats_url=args.nats_url, idle_timeout_s=args.idle_timeout,
+        max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
+        lifecycle=args.lifecycle,
+    )
+    if args.lifecycle:
+        if feed.feed.lifecycle_channel is None:
+            print(f"feed {feed.name!r} has no lifecycle_channel")
+            return 1
+        return await KalshiConnector(env, feed, [], MarketDirectory(), credentials, options).run_until_signalled()
     rest_url = args.rest_url or feed.endpoint.rest
     try:
         markets, directory = await _markets_and_directory(args, feed, rest_url)
@@ -100,10 +114,6 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"cannot find markets to subscribe: {exc}")
         return 1
     mine = shard_markets(markets, args.shard, feed.settings.shard_size)
-    options = ConnectorOptions(
-        shard=args.shard, ws_url=args.ws_url, nats_url=args.nats_url, idle_timeout_s=args.idle_timeout,
-        max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
-    )
     connector = KalshiConnector(env, feed, mine, directory, credentials, options)
     return await connector.run_until_signalled()
 

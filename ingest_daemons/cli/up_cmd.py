@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
             "  - the environment's streams, provisioned by the same reconcile as `ssmd streams apply`,\n"
             "  - a Kalshi exchange simulator on the port of the environment's kalshi endpoint, checking\n"
             "    signatures against a throw-away key pair generated under DATA_DIR/keys,\n"
-            "  - a Kalshi connector signing with that key, publishing into the streams,\n"
+            "  - a Kalshi connector signing with that key, publishing into the streams, and the\n"
+            "    unsharded Kalshi lifecycle connector (market_lifecycle_v2) into its own stream,\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
             "    streams and archive partitions, on http://127.0.0.1:3000.\n"
             "Component logs go to DATA_DIR/logs/. Ctrl-C stops everything (the connector drains first)."
@@ -64,6 +65,11 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
     if url.hostname not in {"127.0.0.1", "localhost"} or url.port is None:
         return f"kalshi endpoint {feed.endpoint.ws} is not local; no simulator started"
     keys = ensure_local_kalshi_keys(env.data_dir)
+    connector_env = {
+        "KALSHI_API_KEY": keys.key_id, "KALSHI_PRIVATE_KEY_PATH": str(keys.private_key_path),
+        "SSMD_EXCHANGES_DIR": str(env.settings.exchanges_dir.resolve()), "SSMD_DATA_DIR": str(env.data_dir),
+        "NATS_URL": stack.nats.url,
+    }
     stack.add(
         "sim-kalshi",
         ssmd_command("sim", "kalshi", "--host", "127.0.0.1", "--port", str(url.port),
@@ -75,11 +81,16 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
         "connector-kalshi-0",
         ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--shard", "0",
                      "--metrics-host", "127.0.0.1", "--metrics-port", str(args.connector_metrics_port)),
-        env={"KALSHI_API_KEY": keys.key_id, "KALSHI_PRIVATE_KEY_PATH": str(keys.private_key_path),
-             "SSMD_EXCHANGES_DIR": str(env.settings.exchanges_dir.resolve()),
-             "SSMD_DATA_DIR": str(env.data_dir), "NATS_URL": stack.nats.url},
+        env=connector_env,
         port=args.connector_metrics_port,
     )
+    if feed.feed.lifecycle_channel is not None:
+        stack.add(
+            "connector-kalshi-lifecycle",
+            ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--lifecycle",
+                         "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+            env=connector_env,
+        )
     return None
 
 
@@ -115,7 +126,7 @@ def summary(
         lines += [
             f"  simulator   {feed.endpoint.ws} (REST {feed.endpoint.rest})",
             f"  connector   kalshi shard 0, metrics http://127.0.0.1:{metrics_port}/metrics "
-            f"(/healthz /readyz)",
+            f"(/healthz /readyz); kalshi lifecycle -> {env.name.upper()}_KALSHI_LIFECYCLE",
             f"  subjects    {env.name}.kalshi.<category>.json.<type>.<ticker>, "
             f"e.g. {env.name}.kalshi.economics.json.trade.>",
         ]

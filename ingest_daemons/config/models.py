@@ -84,7 +84,16 @@ class FeedConfig(_Model):
     limits: FeedLimits
     channels: ChannelsConfig
     categories: list[str] = Field(default_factory=list)
+    # A channel carrying every market's lifecycle with no market filter (Kalshi: market_lifecycle_v2):
+    # run by one unsharded connector (`ssmd connector --lifecycle`) into its own {ENV}_{FEED}_LIFECYCLE stream.
+    lifecycle_channel: str | None = None
     message_types: dict[str, MessageTypeConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _lifecycle_channel_is_available(self) -> FeedConfig:
+        if self.lifecycle_channel is not None and self.lifecycle_channel not in self.channels.available:
+            raise ValueError(f"lifecycle_channel {self.lifecycle_channel!r} is not in channels.available")
+        return self
 
 
 # ----------------------------------------------------------------------------- environments

@@ -35,16 +35,17 @@ class MarketDirectory:
 
     categories: dict[str, str] = field(default_factory=dict)
     stream_categories: set[str] | None = None
+    fallback: str = UNCATEGORIZED  # where unknown tickers, unparsed frames and connection markers go
 
     def category_of(self, ticker: str | None) -> str:
         if ticker is None:
-            return UNCATEGORIZED
-        return self.categories.get(ticker, UNCATEGORIZED)
+            return self.fallback
+        return self.categories.get(ticker, self.fallback)
 
     def assign(self, ticker: str, category: str | None) -> None:
-        value = slug(category) if category else UNCATEGORIZED
+        value = slug(category) if category else self.fallback
         if self.stream_categories is not None and value not in self.stream_categories:
-            value = UNCATEGORIZED
+            value = self.fallback
         self.categories[ticker] = value
 
     def category_slugs(self, tickers: Iterable[str]) -> set[str]:

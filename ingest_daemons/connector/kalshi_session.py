@@ -36,7 +36,7 @@ from ingest_daemons.connector.directory import MarketDirectory
 from ingest_daemons.connector.metrics import ConnectorMetrics
 from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
-from ingest_daemons.naming import UNCATEGORIZED, SubjectBuilder
+from ingest_daemons.naming import SubjectBuilder
 from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher, header_block
 
 log = get_logger("ssmd.kalshi")
@@ -388,7 +388,7 @@ class KalshiSession:
 
     def _publish_unparsed(self, data: bytes, received_ns: int) -> None:
         self.metrics.unparsed.inc()
-        subject = self.builder.subject(UNCATEGORIZED, wire.TYPE_UNPARSED, self._conn_id)
+        subject = self.builder.subject(self.directory.fallback, wire.TYPE_UNPARSED, self._conn_id)
         self._counter += 1
         self.publisher.publish_nowait(subject, data, self._headers.render(self._counter, received_ns))
         self.metrics.count(wire.TYPE_UNPARSED)
@@ -526,7 +526,7 @@ class KalshiSession:
     async def _status_marker(self, kind: str, **fields: Any) -> None:
         """One status marker into every stream this connection feeds (each archive records it)."""
         payload = wire.marker_payload(kind, conn=self._conn_id, shard=self.shard, ts_ns=time.time_ns(), **fields)
-        for category in sorted(self.directory.category_slugs(self.markets) | {UNCATEGORIZED}):
+        for category in sorted(self.directory.category_slugs(self.markets) | {self.directory.fallback}):
             await self._publish_marker(category, wire.TYPE_STATUS, self._conn_id, payload, kind)
 
     async def _publish_marker(self, category: str, marker_type: str, token: str, payload: bytes, kind: str) -> None:

@@ -18,7 +18,7 @@ from ingest_daemons.connector.directory import MarketDirectory
 from ingest_daemons.connector.kalshi_session import KalshiSession, SessionSettings, ready_reason
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
 from ingest_daemons.logs import get_logger
-from ingest_daemons.naming import SubjectBuilder
+from ingest_daemons.naming import LIFECYCLE, SubjectBuilder
 from ingest_daemons.publisher import DEFAULT_ACK_TIMEOUT_S, DEFAULT_MAX_IN_FLIGHT, JetStreamPublisher
 
 log = get_logger("ssmd.connector")
@@ -40,6 +40,7 @@ class ConnectorOptions:
     metrics_port: int | None = 9464
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    lifecycle: bool = False  # run the feed's unsharded lifecycle channel instead of market data
 
 
 def shard_markets(markets: list[str], shard: int, shard_size: int) -> list[str]:
@@ -76,9 +77,16 @@ class KalshiConnector:
             retries=lambda: self.publisher.retried,
         )
         limits = feed.feed.limits
+        channels = tuple(feed.channels)
+        if options.lifecycle:
+            if feed.feed.lifecycle_channel is None:
+                raise ValueError(f"feed {feed.name} has no lifecycle_channel")
+            channels, markets = (feed.feed.lifecycle_channel,), []
+            # Every lifecycle message goes to the lifecycle stream, whatever its market.
+            directory = MarketDirectory(stream_categories={LIFECYCLE}, fallback=LIFECYCLE)
         settings = SessionSettings(
             url=options.ws_url or feed.endpoint.ws,
-            channels=tuple(feed.channels),
+            channels=channels,
             markets_per_subscription=limits.markets_per_subscription,
             commands_per_second=limits.commands_per_second,
             idle_timeout_s=options.idle_timeout_s,

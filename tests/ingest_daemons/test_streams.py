@@ -33,12 +33,14 @@ async def test_apply_creates_updates_and_is_idempotent(nc: Client, write_env: Wr
     env = env_with(write_env, unique_env)
     prefix = unique_env.upper()
     expected = {f"{prefix}_KALSHI_ECONOMICS", f"{prefix}_KALSHI_CRYPTO", f"{prefix}_KALSHI_UNCATEGORIZED",
-                f"{prefix}_SECMASTER_CDC"}
+                f"{prefix}_KALSHI_LIFECYCLE", f"{prefix}_SECMASTER_CDC"}
 
     first = await reconcile(js, env, apply=True)
     assert actions(first) == {name: "create" for name in expected}
     info = await js.stream_info(f"{prefix}_KALSHI_ECONOMICS")
     assert info.config.subjects == [f"{unique_env}.kalshi.economics.>"]
+    lifecycle = await js.stream_info(f"{prefix}_KALSHI_LIFECYCLE")
+    assert lifecycle.config.subjects == [f"{unique_env}.kalshi.lifecycle.>"]
     assert info.config.max_age == 3600 and info.config.max_bytes == 64 * 2**20
     assert info.config.duplicate_window == 60
 
@@ -91,5 +93,5 @@ async def test_incompatible_change_is_refused_naming_stream_and_field(
 def test_plan_is_pure_and_ordered(write_env: WriteEnv, unique_env: str, tmp_path: Path) -> None:
     env = env_with(write_env, unique_env)
     changes = plan(desired_streams(env), {}, env.name)
-    assert [c.action for c in changes] == ["create"] * 4
+    assert [c.action for c in changes] == ["create"] * 5
     assert "subjects=" in changes[0].describe() and "max_age=1h" in changes[0].describe()

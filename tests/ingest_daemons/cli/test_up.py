@@ -73,6 +73,8 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     assert "ssmd is up" in output and f"{unique_env}.kalshi.<category>" in output
     assert f"http://127.0.0.1:{dagster_port}" in output
     assert re.search(rf"{unique_env.upper()}_KALSHI_ECONOMICS", output)
+    lifecycle_log = (tmp_path / "var" / "logs" / "connector-kalshi-lifecycle.log").read_text()
+    assert "channels=market_lifecycle_v2" in lifecycle_log, lifecycle_log[-2000:]
     connector_log = (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
     assert "every frame acknowledged" in connector_log, connector_log[-2000:]
     assert (tmp_path / "var" / "keys" / "kalshi-local.key-id").read_text().strip() not in connector_log
