@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.keys",
     "tests.fixtures.kalshi",
     "tests.fixtures.archive",
+    "tests.fixtures.postgres",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -7,9 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from ingest_daemons.cli import (
+    cdc_cmd,
     config_cmd,
     connector_cmd,
     nats_cmd,
+    secmaster_cmd,
     shards_cmd,
     streams_cmd,
     up_cmd,
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.register(sub)
     nats_cmd.register(sub)
     shards_cmd.register(sub)
+    secmaster_cmd.register(sub)
+    cdc_cmd.register(sub)
     return parser
 
 
