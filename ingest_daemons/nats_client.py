@@ -53,7 +53,6 @@ async def connect_daemon(url: str, name: str, **overrides: Any) -> Client:
         "error_cb": _log_error,
         "disconnected_cb": _log_disconnected,
         "reconnected_cb": _log_reconnected,
-        "retry_on_failed_connect": True,
     }
     options.update(overrides)
     return await nats.connect(url, **options)

@@ -19,6 +19,7 @@ waiting until a headroom shard exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -26,7 +27,14 @@ from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from ingest_daemons.logs import get_logger
@@ -190,6 +198,7 @@ class ShardRegistry:
                     continue
                 try:
                     await self.kv.create(f"{self.feed}.market.{kv_token(ticker)}", str(shard).encode())
+                    await self.clear_waiting(ticker)
                     return shard
                 except APIError as exc:
                     if not _conflict(exc):
@@ -209,6 +218,31 @@ class ShardRegistry:
     def _candidates(layout: ShardLayout) -> list[int]:
         """The last shard first ("new markets go to the last shard with room"), then earlier ones."""
         return list(range(layout.shards - 1, -1, -1))
+
+    async def mark_waiting(self, ticker: str) -> None:
+        """Record a market that passed the filter but found no shard with room (alerted, retried)."""
+        await self.kv.put(f"{self.feed}.waiting.{kv_token(ticker)}", str(time.time()).encode())
+
+    async def waiting(self) -> list[str]:
+        prefix = f"$KV.{self.bucket}.{self.feed}.waiting."
+        return sorted(t for t in await self._live_keys(prefix))
+
+    async def clear_waiting(self, ticker: str) -> None:
+        key = f"{self.feed}.waiting.{kv_token(ticker)}"
+        with contextlib.suppress(KeyNotFoundError, KeyDeletedError):
+            await self.kv.get(key)  # only markets that waited get a tombstone
+            await self.kv.delete(key)
+
+    async def _live_keys(self, prefix: str) -> dict[str, bytes]:
+        """Tickers (decoded) → value of every non-deleted key under ``prefix`` (a ``$KV.`` subject prefix)."""
+        info = await self.js.stream_info(f"KV_{self.bucket}", subjects_filter=prefix + ">")
+        out: dict[str, bytes] = {}
+        for subject in sorted((info.state.subjects or {}).keys()):
+            msg = await self.js.get_last_msg(f"KV_{self.bucket}", subject)
+            if (msg.headers or {}).get("KV-Operation") in {"DEL", "PURGE"} or not msg.data:
+                continue
+            out[ticker_of(subject[len(prefix):])] = msg.data
+        return out
 
     async def release(self, ticker: str) -> int | None:
         """Forget a settled/closed market and give its slot back."""
@@ -238,16 +272,8 @@ class ShardRegistry:
 
     async def assignments(self) -> dict[str, int]:
         """ticker → shard for every assigned market of the feed."""
-        prefix = f"$KV.{self.bucket}.{self.feed}.market."
-        info = await self.js.stream_info(f"KV_{self.bucket}", subjects_filter=prefix + ">")
-        out: dict[str, int] = {}
-        for subject in sorted((info.state.subjects or {}).keys()):
-            msg = await self.js.get_last_msg(f"KV_{self.bucket}", subject)
-            operation = (msg.headers or {}).get("KV-Operation")
-            if operation in {"DEL", "PURGE"} or not msg.data:
-                continue
-            out[ticker_of(subject[len(prefix):])] = int(msg.data)
-        return out
+        live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.market.")
+        return {ticker: int(value) for ticker, value in live.items()}
 
     # ------------------------------------------------------------------ heartbeats and status
 

@@ -9,7 +9,12 @@ from ingest_daemons.adapters.kalshi_auth import load_credentials
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, run_daemon
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.config.settings import ResolvedFeed
-from ingest_daemons.connector.directory import MarketDirectory, build_directory, discover_kalshi_markets
+from ingest_daemons.connector.directory import (
+    KalshiCatalog,
+    MarketDirectory,
+    build_directory,
+    discover_kalshi_catalog,
+)
 from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector, shard_markets
 from ingest_daemons.errors import AuthError, ConfigError
 from ingest_daemons.logs import get_logger
@@ -57,6 +62,10 @@ def register(sub: Any) -> None:
                         help="reconnect when no frame or ping arrives for this many seconds (default: 30)")
     parser.add_argument("--max-in-flight", type=int, default=50_000,
                         help="frames held unacknowledged before reading pauses (default: 50000)")
+    parser.add_argument("--follow-cdc", action="store_true",
+                        help="take this shard's markets from the NATS KV shard registry and follow the secmaster's "
+                             "CDC stream: new open markets that pass the category filter are added live, "
+                             "finished ones removed (needs `ssmd cdc` running)")
     parser.add_argument("--lifecycle", action="store_true",
                         help="run the feed's lifecycle channel (all markets, unsharded) into the "
                              "{ENV}_{FEED}_LIFECYCLE stream instead of market data")
@@ -65,21 +74,23 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-async def _markets_and_directory(args: argparse.Namespace, feed: ResolvedFeed,
-                                 rest_url: str | None) -> tuple[list[str], MarketDirectory]:
-    explicit = [t for t in (args.markets or "").split(",") if t.strip()]
-    discovered = []
+async def _markets_and_directory(
+    args: argparse.Namespace, feed: ResolvedFeed, rest_url: str | None
+) -> tuple[list[str], MarketDirectory, KalshiCatalog | None]:
+    explicit = [t.strip() for t in (args.markets or "").split(",") if t.strip()]
+    catalog = None
     if rest_url:
         try:
-            discovered = await discover_kalshi_markets(rest_url)
+            catalog = await discover_kalshi_catalog(rest_url)
         except RuntimeError as exc:
             if not explicit:
                 raise
             log.warning("market discovery failed; categories unknown, markets go to uncategorized", error=str(exc))
+    discovered = catalog.markets if catalog is not None else []
     directory = build_directory(feed.stream_categories(), discovered)
     if explicit:
-        return [t.strip() for t in explicit], directory
-    return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory
+        return explicit, directory, catalog
+    return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory, catalog
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -100,7 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
     options = ConnectorOptions(
         shard=args.shard, ws_url=args.ws_url, nats_url=args.nats_url, idle_timeout_s=args.idle_timeout,
         max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
-        lifecycle=args.lifecycle,
+        lifecycle=args.lifecycle, use_registry=args.follow_cdc, follow_cdc=args.follow_cdc,
     )
     if args.lifecycle:
         if feed.feed.lifecycle_channel is None:
@@ -109,12 +120,14 @@ async def _run(args: argparse.Namespace) -> int:
         return await KalshiConnector(env, feed, [], MarketDirectory(), credentials, options).run_until_signalled()
     rest_url = args.rest_url or feed.endpoint.rest
     try:
-        markets, directory = await _markets_and_directory(args, feed, rest_url)
+        markets, directory, catalog = await _markets_and_directory(args, feed, rest_url)
     except RuntimeError as exc:
         print(f"cannot find markets to subscribe: {exc}")
         return 1
-    mine = shard_markets(markets, args.shard, feed.settings.shard_size)
+    # With the registry, every passing market is a candidate and the KV registry decides the shard.
+    mine = markets if args.follow_cdc else shard_markets(markets, args.shard, feed.settings.shard_size)
     connector = KalshiConnector(env, feed, mine, directory, credentials, options)
+    connector.catalog = catalog
     return await connector.run_until_signalled()
 
 

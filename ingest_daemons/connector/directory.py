@@ -90,7 +90,16 @@ async def _paged(session: aiohttp.ClientSession, url: str, key: str, params: dic
             return items
 
 
-async def discover_kalshi_markets(rest_url: str, status: str = "open") -> list[DiscoveredMarket]:
+@dataclass(frozen=True)
+class KalshiCatalog:
+    """What the REST API says now: open markets with categories, and the series/event links behind them."""
+
+    markets: list[DiscoveredMarket]
+    series_category: dict[str, str | None]
+    event_series: dict[str, str]
+
+
+async def discover_kalshi_catalog(rest_url: str, status: str = "open") -> KalshiCatalog:
     """Open markets with their series' category, from ``/series``, ``/events`` and ``/markets``."""
     base = rest_url.rstrip("/")
     timeout = aiohttp.ClientTimeout(total=DEFAULT_REST_TIMEOUT_S)
@@ -99,7 +108,7 @@ async def discover_kalshi_markets(rest_url: str, status: str = "open") -> list[D
         events = await _paged(session, f"{base}/events", "events", {"limit": "200"})
         markets = await _paged(session, f"{base}/markets", "markets", {"limit": "1000", "status": status})
     category_of_series = {s["ticker"]: s.get("category") for s in series if isinstance(s.get("ticker"), str)}
-    series_of_event = {e["event_ticker"]: e.get("series_ticker") for e in events if e.get("event_ticker")}
+    series_of_event = {e["event_ticker"]: e.get("series_ticker") or "" for e in events if e.get("event_ticker")}
     found = []
     for market in markets:
         event = market.get("event_ticker") or ""
@@ -107,7 +116,11 @@ async def discover_kalshi_markets(rest_url: str, status: str = "open") -> list[D
             DiscoveredMarket(market["ticker"], event, category_of_series.get(series_of_event.get(event) or ""))
         )
     log.info("discovered markets", rest=base, markets=len(found), series=len(series), events=len(events))
-    return found
+    return KalshiCatalog(found, category_of_series, series_of_event)
+
+
+async def discover_kalshi_markets(rest_url: str, status: str = "open") -> list[DiscoveredMarket]:
+    return (await discover_kalshi_catalog(rest_url, status)).markets
 
 
 def build_directory(stream_categories: Iterable[str], discovered: Iterable[DiscoveredMarket]) -> MarketDirectory:

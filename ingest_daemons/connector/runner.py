@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from dataclasses import dataclass
+
+from nats.aio.client import Client
 
 from ingest_daemons.adapters.kalshi import KalshiAdapter
 from ingest_daemons.adapters.kalshi_auth import KalshiCredentials
 from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
-from ingest_daemons.connector.directory import MarketDirectory
+from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
+from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
 from ingest_daemons.connector.kalshi_session import KalshiSession, SessionSettings, ready_reason
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import LIFECYCLE, SubjectBuilder
+from ingest_daemons.nats_client import connect_daemon
 from ingest_daemons.publisher import DEFAULT_ACK_TIMEOUT_S, DEFAULT_MAX_IN_FLIGHT, JetStreamPublisher
+from ingest_daemons.shards import ShardRegistry
 
 log = get_logger("ssmd.connector")
 
@@ -41,6 +47,9 @@ class ConnectorOptions:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     lifecycle: bool = False  # run the feed's unsharded lifecycle channel instead of market data
+    use_registry: bool = False  # shard assignments from the NATS KV registry (else the given market list)
+    follow_cdc: bool = False  # subscribe/unsubscribe markets as the secmaster changes (needs use_registry)
+    heartbeat_interval_s: float = 5.0
 
 
 def shard_markets(markets: list[str], shard: int, shard_size: int) -> list[str]:
@@ -94,21 +103,42 @@ class KalshiConnector:
             backoff_initial_s=options.backoff_initial_s,
             backoff_max_s=options.backoff_max_s,
         )
-        adapter = KalshiAdapter(feed.feed.message_types)
-        builder = SubjectBuilder(env.name, feed.name)
-        per_socket = limits.markets_per_connection
+        self.settings = settings
+        self.adapter = KalshiAdapter(feed.feed.message_types)
+        self.builder = SubjectBuilder(env.name, feed.name)
+        self.credentials = credentials
+        self.directory = directory
+        self.candidates = markets
+        self.sessions: list[KalshiSession] = []
+        self.catalog: KalshiCatalog | None = None  # set by the caller to seed CDC following
+        self.registry: ShardRegistry | None = None
+        self.follower: CdcFollower | None = None
+        self.health: HealthServer | None = None
+        self._nc: Client | None = None
+        self._stop = asyncio.Event()
+        self._follow_stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _make_sessions(self, markets: list[str]) -> list[KalshiSession]:
+        per_socket = self.feed.feed.limits.markets_per_connection
         groups = [markets[i : i + per_socket] for i in range(0, len(markets), per_socket)] or [[]]
-        self.sessions = [
+        return [
             KalshiSession(
-                index=i, run_id=self.run_id, shard=options.shard, settings=settings, markets=group,
-                credentials=credentials, adapter=adapter, directory=directory, builder=builder,
+                index=i, run_id=self.run_id, shard=self.options.shard, settings=self.settings, markets=group,
+                credentials=self.credentials, adapter=self.adapter, directory=self.directory, builder=self.builder,
                 publisher=self.publisher, metrics=self.metrics,
             )
             for i, group in enumerate(groups)
         ]
-        self.health: HealthServer | None = None
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _assigned_markets(self) -> list[str]:
+        """Markets of this shard from the KV registry: existing assignments plus new candidates it wins."""
+        assert self.registry is not None
+        mine = set(await self.registry.markets_of(self.options.shard))
+        for ticker in self.candidates:
+            if ticker not in mine and await self.registry.assign(ticker) == self.options.shard:
+                mine.add(ticker)
+        return sorted(mine)
 
     def ready(self) -> tuple[bool, str]:
         return ready_reason(self.sessions, lambda: self.publisher.connected)
@@ -121,10 +151,48 @@ class KalshiConnector:
             self.health = HealthServer(self.metrics, self.ready, self.options.metrics_host, self.options.metrics_port)
             await self.health.start()
         await self.publisher.start(wait_connected_s=None)
+        markets = self.candidates
+        if self.options.use_registry and not self.options.lifecycle:
+            self._nc = await connect_daemon(self.options.nats_url or self.env.nats_url,
+                                            name=f"ssmd-connector-{self.env.name}-{self.feed.name}-{self.options.shard}-kv")
+            js = self._nc.jetstream()
+            self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name)
+            await self.registry.ensure_layout(shards=1, capacity=self.feed.settings.shard_size)
+            markets = await self._assigned_markets()
+        self.sessions = self._make_sessions(markets)
         self._tasks = [asyncio.create_task(s.run(), name=f"session-{s.index}") for s in self.sessions]
+        if self.registry is not None and self._nc is not None:
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+            if self.options.follow_cdc:
+                view = SecmasterView(self.feed.name)
+                if self.catalog is not None:
+                    view.seed(self.catalog)
+                self.follower = CdcFollower(self._nc, self.env.name, self.options.shard, self.feed.settings, view,
+                                            self.registry, self.directory, self.sessions[-1])
+                self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop), name="cdc-follower"))
         log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
-                 run=self.run_id, connections=len(self.sessions),
-                 markets=sum(len(s.markets) for s in self.sessions))
+                 run=self.run_id, connections=len(self.sessions), markets=len(markets),
+                 registry=self.registry is not None, follow_cdc=self.follower is not None)
+
+    async def _heartbeat_loop(self) -> None:
+        """The shard's state into KV every few seconds, for ``ssmd shards status`` and the headroom sensor."""
+        assert self.registry is not None
+        last_count, last_time = 0, time.monotonic()
+        while True:
+            now = time.monotonic()
+            count = sum(self.metrics.by_type.values())
+            try:
+                await self.registry.heartbeat(
+                    self.options.shard,
+                    markets=sum(len(s.markets) for s in self.sessions),
+                    msgs_per_s=round((count - last_count) / max(now - last_time, 1e-6), 1),
+                    last_message_age_s=round(now - self.metrics.last_message_monotonic, 1),
+                    run=self.run_id,
+                )
+            except Exception as exc:  # NATS down: the next beat tries again
+                log.warning("heartbeat failed", shard=self.options.shard, error=type(exc).__name__)
+            last_count, last_time = count, now
+            await asyncio.sleep(self.options.heartbeat_interval_s)
 
     async def wait_subscribed(self, timeout_s: float) -> None:
         await asyncio.wait_for(asyncio.gather(*(s.subscribed.wait() for s in self.sessions)), timeout_s)
@@ -132,13 +200,19 @@ class KalshiConnector:
     async def shutdown(self) -> bool:
         """Unsubscribe, read what the exchange already sent, drain JetStream acks. True = nothing lost."""
         log.info("draining", feed=self.feed.name, shard=self.options.shard, in_flight=self.publisher.in_flight)
+        self._follow_stop.set()
         await asyncio.gather(*(s.stop() for s in self.sessions), return_exceptions=True)
         for task in self._tasks:
+            if task.get_name() == "heartbeat":
+                task.cancel()
+                continue
             try:
                 await asyncio.wait_for(task, 10.0)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         drained = await self.publisher.drain(self.options.drain_timeout_s)
+        if self._nc is not None:
+            await self._nc.close()
         held = self.publisher.in_flight
         await self.publisher.close()
         if self.health is not None:

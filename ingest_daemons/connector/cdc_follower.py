@@ -1,0 +1,162 @@
+"""Follow ``{ENV}_SECMASTER_CDC`` so new markets are subscribed and finished ones dropped, with no restart.
+
+Each shard's connector has its own durable consumer, so a restarted connector resumes after the
+last change it handled (acks follow the handling). Every shard sees every change; the shard
+registry's compare-and-set decides which shard owns a new market, and only the owner subscribes.
+
+A market's category is its series' category. Market rows do not carry it, so the follower keeps a
+small view — event → series and series → category — seeded from the exchange REST API at start and
+kept current from the series and events changes in the same stream (commit order guarantees the
+event's row arrives before its first market's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from nats.aio.client import Client
+from nats.js import api as js_api
+from nats.js.errors import FetchTimeoutError
+
+from ingest_daemons.config.models import EnvironmentFeedConfig
+from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
+from ingest_daemons.connector.kalshi_session import KalshiSession
+from ingest_daemons.logs import get_logger
+from ingest_daemons.naming import CDC_FEED, cdc_stream_name
+from ingest_daemons.shards import ShardRegistry
+
+log = get_logger("ssmd.cdc_follower")
+
+# Kalshi REST response statuses (protocols A7): trading now, and finished for good.
+OPEN_STATUSES = frozenset({"active", "open"})
+FINISHED_STATUSES = frozenset({"closed", "determined", "disputed", "amended", "finalized", "settled"})
+DEFAULT_FETCH_BATCH = 256
+
+Action = Literal["add", "remove", "none"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    ticker: str = ""
+    category: str | None = None
+
+
+@dataclass
+class SecmasterView:
+    """Just enough of the secmaster to categorise a market and to know whether it trades."""
+
+    feed: str
+    series_category: dict[str, str | None] = field(default_factory=dict)
+    event_series: dict[str, str] = field(default_factory=dict)
+
+    def seed(self, catalog: KalshiCatalog) -> None:
+        """Start from what the REST API says now; CDC changes then keep it current."""
+        self.series_category.update(catalog.series_category)
+        self.event_series.update(catalog.event_series)
+
+    def category_of_event(self, event_ticker: str) -> str | None:
+        return self.series_category.get(self.event_series.get(event_ticker, ""))
+
+    def apply(self, change: dict[str, Any]) -> Decision:
+        """Update the view from one CDC change and say what it means for subscriptions."""
+        row = change.get("row") or {}
+        if row.get("feed") not in (None, self.feed):
+            return Decision("none")
+        table, op = change.get("table"), change.get("op")
+        if table == "series" and op != "delete":
+            self.series_category[str(row.get("ticker"))] = row.get("category")
+        elif table == "events" and op != "delete":
+            self.event_series[str(row.get("event_ticker"))] = str(row.get("series_ticker"))
+        elif table == "markets":
+            ticker = str(row.get("ticker"))
+            if op == "delete" or row.get("status") in FINISHED_STATUSES:
+                return Decision("remove", ticker)
+            if row.get("status") in OPEN_STATUSES:
+                return Decision("add", ticker, self.category_of_event(str(row.get("event_ticker"))))
+        return Decision("none")
+
+
+class CdcFollower:
+    """Applies secmaster changes to one shard's session; see the module docstring."""
+
+    def __init__(
+        self,
+        nc: Client,
+        env: str,
+        shard: int,
+        feed_settings: EnvironmentFeedConfig,
+        view: SecmasterView,
+        registry: ShardRegistry,
+        directory: MarketDirectory,
+        session: KalshiSession,
+    ) -> None:
+        self.nc = nc
+        self.env = env
+        self.shard = shard
+        self.feed_settings = feed_settings
+        self.view = view
+        self.registry = registry
+        self.directory = directory
+        self.session = session
+        self.durable = f"ssmd_{view.feed}_shard{shard}"
+        self.applied = 0
+        self.waiting: set[str] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        js = self.nc.jetstream()
+        subscription = await js.pull_subscribe(
+            f"{self.env}.{CDC_FEED}.cdc.>",
+            durable=self.durable,
+            stream=cdc_stream_name(self.env),
+            config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.EXPLICIT, max_ack_pending=10_000,
+                                         ack_wait=30, deliver_policy=js_api.DeliverPolicy.NEW),
+        )
+        log.info("following secmaster changes", env=self.env, shard=self.shard, durable=self.durable)
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(DEFAULT_FETCH_BATCH, timeout=1.0)
+            except (FetchTimeoutError, TimeoutError):
+                continue
+            for message in messages:
+                await self.handle(orjson.loads(message.data))
+                await message.ack()
+                self.applied += 1
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+    async def handle(self, change: dict[str, Any]) -> None:
+        decision = self.view.apply(change)
+        if decision.action == "add":
+            await self._add(decision)
+        elif decision.action == "remove":
+            await self._remove(decision.ticker)
+
+    async def _add(self, decision: Decision) -> None:
+        if not self.feed_settings.category_passes(decision.category):
+            return
+        shard = await self.registry.assign(decision.ticker)
+        if shard is None:
+            self.waiting.add(decision.ticker)
+            await self.registry.mark_waiting(decision.ticker)
+            log.warning("no shard has room; market waits for headroom", market=decision.ticker,
+                        shard=self.shard, waiting=len(self.waiting))
+            return
+        if shard != self.shard:
+            return
+        self.directory.assign(decision.ticker, decision.category)
+        added = await self.session.add_markets([decision.ticker])
+        if added:
+            log.info("market discovered and subscribed", market=decision.ticker, category=decision.category,
+                     shard=self.shard)
+
+    async def _remove(self, ticker: str) -> None:
+        if ticker in self.session.markets:
+            await self.session.remove_markets([ticker])
+            await self.registry.release(ticker)
+            log.info("finished market unsubscribed", market=ticker, shard=self.shard)
+        self.waiting.discard(ticker)

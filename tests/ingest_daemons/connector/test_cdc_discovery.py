@@ -1,0 +1,66 @@
+"""Real-time discovery: a secmaster change reaches the running connector through CDC (real PostgreSQL,
+real nats-server, the simulator), with shard assignment in NATS KV."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ingest_daemons.connector.directory import discover_kalshi_catalog
+from ingest_daemons.logs import get_logger
+from ingest_daemons.naming import parse_subject
+from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
+from ingest_daemons.secmaster.kalshi_sync import sync_kalshi
+from tests.fixtures.kalshi import BenchFactory
+from tests.helpers import wait_until
+
+log = get_logger("tests.cdc_discovery")
+
+
+def commands_for(bench, ticker: str, action: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+    return [c for _, c in bench.sim.commands
+            if c.get("cmd") == "update_subscription" and c["params"].get("action") == action
+            and ticker in c["params"].get("market_tickers", [])]
+
+
+async def test_secmaster_changes_drive_subscriptions(kalshi_bench: BenchFactory, secmaster_db: str) -> None:
+    bench = await kalshi_bench(markets=10, rate=100, start_connector=False, use_registry=True, follow_cdc=True)
+    await sync_kalshi(secmaster_db, bench.sim.rest_url)
+    stop = asyncio.Event()
+    cdc = CdcPublisher(CdcOptions(env=bench.env.name, database_url=secmaster_db, nats_url=bench.nats_url))
+    cdc_task = asyncio.create_task(cdc.run(stop))
+    try:
+        bench.connector.catalog = await discover_kalshi_catalog(bench.sim.rest_url)
+        await bench.connector.start()
+        await bench.connector.wait_subscribed(10)
+        assert bench.connector.registry is not None
+        assigned = await bench.connector.registry.markets_of(0)
+        assert assigned == sorted(bench.connector.sessions[0].markets)
+
+        passing = await bench.sim.add_market(series_ticker="KXCPI")  # Economics: captured
+        excluded = await bench.sim.add_market(series_ticker="KXMLBGAME")  # Sports: not in the allow-list
+        await sync_kalshi(secmaster_db, bench.sim.rest_url)
+        committed = time.monotonic()
+        await wait_until(lambda: len(commands_for(bench, passing.ticker, "add_markets")) == 3, 15,
+                         "add_markets for the new market on each channel")
+        log.info("discovered", latency_s=round(time.monotonic() - committed, 3))
+        await wait_until(lambda: sum(1 for f in bench.sim.sent_frames if f.market_ticker == passing.ticker) >= 5,
+                         10, "frames of the new market")
+        assert not any(excluded.ticker in str(c) for _, c in bench.sim.commands), "excluded category subscribed"
+        assert await bench.connector.registry.shard_of(passing.ticker) == 0
+        assert await bench.connector.registry.shard_of(excluded.ticker) is None
+
+        bench.sim.set_market_status(passing.ticker, "finalized")
+        await sync_kalshi(secmaster_db, bench.sim.rest_url)
+        await wait_until(lambda: len(commands_for(bench, passing.ticker, "delete_markets")) == 3, 15,
+                         "delete_markets after settlement")
+        assert await bench.connector.registry.shard_of(passing.ticker) is None, "the slot is given back"
+
+        stored = await bench.stop_and_collect()
+        frames = bench.assert_exactly_once(stored)
+        new = [m for m in frames if parse_subject(m.subject).ticker == passing.ticker]
+        assert new and {m.stream for m in new} == {f"{bench.env.name.upper()}_KALSHI_ECONOMICS"}
+        assert bench.connector.sessions[0].sockets_opened == 1, "discovery never reconnects"
+    finally:
+        stop.set()
+        await asyncio.wait_for(cdc_task, 30)
