@@ -109,21 +109,25 @@ def bench_stream() -> StreamSpec:
 def child_read(url: str, start_ns: int, end_ns: int) -> dict[str, float]:
     with NatsWireClient(url) as client:
         scan = StreamReader(client, STREAM).scan(TimeWindow(start_ns, end_ns))
+        cpu = time.process_time()
         started = time.perf_counter()
         count = payload = 0
         for batch in scan:
             count += len(batch)
             payload += sum(len(r[4]) for r in batch)
         elapsed = time.perf_counter() - started
-    return {"count": count, "seconds": elapsed, "msgs_per_s": count / elapsed,
+        cpu = time.process_time() - cpu
+    return {"count": count, "seconds": elapsed, "msgs_per_s": count / elapsed, "python_cpu_s": cpu,
             "payload_mb_per_s": payload / 1e6 / elapsed,
             "peak_rss_mb": peak_rss_mb()}
 
 
 def child_archive(url: str, root: str, key: str, start_ns: int, end_ns: int) -> dict[str, float]:
+    cpu = time.process_time()
     result = archive_partition(url, Path(root), ENV, STREAM, key, TimeWindow(start_ns, end_ns), progress=None)
+    cpu = time.process_time() - cpu
     m = result.manifest
-    return {"count": m.count, "seconds": result.duration_s, "msgs_per_s": result.msgs_per_s,
+    return {"count": m.count, "seconds": result.duration_s, "msgs_per_s": result.msgs_per_s, "python_cpu_s": cpu,
             "mb_per_s": result.mb_per_s, "bytes": m.bytes, "uncompressed_bytes": m.uncompressed_bytes,
             "ratio": result.compression_ratio, "peak_rss_mb": peak_rss_mb()}
 
@@ -144,9 +148,23 @@ def child_compress(root: str, key: str) -> dict[str, float]:
             "ratio": len(data) / target.data.stat().st_size}
 
 
-def run_child(*args: str) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc: works for the nats-server child)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(server_pid: int | None, *args: str) -> dict[str, float]:
+    """One phase in a fresh interpreter; adds CPU seconds used by it and by nats-server meanwhile.
+
+    CPU per message is the figure to compare between runs on a shared machine: wall-clock rates
+    drop when other work competes for the two cores, CPU per message does not.
+    """
+    before = cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    if server_pid:
+        result["server_cpu_s"] = cpu_seconds(server_pid) - before
     return result
 
 
@@ -201,21 +219,28 @@ def main() -> None:
         start = (state.first_ts_ns or 0) - 1
         split_ns = _ts_of(server.url, state.first_seq + min(100_000, args.messages - 1))
         root = str(Path(tmp) / "archive")
-        read = run_child("read", server.url, str(start), str(FAR_FUTURE_NS))
-        small = run_child("archive", server.url, root, "2026-01-01", str(start), str(split_ns))
-        full = run_child("archive", server.url, root, "2026-01-02", str(start), str(FAR_FUTURE_NS))
-        compress = run_child("compress", root, "2026-01-02")
+        read = run_child(server.pid, "read", server.url, str(start), str(FAR_FUTURE_NS))
+        small = run_child(server.pid, "archive", server.url, root, "2026-01-01", str(start), str(split_ns))
+        full = run_child(server.pid, "archive", server.url, root, "2026-01-02", str(start), str(FAR_FUTURE_NS))
+        compress = run_child(None, "compress", root, "2026-01-02")
 
     print()
     print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, nats-server {info['nats_server']}, "
           f"load {info['load_avg_1m_at_start']} at start")
     print(f"fill: {args.messages:,} msgs in {fill_s:.1f}s ({args.messages / fill_s:,.0f} msgs/s, acked)")
-    print(f"{'phase':<36}{'msgs':>11}{'msgs/s':>11}{'MB/s':>9}{'peak RSS (after imports)':>27}")
+    print(f"{'phase':<36}{'msgs':>11}{'msgs/s':>11}{'MB/s':>9}{'peak RSS (after imports)':>27}"
+          f"{'CPU us/msg: python, nats-server':>34}")
+
+    def cpu(row: dict[str, float]) -> str:
+        count = row["count"]
+        return f"{row['python_cpu_s'] / count * 1e6:>23.2f}, {row['server_cpu_s'] / count * 1e6:.2f}"
+
     print(f"{'read ceiling (scan only, no write)':<36}{read['count']:>11,.0f}{read['msgs_per_s']:>11,.0f}"
-          f"{read['payload_mb_per_s']:>9.1f}{read['peak_rss_mb']:>11.0f} MB ({read['baseline_rss_mb']:.0f} MB)")
+          f"{read['payload_mb_per_s']:>9.1f}{read['peak_rss_mb']:>11.0f} MB ({read['baseline_rss_mb']:.0f} MB)"
+          f"{cpu(read)}")
     for label, row in (("archive, first 100k messages", small), ("archive, all messages", full)):
         print(f"{label:<36}{row['count']:>11,.0f}{row['msgs_per_s']:>11,.0f}{row['mb_per_s']:>9.1f}"
-              f"{row['peak_rss_mb']:>11.0f} MB ({row['baseline_rss_mb']:.0f} MB)")
+              f"{row['peak_rss_mb']:>11.0f} MB ({row['baseline_rss_mb']:.0f} MB){cpu(row)}")
     print(f"{'compress ceiling (isal, no NATS)':<36}{'':>11}{'':>11}{compress['mb_per_s']:>9.1f}")
     print(f"archive file: {full['bytes'] / 1e6:.1f} MB, ratio {full['ratio']:.2f} "
           f"(MB/s = uncompressed JSONL written; read ceiling MB/s = payload bytes)")

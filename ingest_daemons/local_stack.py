@@ -24,7 +24,7 @@ from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.errors import SsmdError
 from ingest_daemons.logs import get_logger
 from ingest_daemons.nats_client import connect_once
-from ingest_daemons.nats_runner import NatsServer
+from ingest_daemons.nats_runner import NatsServer, die_with_parent
 from ingest_daemons.streams import StreamChange, reconcile
 
 log = get_logger("ssmd.up")
@@ -52,6 +52,7 @@ class ChildProcess:
                 env={**os.environ, **self.env},
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         log.info("started", component=self.name, pid=self.proc.pid, log=str(self.log_path))
 

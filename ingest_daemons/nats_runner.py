@@ -26,6 +26,18 @@ DEFAULT_READY_TIMEOUT_S = 10.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 
 
+def die_with_parent() -> None:
+    """Runs in a child before exec (Linux): the child gets SIGTERM when the process that started it dies,
+    so a killed supervisor or test run never leaves servers behind."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def find_nats_server() -> str:
     """The environment's own ``nats-server`` first (a system one may be too old for JetStream 2.10+)."""
     candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
@@ -87,7 +99,7 @@ class NatsServer:
         ]
         log_handle = open(self.log_file, "ab")
         try:
-            self._proc = subprocess.Popen(cmd, stdout=log_handle, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(cmd, stdout=log_handle, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         finally:
             log_handle.close()
         self._wait_ready(ready_timeout_s)

@@ -9,9 +9,11 @@ the benchmark run the same code. The loop below runs once per message: it is wri
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -106,13 +108,13 @@ def archive_window(
     """Drain ``scan`` into the partition at ``paths``; returns once the partition is committed."""
     started = time.monotonic()
     next_report = started + progress_every_s
-    subject_counts: dict[bytes, int] = {}
-    subject_text: dict[bytes, bytes] = {}
+    # Per subject: [subject as JSON text, message count, is a gap/status marker] (one lookup per message).
+    subjects: dict[bytes, list[Any]] = {}
     marker_types = {t.encode() for t in wire.MARKER_TYPES}
-    is_marker: dict[bytes, bool] = {}
     markers = MarkerLog()
     holes: list[SeqRange] = []
-    frame_keys = {envelope.FRAME: 0, envelope.FRAME_TEXT: 0, envelope.FRAME_B64: 0}
+    fallback_kinds: Counter[str] = Counter()
+    embedded = 0
     count = 0
     first_seq: int | None = None
     first_ts: int | None = None
@@ -132,26 +134,29 @@ def archive_window(
                     else:
                         holes.append(SeqRange(expected, seq - 1))
                 expected = seq + 1
-                subj = subject_text.get(subject)
-                if subj is None:
-                    subj = subject_text[subject] = subject_json(subject)
-                    subject_counts[subject] = 0
-                    is_marker[subject] = subject_type(subject.decode("utf-8", "replace")).encode() in marker_types
-                subject_counts[subject] += 1
-                if is_marker[subject]:
+                info = subjects.get(subject)
+                if info is None:
+                    kind = subject_type(subject.decode("utf-8", "replace")).encode()
+                    info = subjects[subject] = [subject_json(subject), 0, kind in marker_types]
+                info[1] += 1
+                if info[2]:
                     markers.add(seq, ts, subject, payload)
-                rec = recv_json(recv)
+                # The connector's header is a plain integer: use it as is (recv_json handles the rest).
+                if recv is not None and recv.isdigit() and recv[:1] != b"0" and len(recv) <= 20:
+                    rec = recv
+                else:
+                    rec = recv_json(recv)
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
                         raise decode_error("line break", "", 0)
                     loads(payload)
                     line = b'{"seq":%d,"ts":%d,"subject":%s,"recv_ns":%s,"frame":%s}\n' % (
-                        seq, ts, subj, rec, payload,
+                        seq, ts, info[0], rec, payload,
                     )
-                    frame_keys[envelope.FRAME] += 1
+                    embedded += 1
                 except decode_error:
-                    line, kind = fallback(seq, ts, subj, rec, payload)
-                    frame_keys[kind] += 1
+                    line, frame_key = fallback(seq, ts, info[0], rec, payload)
+                    fallback_kinds[frame_key] += 1
                 lines.append(line)
                 pending += len(line)
             count += len(batch)
@@ -170,7 +175,7 @@ def archive_window(
             writer.write(b"".join(lines))
         sha256 = writer.finish()
         assert scan.next_seq is not None
-        types, tickers = summarise_subjects(subject_counts)
+        types, tickers = summarise_subjects({subject: info[1] for subject, info in subjects.items()})
         manifest = PartitionManifest(
             env=paths.env,
             stream=paths.stream,
@@ -191,7 +196,7 @@ def archive_window(
             next_seq=scan.next_seq,
             holes=holes,
             message_types=types,
-            frame_keys={k: v for k, v in frame_keys.items() if v},
+            frame_keys={k: v for k, v in {envelope.FRAME: embedded, **fallback_kinds}.items() if v},
             markers=markers.summary(),
             marker_events=markers.events,
             marker_events_truncated=markers.truncated,

@@ -239,7 +239,13 @@ class StreamReader:
     # ------------------------------------------------------------------ direct get (small lookups)
 
     def held_in_range(self, first: int, last: int) -> int:
-        """How many of the sequences ``first..last`` the stream still holds (for hole reports)."""
+        """How many of the sequences ``first..last`` the stream still holds (for hole reports).
+
+        Counts by reading the range with batched direct get, after clipping it to what the stream
+        holds at all (a range that aged out costs one stream-info request).
+        """
+        state = self.state()
+        first, last = max(first, state.first_seq), min(last, state.last_seq)
         held, seq = 0, first
         subject = f"{self._api}.DIRECT.GET.{self.stream}"
         while seq <= last:
@@ -347,9 +353,11 @@ class WindowScan:
                         client.publish(reply)
                         continue
                     stalled = _header(headers, _HDR_STALLED)
-                    if stalled:
+                    if stalled:  # waiting for a flow-control answer that got lost: answer, carry on
                         client.publish(stalled)
-                    # Idle heartbeat: nothing more to deliver. Done if we missed nothing.
+                        continue
+                    # Idle heartbeat from a consumer that is not stalled: it has nothing more to
+                    # deliver (messages counted as pending were removed). Done if we missed nothing.
                     delivered = int(_header(headers, _HDR_LAST_CONSUMER) or b"-1")
                     if delivered != expected - 1:
                         if batch:
@@ -360,7 +368,12 @@ class WindowScan:
                     client.push_back(frames[index + 1 :])
                     self._finish(max(last_seq + 1, state.last_seq + 1), "stream_end")
                     return
-                seq, cseq, ts, pending = _ack_fields(reply or b"")
+                # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (inline: hot path)
+                tokens = reply.split(b".") if reply is not None else []
+                if len(tokens) == 9:
+                    seq, cseq, ts, pending = int(tokens[5]), int(tokens[6]), int(tokens[7]), int(tokens[8])
+                else:
+                    seq, cseq, ts, pending = _ack_fields(reply or b"")
                 if cseq != expected:  # a skipped delivery: re-create from the last good message
                     if batch:
                         yield batch

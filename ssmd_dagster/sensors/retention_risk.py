@@ -1,15 +1,16 @@
 """Warn before unarchived data ages out of its stream.
 
 A day's first messages leave the stream at ``day start + max_age``. A partition is at risk when
-that moment is less than ``margin`` away (or past, while part of the day is still held) and the
-partition is not materialised. Each stream at risk gets an ``AssetObservation`` (visible on the
-asset, with the days and hours left) and a warning in the sensor log, whenever the set of
-partitions at risk changes; the cursor is that set.
+that moment is less than ``margin`` away (``$SSMD_RETENTION_RISK_MARGIN``, default 24h), or past
+while part of the day is still held, and the partition is not materialised. Each stream at risk
+gets an ``AssetObservation`` (visible on the asset, with the days and hours left) and a warning in
+the sensor log whenever the set of partitions at risk changes; the cursor is that set.
 """
 
 # No `from __future__ import annotations`: Dagster reads config and resource types from the
 # signatures of the decorated functions at definition time.
 
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -27,11 +28,24 @@ from dagster import (
 )
 
 from ingest_daemons.archive.layout import from_ns, utc_day_window
+from ingest_daemons.config.units import parse_duration
 from ssmd_dagster.assets.archive import Clock, utc_now
 from ssmd_dagster.targets import ArchiveTarget
 
 DEFAULT_MARGIN = timedelta(hours=24)
+MARGIN_ENV = "SSMD_RETENTION_RISK_MARGIN"  # e.g. "12h", "2d"
 DEFAULT_INTERVAL_S = 600
+
+
+def margin_from_env() -> timedelta:
+    """``$SSMD_RETENTION_RISK_MARGIN`` (a duration like ``12h``) or 24 hours."""
+    value = os.environ.get(MARGIN_ENV)
+    if not value:
+        return DEFAULT_MARGIN
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{MARGIN_ENV}: {exc}") from None
 
 
 def partitions_at_risk(
@@ -57,11 +71,14 @@ def make_retention_risk_sensor(
     partitions_def: TimeWindowPartitionsDefinition,
     *,
     name: str = "archive_retention_risk",
-    margin: timedelta = DEFAULT_MARGIN,
+    margin: timedelta | None = None,
     clock: Clock = utc_now,
     minimum_interval_seconds: int = DEFAULT_INTERVAL_S,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
 ) -> SensorDefinition:
+    """``margin`` defaults to :func:`margin_from_env`."""
+    margin = margin if margin is not None else margin_from_env()
+
     @sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,

@@ -22,7 +22,8 @@ def _no_outer_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def ssmd_env(write_env: WriteEnv, unique_env: str, nats_server: NatsServer, tmp_path: object) -> ResolvedEnvironment:
-    """Kalshi with one category: streams ``{ENV}_KALSHI_ECONOMICS``, ``…_UNCATEGORIZED``, ``…_SECMASTER_CDC``."""
+    """Kalshi with one category: streams ``{ENV}_KALSHI_ECONOMICS``, ``…_UNCATEGORIZED``, ``…_SECMASTER_CDC``
+    (and whatever else the feed's config adds, such as a lifecycle stream)."""
     from pathlib import Path
 
     tmp = Path(str(tmp_path))

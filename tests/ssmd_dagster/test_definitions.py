@@ -26,6 +26,7 @@ DEV_KEYS = [
     "archive/dev/kalshi/crypto",
     "archive/dev/kalshi/economics",
     "archive/dev/kalshi/financials",
+    "archive/dev/kalshi/lifecycle",
     "archive/dev/kalshi/politics",
     "archive/dev/kalshi/uncategorized",
     "jetstream_streams",
@@ -33,7 +34,8 @@ DEV_KEYS = [
 PROD_KEYS = [
     *(f"archive/prod/kalshi/{c}" for c in (
         "climate_and_weather", "companies", "crypto", "economics", "elections", "entertainment", "financials",
-        "health", "politics", "science_and_technology", "sports", "transportation", "uncategorized", "world",
+        "health", "lifecycle", "politics", "science_and_technology", "sports", "transportation", "uncategorized",
+        "world",
     )),
     "archive/prod/kraken/spot",
     "archive/prod/kraken/uncategorized",

@@ -194,3 +194,14 @@ def test_exchange_config_sensor_runs_provisioning_on_change_only(config_dir: Pat
     back = tick(sensor, instance, changed.cursor, ssmd_config=resource)
     assert back.run_requests and back.run_requests[0].run_key.startswith("exchange-config-3-")
     assert orjson.loads(back.cursor or "")["sha256"] == orjson.loads(first.cursor or "")["sha256"]
+
+
+def test_retention_margin_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssmd_dagster.sensors.retention_risk import margin_from_env
+
+    assert margin_from_env() == timedelta(hours=24)
+    monkeypatch.setenv("SSMD_RETENTION_RISK_MARGIN", "90m")
+    assert margin_from_env() == timedelta(minutes=90)
+    monkeypatch.setenv("SSMD_RETENTION_RISK_MARGIN", "soon")
+    with pytest.raises(ValueError, match="SSMD_RETENTION_RISK_MARGIN"):
+        margin_from_env()

@@ -8,6 +8,7 @@ import nats
 from dagster import AssetCheckSeverity, AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 
 from ingest_daemons.config import ResolvedEnvironment
+from ingest_daemons.streams import desired_streams
 from ssmd_dagster.assets.streams import jetstream_streams
 from ssmd_dagster.checks.streams import streams_match_config
 from ssmd_dagster.resources import default_resources
@@ -30,14 +31,16 @@ def check(result: ExecuteInProcessResult):  # type: ignore[no-untyped-def]
 
 def test_provisions_then_reports_unchanged(ssmd_env: ResolvedEnvironment) -> None:
     prefix = ssmd_env.name.upper()
+    expected = {spec.name for spec in desired_streams(ssmd_env)}
+    assert {f"{prefix}_KALSHI_ECONOMICS", f"{prefix}_KALSHI_UNCATEGORIZED", f"{prefix}_SECMASTER_CDC"} <= expected
     instance = DagsterInstance.ephemeral()
     first = run(ssmd_env, instance)
     rows = table(first)
-    assert set(rows) == {f"{prefix}_KALSHI_ECONOMICS", f"{prefix}_KALSHI_UNCATEGORIZED", f"{prefix}_SECMASTER_CDC"}
+    assert set(rows) == expected
     assert {r["action"] for r in rows.values()} == {"create"}
     assert rows[f"{prefix}_KALSHI_ECONOMICS"]["max_age"] == "1h"
     assert rows[f"{prefix}_KALSHI_ECONOMICS"]["max_bytes"] == "64MiB"
-    assert first.get_asset_materialization_events()[0].materialization.metadata["created"].value == 3
+    assert first.get_asset_materialization_events()[0].materialization.metadata["created"].value == len(expected)
     assert check(first).passed
 
     second = run(ssmd_env, instance)

@@ -66,8 +66,12 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed assertion: still stop the stack cleanly (it stops its children)
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         log.close()
     output = (tmp_path / "up.log").read_text()
     assert "ssmd is up" in output and f"{unique_env}.kalshi.<category>" in output
