@@ -40,10 +40,15 @@ class ChildProcess:
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None  # a port the child listens on; start() waits for it before the next child
     cwd: Path | None = None
+    oneshot: bool = False  # run to completion (e.g. a first secmaster sync) before the next child starts
+    timeout_s: float = 300.0
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.oneshot:
+            self._run_once()
+            return
         with open(self.log_path, "ab") as handle:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -56,8 +61,23 @@ class ChildProcess:
             )
         log.info("started", component=self.name, pid=self.proc.pid, log=str(self.log_path))
 
+    def _run_once(self) -> None:
+        log.info("running", component=self.name, log=str(self.log_path))
+        with open(self.log_path, "ab") as handle:
+            try:
+                done = subprocess.run(self.argv, stdout=handle, stderr=subprocess.STDOUT,
+                                      env={**os.environ, **self.env}, cwd=self.cwd, timeout=self.timeout_s,
+                                      check=False)
+            except subprocess.TimeoutExpired:
+                raise SsmdError(f"{self.name} did not finish in {self.timeout_s:.0f}s; see {self.log_path}") from None
+        if done.returncode != 0:
+            raise SsmdError(f"{self.name} failed (exit {done.returncode}); see {self.log_path}")
+        log.info("finished", component=self.name)
+
     @property
     def alive(self) -> bool:
+        if self.oneshot:
+            return True
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -106,9 +126,9 @@ class LocalStack:
 
     def add(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None,
-        cwd: Path | None = None,
+        cwd: Path | None = None, oneshot: bool = False,
     ) -> ChildProcess:
-        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port, cwd)
+        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port, cwd, oneshot)
         self.children.append(child)
         return child
 

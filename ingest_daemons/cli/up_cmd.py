@@ -16,6 +16,7 @@ from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.errors import ConfigError, SsmdError
 from ingest_daemons.local_keys import ensure_local_kalshi_keys
 from ingest_daemons.local_stack import LocalStack, ssmd_command, stream_counts
+from ingest_daemons.nats_runner import free_port
 from ingest_daemons.streams import StreamChange
 
 CONNECTOR_METRICS_PORT = 9464
@@ -34,7 +35,10 @@ def register(sub: Any) -> None:
             "  - the environment's streams, provisioned by the same reconcile as `ssmd streams apply`,\n"
             "  - a Kalshi exchange simulator on the port of the environment's kalshi endpoint, checking\n"
             "    signatures against a throw-away key pair generated under DATA_DIR/keys,\n"
-            "  - a Kalshi connector signing with that key, publishing into the streams, and the\n"
+            "  - the secmaster: PostgreSQL under DATA_DIR/postgres (run unprivileged), a first sync from\n"
+            "    the simulator's REST API, and the CDC publisher into {ENV}_SECMASTER_CDC,\n"
+            "  - a Kalshi connector signing with that key, following the CDC stream for new markets\n"
+            "    (shard assignments in NATS KV), publishing into the streams, and the\n"
             "    unsharded Kalshi lifecycle connector (market_lifecycle_v2) into its own stream,\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
             "    streams and archive partitions, on http://127.0.0.1:3000.\n"
@@ -77,9 +81,19 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
                      "--markets", str(args.sim_markets), "--rate", str(args.sim_rate)),
         port=url.port,
     )
+    # The secmaster: PostgreSQL under DATA_DIR/postgres, a first REST sync, and the CDC publisher that
+    # lets the connector subscribe new markets as they appear.
+    pg_port = free_port()
+    common = {"SSMD_EXCHANGES_DIR": connector_env["SSMD_EXCHANGES_DIR"], "SSMD_DATA_DIR": str(env.data_dir),
+              "NATS_URL": stack.nats.url}
+    stack.add("postgres", ssmd_command("secmaster", "postgres", "--port", str(pg_port)), env=common, port=pg_port)
+    stack.add("secmaster-sync", ssmd_command("secmaster", "sync", "--env", env.name, "--feed", "kalshi"),
+              env=common, oneshot=True)
+    stack.add("cdc", ssmd_command("cdc", "--env", env.name, "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+              env=common)
     stack.add(
         "connector-kalshi-0",
-        ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--shard", "0",
+        ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--shard", "0", "--follow-cdc",
                      "--metrics-host", "127.0.0.1", "--metrics-port", str(args.connector_metrics_port)),
         env=connector_env,
         port=args.connector_metrics_port,
@@ -130,6 +144,9 @@ def summary(
             f"  subjects    {env.name}.kalshi.<category>.json.<type>.<ticker>, "
             f"e.g. {env.name}.kalshi.economics.json.trade.>",
         ]
+    if "postgres" in names:
+        lines.append(f"  secmaster   PostgreSQL under {env.data_dir / 'postgres'} "
+                     f"(password in {env.data_dir / 'postgres' / 'password'}); CDC -> {env.name.upper()}_SECMASTER_CDC")
     if "dagster" in names:
         lines.append(f"  dagster     http://127.0.0.1:{dagster_port}  (assets: streams, archive/{env.name}/…; "
                      f"instance {env.data_dir / 'dagster'})")

@@ -44,7 +44,7 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up.log").read_text()
             await asyncio.sleep(0.2)
         total = 0
-        while time.monotonic() < deadline and total < 100:
+        while time.monotonic() < deadline and total < 100:  # market data (and CDC) flowing
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
             try:
                 nc = await nats.connect(f"nats://127.0.0.1:{nats_port}", connect_timeout=1, max_reconnect_attempts=0)
@@ -77,6 +77,8 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     assert "ssmd is up" in output and f"{unique_env}.kalshi.<category>" in output
     assert f"http://127.0.0.1:{dagster_port}" in output
     assert re.search(rf"{unique_env.upper()}_KALSHI_ECONOMICS", output)
+    assert "following secmaster changes" in (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
+    assert "secmaster sync" in (tmp_path / "var" / "logs" / "secmaster-sync.log").read_text().lower()
     lifecycle_log = (tmp_path / "var" / "logs" / "connector-kalshi-lifecycle.log").read_text()
     assert "channels=market_lifecycle_v2" in lifecycle_log, lifecycle_log[-2000:]
     connector_log = (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
