@@ -10,6 +10,7 @@ from ingest_daemons.cli import (
     cdc_cmd,
     config_cmd,
     connector_cmd,
+    lifecycle_cmd,
     nats_cmd,
     secmaster_cmd,
     shards_cmd,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     shards_cmd.register(sub)
     secmaster_cmd.register(sub)
     cdc_cmd.register(sub)
+    lifecycle_cmd.register(sub)
     return parser
 
 

@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
             "  - the secmaster: PostgreSQL under DATA_DIR/postgres (run unprivileged), a first sync from\n"
             "    the simulator's REST API, and the CDC publisher into {ENV}_SECMASTER_CDC,\n"
             "  - a Kalshi connector signing with that key, following the CDC stream for new markets\n"
-            "    (shard assignments in NATS KV), publishing into the streams, and the\n"
+            "    (shard assignments in NATS KV), publishing into the streams, the lifecycle consumer\n"
+            "    that applies market_lifecycle_v2 events to the secmaster, and the\n"
             "    unsharded Kalshi lifecycle connector (market_lifecycle_v2) into its own stream,\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
             "    streams and archive partitions, on http://127.0.0.1:3000.\n"
@@ -105,6 +106,9 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
                          "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
             env=connector_env,
         )
+        # Applies lifecycle events to the secmaster within a second: real-time discovery.
+        stack.add("lifecycle", ssmd_command("lifecycle", "--env", env.name, "--metrics-host", "127.0.0.1",
+                                            "--metrics-port", "0"), env=common)
     return None
 
 
