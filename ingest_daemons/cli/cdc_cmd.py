@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
-from ingest_daemons.config import Settings, resolve_environment
-from ingest_daemons.errors import ConfigError
-from ingest_daemons.logs import configure_logging
+from ingest_daemons.cli.common import (
+    add_command,
+    add_env_arg,
+    add_exchanges_arg,
+    module_main,
+    resolve_or_report,
+    run_daemon,
+    run_until_signalled,
+)
 from ingest_daemons.secmaster.cdc import (
     DEFAULT_ACK_TIMEOUT_S,
     DEFAULT_BATCH_SIZE,
@@ -72,23 +75,12 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-async def _run(options: CdcOptions) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await CdcPublisher(options).run(stop)
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     if args.window < 1 or args.batch_size < 1:
         print("--window and --batch-size must be at least 1")
         return 1
-    try:
-        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
-    except ConfigError as exc:
-        print(f"invalid config:\n{exc}")
+    env = resolve_or_report(args)
+    if env is None:
         return 1
     try:
         with secmaster_database(env.settings, args.database_url) as url:
@@ -97,20 +89,14 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, window=args.window, poll_interval_s=args.poll_interval,
                 ack_timeout_s=args.ack_timeout, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
             )
-            return asyncio.run(_run(options))
+            return run_daemon(run_until_signalled(CdcPublisher(options)))
     except (MigrationError, PostgresStartError) as exc:
         print(f"cdc cannot start: {exc}")
         return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ingest_daemons.cli.cdc_cmd ARGS`` = ``ssmd cdc ARGS`` (for supervisors and tests that
-    want the publisher without the rest of the CLI)."""
-    parser = argparse.ArgumentParser(prog="ssmd")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["cdc", *(sys.argv[1:] if argv is None else argv)])
-    configure_logging("INFO")
-    return int(args.func(args))
+    return module_main(register, "cdc", argv)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Coroutine
-from typing import Any
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
+
+from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.config.settings import ResolvedEnvironment
+from ingest_daemons.errors import ConfigError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -46,3 +53,37 @@ def run_daemon(main: Coroutine[Any, Any, int]) -> int:
     import uvloop
 
     return uvloop.run(main)
+
+
+class Stoppable(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+async def run_until_signalled(component: Stoppable) -> int:
+    """Run a long-lived component until SIGTERM/SIGINT sets its stop event."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await component.run(stop)
+    return 0
+
+
+def resolve_or_report(args: argparse.Namespace) -> ResolvedEnvironment | None:
+    """The environment named by ``--env``/``--exchanges``; prints every config problem and returns None."""
+    try:
+        return resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
+    except ConfigError as exc:
+        print(f"invalid config:\n{exc}")
+        return None
+
+
+def module_main(register: Callable[[Any], None], command: str, argv: Sequence[str] | None) -> int:
+    """``python -m ingest_daemons.cli.X_cmd ARGS`` = ``ssmd X ARGS``: one process, no other command loaded."""
+    from ingest_daemons.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="ssmd")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)])
+    configure_logging("INFO")
+    return int(args.func(args))

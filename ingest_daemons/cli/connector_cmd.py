@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from ingest_daemons.adapters.kalshi_auth import load_credentials
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, run_daemon
-from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report, run_daemon
 from ingest_daemons.config.settings import ResolvedFeed
 from ingest_daemons.connector.directory import (
     KalshiCatalog,
@@ -16,7 +15,7 @@ from ingest_daemons.connector.directory import (
     discover_kalshi_catalog,
 )
 from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector, shard_markets
-from ingest_daemons.errors import AuthError, ConfigError
+from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
 
 log = get_logger("ssmd.connector")
@@ -94,10 +93,8 @@ async def _markets_and_directory(
 
 
 async def _run(args: argparse.Namespace) -> int:
-    try:
-        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
-    except ConfigError as exc:
-        print(f"invalid config:\n{exc}")
+    env = resolve_or_report(args)
+    if env is None:
         return 1
     feed = env.feeds.get(args.feed)
     if feed is None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, run_daemon
-from ingest_daemons.config import Settings, resolve_environment
-from ingest_daemons.errors import ConfigError
-from ingest_daemons.logs import configure_logging
+from ingest_daemons.cli.common import (
+    add_command,
+    add_env_arg,
+    add_exchanges_arg,
+    module_main,
+    resolve_or_report,
+    run_daemon,
+    run_until_signalled,
+)
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError
 from ingest_daemons.secmaster.lifecycle import (
     DEFAULT_BATCH_SIZE,
@@ -63,23 +66,12 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-async def _run(options: LifecycleOptions) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await LifecycleConsumer(options).run(stop)
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.sweep_interval <= 0:
         print("--batch-size must be at least 1 and --sweep-interval positive")
         return 1
-    try:
-        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
-    except ConfigError as exc:
-        print(f"invalid config:\n{exc}")
+    env = resolve_or_report(args)
+    if env is None:
         return 1
     kalshi = env.feeds.get("kalshi")
     if kalshi is None or kalshi.feed.lifecycle_channel is None:
@@ -92,20 +84,14 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, sweep_interval_s=args.sweep_interval,
                 metrics_host=args.metrics_host, metrics_port=args.metrics_port,
             )
-            return run_daemon(_run(options))
+            return run_daemon(run_until_signalled(LifecycleConsumer(options)))
     except (MigrationError, PostgresStartError) as exc:
         print(f"lifecycle cannot start: {exc}")
         return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ingest_daemons.cli.lifecycle_cmd ARGS`` = ``ssmd lifecycle ARGS`` (usable before the
-    command is registered in the CLI, and by supervisors that want only this process)."""
-    parser = argparse.ArgumentParser(prog="ssmd")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["lifecycle", *(sys.argv[1:] if argv is None else argv)])
-    configure_logging("INFO")
-    return int(args.func(args))
+    return module_main(register, "lifecycle", argv)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
-from ingest_daemons.config import Settings, resolve_environment
-from ingest_daemons.errors import ConfigError
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report
+from ingest_daemons.config import Settings
 from ingest_daemons.logs import configure_logging
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError, RestError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, SyncReport, sync_kalshi
@@ -103,10 +102,8 @@ def print_report(report: SyncReport) -> None:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    try:
-        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
-    except ConfigError as exc:
-        print(f"invalid config:\n{exc}")
+    env = resolve_or_report(args)
+    if env is None:
         return 1
     rest_url = args.rest_url
     if rest_url is None:

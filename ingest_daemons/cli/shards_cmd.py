@@ -9,9 +9,7 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError
 
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
-from ingest_daemons.config import Settings, resolve_environment
-from ingest_daemons.errors import ConfigError
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report
 from ingest_daemons.nats_client import NatsUnavailable, connect_once
 from ingest_daemons.shards import ShardRegistry, ShardState
 
@@ -51,10 +49,8 @@ def render(states: list[ShardState], now: float) -> str:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    try:
-        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
-    except ConfigError as exc:
-        print(f"invalid config:\n{exc}")
+    env = resolve_or_report(args)
+    if env is None:
         return 1
     try:
         nc = await connect_once(args.nats_url or env.nats_url, name="ssmd-shards")

@@ -6,9 +6,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
-from ingest_daemons.config import Settings, resolve_environment
-from ingest_daemons.errors import ConfigError, StreamReconcileError
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report
+from ingest_daemons.errors import StreamReconcileError
 from ingest_daemons.nats_client import NatsUnavailable, connect_once
 from ingest_daemons.streams import StreamChange, apply_plan, desired_streams, observe, plan
 
@@ -63,10 +62,8 @@ def print_changes(changes: list[StreamChange]) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    try:
-        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
-    except ConfigError as exc:
-        print(f"invalid config:\n{exc}")
+    env = resolve_or_report(args)
+    if env is None:
         return 1
     url = args.nats_url or env.nats_url
     try:

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
-from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report
 from ingest_daemons.config.settings import ResolvedEnvironment
-from ingest_daemons.errors import ConfigError, SsmdError
+from ingest_daemons.errors import SsmdError
 from ingest_daemons.local_keys import ensure_local_kalshi_keys
 from ingest_daemons.local_stack import LocalStack, ssmd_command, stream_counts
 from ingest_daemons.nats_runner import free_port
@@ -176,10 +175,8 @@ def print_counts(stack: LocalStack) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        env = resolve_environment(Settings.from_env(exchanges_dir=args.exchanges, env_name=args.env))
-    except ConfigError as exc:
-        print(f"invalid config:\n{exc}")
+    env = resolve_or_report(args)
+    if env is None:
         return 1
     stack = LocalStack(env)
     note = None if args.no_sim else add_kalshi(stack, env, args)
