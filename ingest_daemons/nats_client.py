@@ -6,6 +6,7 @@ nats-py gives up after 60 reconnect attempts and notices a dead server only afte
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import nats
@@ -65,13 +66,11 @@ async def connect_once(url: str, name: str, timeout_s: float = DEFAULT_CONNECT_T
         return None
 
     try:
-        return await nats.connect(
-            url,
-            name=name,
-            connect_timeout=timeout_s,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            error_cb=quiet,
+        # nats-py treats max_reconnect_attempts=0 as "no limit" on the first connect: bound it ourselves.
+        return await asyncio.wait_for(
+            nats.connect(url, name=name, connect_timeout=timeout_s, allow_reconnect=False,
+                         max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet),
+            timeout_s * 2,
         )
     except Exception as exc:
         raise NatsUnavailable(

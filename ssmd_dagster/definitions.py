@@ -13,17 +13,27 @@ from dagster import Definitions, in_process_executor
 
 from ingest_daemons.archive import utc_day_window
 from ingest_daemons.config import ResolvedEnvironment, resolve_environment
+from ssmd_dagster.alerts import AlertWebhookResource
 from ssmd_dagster.assets.archive import Clock, WindowFn, build_archive_asset, utc_now
+from ssmd_dagster.assets.secmaster import (
+    build_secmaster_asset,
+    secmaster_resources,
+    secmaster_schedules,
+    secmaster_targets,
+)
+from ssmd_dagster.assets.shards import build_shards_asset, shard_targets
 from ssmd_dagster.assets.streams import jetstream_streams
 from ssmd_dagster.checks.archive import build_archive_checks
 from ssmd_dagster.checks.streams import streams_match_config
 from ssmd_dagster.jobs import archive_jobs, reverify_job, streams_job
+from ssmd_dagster.jobs_shards import build_shard_headroom_job, shard_resources
 from ssmd_dagster.partitions import archive_partitions_def
 from ssmd_dagster.resources import default_resources
 from ssmd_dagster.schedules import reverify_schedule
 from ssmd_dagster.sensors.day_close import make_day_close_sensor
 from ssmd_dagster.sensors.exchange_config import make_exchange_config_sensor
 from ssmd_dagster.sensors.retention_risk import make_retention_risk_sensor
+from ssmd_dagster.sensors.shards import make_shard_headroom_sensor
 from ssmd_dagster.targets import archive_targets
 
 
@@ -40,23 +50,35 @@ def build_definitions(
     targets = archive_targets(env)
     provision = streams_job()
     reverify = reverify_job(targets)
+    shards = shard_targets(env)
+    secmaster = secmaster_targets(env)
+    headroom = build_shard_headroom_job(shards)
     return Definitions(
         assets=[
             jetstream_streams,
             *[build_archive_asset(t, partitions_def, window_for=window_for, clock=clock) for t in targets],
+            *[build_secmaster_asset(t) for t in secmaster],
+            *[build_shards_asset(t) for t in shards],
         ],
         asset_checks=[streams_match_config, *[build_archive_checks(t, partitions_def) for t in targets]],
-        jobs=[provision, *archive_jobs(targets), reverify],
+        jobs=[provision, *archive_jobs(targets), reverify, headroom],
         sensors=[
             make_exchange_config_sensor(provision),
             make_day_close_sensor(targets, partitions_def, clock=clock),
             make_retention_risk_sensor(targets, partitions_def, clock=clock),
+            make_shard_headroom_sensor(shards, headroom),
         ],
-        schedules=[reverify_schedule(reverify)],
+        schedules=[reverify_schedule(reverify), *secmaster_schedules(secmaster)],
         # A run is one partition's asset and its checks: running both steps in the run's own process
         # saves a Python start-up (~1.5 s, ~150 MB) per step; parallelism comes from concurrent runs.
         executor=in_process_executor,
-        resources={**default_resources(env), **(resources or {})},
+        resources={
+            **default_resources(env),
+            **secmaster_resources(env),
+            **shard_resources(env),
+            "alert_webhook": AlertWebhookResource(),
+            **(resources or {}),
+        },
     )
 
 

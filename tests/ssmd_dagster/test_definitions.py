@@ -30,6 +30,8 @@ DEV_KEYS = [
     "archive/dev/kalshi/politics",
     "archive/dev/kalshi/uncategorized",
     "jetstream_streams",
+    "secmaster/dev/kalshi",
+    "shards/dev/kalshi",
 ]
 PROD_KEYS = [
     *(f"archive/prod/kalshi/{c}" for c in (
@@ -44,6 +46,8 @@ PROD_KEYS = [
     "archive/prod/polymarket/politics",
     "archive/prod/polymarket/uncategorized",
     "jetstream_streams",
+    "secmaster/prod/kalshi",
+    "shards/prod/kalshi",
 ]
 
 
@@ -71,11 +75,12 @@ def test_groups_jobs_sensors_and_checks(tmp_path: Path) -> None:
     assert "PROD_KALSHI_ECONOMICS" in (graph.get(economics).description or "")
     jobs = {j.name for j in defs.resolve_all_job_defs()}
     assert {"provision_streams", "archive_prod_kalshi", "archive_prod_kraken", "archive_prod_polymarket",
-            "archive_reverify"} <= jobs
+            "archive_reverify", "shard_headroom"} <= jobs
     assert {s.name for s in defs.sensors or []} == {  # type: ignore[union-attr]
-        "exchange_config_changed", "archive_day_close", "archive_retention_risk"
+        "exchange_config_changed", "archive_day_close", "archive_retention_risk", "shard_headroom"
     }
     assert defs.resolve_schedule_def("archive_reverify_nightly").cron_schedule == "30 3 * * *"
+    assert defs.resolve_schedule_def("secmaster_sync_hourly").cron_schedule.endswith("* * * *")
 
 
 def test_workspace_loads_with_the_local_instance_config(tmp_path: Path) -> None:
