@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ log = get_logger("ssmd.cdc_follower")
 OPEN_STATUSES = frozenset({"active", "open"})
 FINISHED_STATUSES = frozenset({"closed", "determined", "disputed", "amended", "finalized", "settled"})
 DEFAULT_FETCH_BATCH = 256
+WAITING_RETRY_S = 10.0
 
 Action = Literal["add", "remove", "none"]
 
@@ -105,7 +107,7 @@ class CdcFollower:
         self.session = session
         self.durable = f"ssmd_{view.feed}_shard{shard}"
         self.applied = 0
-        self.waiting: set[str] = set()
+        self.waiting: dict[str, str | None] = {}  # ticker -> category, markets with no shard yet
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
@@ -117,7 +119,11 @@ class CdcFollower:
                                          ack_wait=30, deliver_policy=js_api.DeliverPolicy.NEW),
         )
         log.info("following secmaster changes", env=self.env, shard=self.shard, durable=self.durable)
+        next_retry = time.monotonic() + WAITING_RETRY_S
         while not stop.is_set():
+            if self.waiting and time.monotonic() >= next_retry:
+                await self.retry_waiting()
+                next_retry = time.monotonic() + WAITING_RETRY_S
             try:
                 messages = await subscription.fetch(DEFAULT_FETCH_BATCH, timeout=1.0)
             except (FetchTimeoutError, TimeoutError):
@@ -128,6 +134,12 @@ class CdcFollower:
                 self.applied += 1
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+
+    async def retry_waiting(self) -> None:
+        """Markets that found no room get another try (a headroom shard may have opened since)."""
+        for ticker, category in list(self.waiting.items()):
+            del self.waiting[ticker]
+            await self._add(Decision("add", ticker, category))
 
     async def handle(self, change: dict[str, Any]) -> None:
         decision = self.view.apply(change)
@@ -141,7 +153,7 @@ class CdcFollower:
             return
         shard = await self.registry.assign(decision.ticker)
         if shard is None:
-            self.waiting.add(decision.ticker)
+            self.waiting[decision.ticker] = decision.category
             await self.registry.mark_waiting(decision.ticker)
             log.warning("no shard has room; market waits for headroom", market=decision.ticker,
                         shard=self.shard, waiting=len(self.waiting))
@@ -159,4 +171,4 @@ class CdcFollower:
             await self.session.remove_markets([ticker])
             await self.registry.release(ticker)
             log.info("finished market unsubscribed", market=ticker, shard=self.shard)
-        self.waiting.discard(ticker)
+        self.waiting.pop(ticker, None)

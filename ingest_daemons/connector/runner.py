@@ -164,7 +164,8 @@ class KalshiConnector:
             self._nc = await connect_daemon(self.options.nats_url or self.env.nats_url,
                                             name=f"ssmd-connector-{self.env.name}-{self.feed.name}-{self.options.shard}-kv")
             js = self._nc.jetstream()
-            self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name)
+            self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name,
+                                                     replicas=self.env.config.streams.replicas)
             await self.registry.ensure_layout(shards=1, capacity=self.feed.settings.shard_size)
             markets = await self._assigned_markets()
         self.sessions = self._make_sessions(markets)

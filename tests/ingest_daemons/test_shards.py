@@ -99,3 +99,33 @@ async def test_shards_status_command(nats_server: NatsServer, unique_env: str, w
     out = capsys.readouterr().out
     assert "2 shard(s)" in out
     assert "4/4" in out and "1/4" in out and "100%" in out and "never" in out
+
+
+async def test_waiting_markets_are_assigned_once_headroom_exists(nats_server: NatsServer, unique_env: str) -> None:
+    from ingest_daemons.config.models import EnvironmentFeedConfig
+    from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
+    from ingest_daemons.connector.directory import MarketDirectory
+
+    class Session:  # the follower's view of a session: markets and add/remove
+        markets: list[str] = []
+
+        async def add_markets(self, tickers: list[str]) -> list[str]:
+            self.markets.extend(tickers)
+            return tickers
+
+    nc = await nats.connect(nats_server.url)
+    registry = await ShardRegistry.open(nc.jetstream(), unique_env, "kalshi")
+    await registry.ensure_layout(shards=1, capacity=1)
+    await registry.assign("KX-FULL")
+    session = Session()
+    follower = CdcFollower(nc, unique_env, 1, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
+                           MarketDirectory(), session)  # type: ignore[arg-type]
+    change = {"table": "markets", "op": "insert", "row": {"feed": "kalshi", "ticker": "KX-WAIT", "status": "active",
+                                                          "event_ticker": "KX"}}
+    await follower.handle(change)
+    assert follower.waiting == {"KX-WAIT": None} and await registry.waiting() == ["KX-WAIT"]
+    await registry.open_headroom_shard(expected_shards=1)
+    await follower.retry_waiting()
+    assert session.markets == ["KX-WAIT"] and not follower.waiting
+    assert await registry.waiting() == [] and await registry.shard_of("KX-WAIT") == 1
+    await nc.close()
