@@ -133,6 +133,20 @@ def test_command_exists_and_parses(where: str, argv: list[str]) -> None:
         pytest.fail(f"{where}: {argv[0]!r} is not a console script this package installs")
 
 
+def test_every_daemon_command_is_checked() -> None:
+    """Every ssmd daemon of both overlays is among the commands the parse test above checks."""
+    from tests.deploy.test_manifests import EXPECTED_DAEMONS
+
+    checked = {where: argv for where, argv in COMMANDS}
+    for overlay in OVERLAYS:
+        for (_, name), expected in EXPECTED_DAEMONS.items():
+            container = {"ssmd-cdc": "cdc", "ssmd-lifecycle": "lifecycle"}.get(name, "connector")
+            argv = checked[f"{overlay}:{name}/{container}"]
+            assert argv[:2] == expected[:2], name
+    assert "--lifecycle" in checked["prod:ssmd-lifecycle-connector-kalshi/connector"]
+    assert "--follow-cdc" in checked["prod:ssmd-connector-kalshi/connector"]
+
+
 def test_console_scripts_are_declared() -> None:
     """`ssmd` comes from this project's pyproject, `dagster` from a locked dependency."""
     import tomllib

@@ -26,6 +26,22 @@ EXTERNAL_SECRETS = {"ssmd-kalshi-credentials", "ssmd-secmaster-db"}
 DRAIN_SECONDS = 90
 SHARD_LABEL = "apps.kubernetes.io/pod-index"
 Objects = list[dict[str, Any]]
+# Every ssmd daemon of both overlays: (kind, name) -> its command in prod. The dev overlay may only
+# append DEV_EXTRA_ARGS (the simulator's endpoints, --no-auth). The market-data shards follow the
+# secmaster through CDC; the chain that makes that work is lifecycle connector -> ssmd lifecycle ->
+# secmaster -> ssmd cdc -> {ENV}_SECMASTER_CDC -> connectors.
+EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
+    ("StatefulSet", "ssmd-connector-kalshi"): (
+        "ssmd connector --env $(SSMD_ENV) --feed kalshi --shard $(SSMD_SHARD) --follow-cdc --metrics-port 9464"
+    ).split(),
+    ("Deployment", "ssmd-cdc"): "ssmd cdc --env $(SSMD_ENV) --metrics-port 9465".split(),
+    ("Deployment", "ssmd-lifecycle-connector-kalshi"): (
+        "ssmd connector --env $(SSMD_ENV) --feed kalshi --lifecycle --metrics-port 9466"
+    ).split(),
+    ("Deployment", "ssmd-lifecycle"): "ssmd lifecycle --env $(SSMD_ENV) --metrics-port 9467".split(),
+}
+DEV_EXTRA_ARGS = {"--ws-url", "--rest-url", "--no-auth"}
+SIM_URL = "ssmd-sim-kalshi:8765"
 
 
 @pytest.fixture(params=sorted(OVERLAYS))
@@ -38,8 +54,8 @@ def containers(objects: Objects) -> list[tuple[dict[str, Any], dict[str, Any], d
 
 
 def daemons(objects: Objects) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-    """Containers that run `ssmd connector` or `ssmd cdc`."""
-    wanted = (["ssmd", "connector"], ["ssmd", "cdc"])
+    """Containers that run `ssmd connector`, `ssmd cdc` or `ssmd lifecycle`."""
+    wanted = (["ssmd", "connector"], ["ssmd", "cdc"], ["ssmd", "lifecycle"])
     return [(w, p, c) for w, p, c in containers(objects) if c.get("command", [])[:2] in wanted]
 
 
@@ -117,7 +133,7 @@ def test_connectors_take_their_shard_from_the_pod_ordinal(overlay: tuple[str, Ob
 def test_daemons_probe_drain_and_expose_metrics(overlay: tuple[str, Objects]) -> None:
     _, objects = overlay
     found = daemons(objects)
-    assert {c["command"][1] for _, _, c in found} == {"connector", "cdc"}
+    assert {c["command"][1] for _, _, c in found} == {"connector", "cdc", "lifecycle"}
     for workload, pod, container in found:
         where = workload["metadata"]["name"]
         port = metrics_port(container)
@@ -131,6 +147,84 @@ def test_daemons_probe_drain_and_expose_metrics(overlay: tuple[str, Objects]) ->
         assert annotations["prometheus.io/port"] == str(port)
         assert annotations["prometheus.io/path"] == "/metrics"
         assert pod["terminationGracePeriodSeconds"] >= DRAIN_SECONDS, where
+
+
+def test_the_daemons_are_exactly_the_expected_ones(overlay: tuple[str, Objects]) -> None:
+    name, objects = overlay
+    found = {(w["kind"], w["metadata"]["name"]): c["command"] for w, _, c in daemons(objects)}
+    assert found.keys() == EXPECTED_DAEMONS.keys()
+    for key, command in found.items():
+        expected = EXPECTED_DAEMONS[key]
+        if name == "prod":
+            assert command == expected, key
+            continue
+        assert command[: len(expected)] == expected, f"dev {key}: the overlay may only append arguments"
+        extra = command[len(expected) :]
+        flags = {a for a in extra if a.startswith("--")}
+        assert flags <= DEV_EXTRA_ARGS, f"dev {key}: {sorted(flags - DEV_EXTRA_ARGS)}"
+        for flag in ("--ws-url", "--rest-url"):
+            if flag in extra:
+                assert SIM_URL in extra[extra.index(flag) + 1], f"dev {key}: {flag} must name the simulator"
+    # Each daemon kind has its own metrics port (the defaults of its sub-command, distinct in scrapes).
+    ports = [metrics_port({"command": c}) for c in EXPECTED_DAEMONS.values()]
+    assert len(set(ports)) == len(ports)
+
+
+def test_unsharded_daemons_run_one_pod_and_recreate(overlay: tuple[str, Objects]) -> None:
+    """One lifecycle connector (it holds every market), one lifecycle consumer, one CDC publisher.
+
+    Recreate: the old pod drains and exits before the new one starts, so an upgrade never runs two.
+    """
+    _, objects = overlay
+    deployments = [(w, c) for w, _, c in daemons(objects) if w["kind"] == "Deployment"]
+    assert {w["metadata"]["name"] for w, _ in deployments} == {n for k, n in EXPECTED_DAEMONS if k == "Deployment"}
+    for workload, container in deployments:
+        where = workload["metadata"]["name"]
+        assert workload["spec"]["replicas"] == 1, where
+        assert workload["spec"]["strategy"] == {"type": "Recreate"}, where
+        assert "--shard" not in container["command"], f"{where}: unsharded"
+    lifecycle_connector = find(objects, "Deployment", "ssmd-lifecycle-connector-kalshi")
+    (container,) = lifecycle_connector["spec"]["template"]["spec"]["containers"]
+    assert "--lifecycle" in container["command"] and "--follow-cdc" not in container["command"]
+
+
+def test_connectors_that_follow_cdc_have_the_whole_discovery_chain(overlay: tuple[str, Objects]) -> None:
+    """--follow-cdc only learns of new markets when the lifecycle connector, `ssmd lifecycle` and
+    `ssmd cdc` run in the same overlay."""
+    _, objects = overlay
+    commands = [c["command"] for _, _, c in daemons(objects)]
+    followers = [c for c in commands if c[1] == "connector" and "--follow-cdc" in c]
+    assert followers, "the market-data connectors follow the secmaster's CDC stream"
+    assert any(c[1] == "cdc" for c in commands)
+    assert any(c[1] == "lifecycle" for c in commands)
+    for follower in followers:
+        feed = follower[follower.index("--feed") + 1]
+        assert any(c[1] == "connector" and "--lifecycle" in c and c[c.index("--feed") + 1] == feed for c in commands), (
+            f"no lifecycle connector for feed {feed}"
+        )
+
+
+def test_secmaster_daemons_get_the_database_from_the_secret(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    found = [(w, c) for w, _, c in daemons(objects) if c["command"][1] in ("cdc", "lifecycle")]
+    assert {c["command"][1] for _, c in found} == {"cdc", "lifecycle"}
+    for workload, container in found:
+        env = {e["name"]: e for e in container["env"]}
+        ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "ssmd-secmaster-db", "key": "database-url"}, workload["metadata"]["name"]
+
+
+def test_daemons_run_as_their_own_token_less_service_accounts(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    used = set()
+    for workload, pod, _ in daemons(objects):
+        name = pod.get("serviceAccountName")
+        assert name in accounts, f"{workload['metadata']['name']}: service account {name!r} not rendered"
+        used.add(name)
+    for name in used:
+        assert accounts[name]["automountServiceAccountToken"] is False, name
+    assert used == set(accounts), f"unused service accounts: {sorted(set(accounts) - used)}"
 
 
 def test_containers_have_resources_and_run_locked_down(overlay: tuple[str, Objects]) -> None:
@@ -201,22 +295,40 @@ def test_runtime_environment_exists(overlay: tuple[str, Objects]) -> None:
     assert (EXCHANGES / "environments" / f"{env['SSMD_ENV']}.yaml").is_file()
 
 
+def kalshi_connectors(objects: Objects) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    return [(w, p, c) for w, p, c in daemons(objects) if c["command"][:2] == ["ssmd", "connector"]]
+
+
 def test_kalshi_credentials_arrive_where_the_feed_config_says(rendered: dict[str, Objects]) -> None:
     auth = yaml.safe_load((EXCHANGES / "feeds" / "kalshi.yaml").read_text())["auth"]
-    statefulset = find(rendered["prod"], "StatefulSet", "ssmd-connector-kalshi")
-    pod = statefulset["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    env = {e["name"]: e for e in container["env"]}
-    assert env[auth["key_id_env"]]["valueFrom"]["secretKeyRef"]["name"] == "ssmd-kalshi-credentials"
-    key_path = Path(env[auth["private_key_path_env"]]["value"])
-    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(key_path.parent))
-    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-    assert {i["path"] for i in volume["secret"]["items"]} == {key_path.name}
-    assert volume["secret"]["defaultMode"] == 0o440
+    prod = kalshi_connectors(rendered["prod"])
+    # The market-data shards and the lifecycle connector both sign with the Kalshi key.
+    assert {w["metadata"]["name"] for w, _, _ in prod} == {"ssmd-connector-kalshi", "ssmd-lifecycle-connector-kalshi"}
+    for workload, pod, container in prod:
+        where = workload["metadata"]["name"]
+        assert "--no-auth" not in container["command"], where
+        env = {e["name"]: e for e in container["env"]}
+        assert env[auth["key_id_env"]]["valueFrom"]["secretKeyRef"] == {
+            "name": "ssmd-kalshi-credentials",
+            "key": "api-key-id",
+        }, where
+        key_path = Path(env[auth["private_key_path_env"]]["value"])
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(key_path.parent))
+        assert mount["readOnly"] is True and "subPath" not in mount, where
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == "ssmd-kalshi-credentials", where
+        assert {i["path"] for i in volume["secret"]["items"]} == {key_path.name}, where
+        assert volume["secret"]["defaultMode"] == 0o440, where
     # Dev talks to the simulator without auth and must not need the Secret at all.
-    dev = find(rendered["dev"], "StatefulSet", "ssmd-connector-kalshi")["spec"]["template"]["spec"]
-    assert "--no-auth" in dev["containers"][0]["command"]
-    assert "kalshi-credentials" not in {v["name"] for v in dev["volumes"]}
+    dev = kalshi_connectors(rendered["dev"])
+    assert len(dev) == len(prod)
+    for workload, pod, container in dev:
+        where = workload["metadata"]["name"]
+        assert "--no-auth" in container["command"], where
+        command = container["command"]
+        assert SIM_URL in command[command.index("--ws-url") + 1], where
+        assert "kalshi-credentials" not in {v["name"] for v in pod["volumes"]}, where
+        assert not {auth["key_id_env"], auth["private_key_path_env"]} & {e["name"] for e in container["env"]}, where
 
 
 def test_every_connector_feed_has_a_statefulset_the_scaler_may_scale(overlay: tuple[str, Objects]) -> None:
