@@ -44,10 +44,11 @@ def register(sub: Any) -> None:
         description=KALSHI_DESCRIPTION,
         examples=KALSHI_EXAMPLES,
     )
-    kalshi.add_argument("--host", default="127.0.0.1", help="address to bind")
+    kalshi.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     kalshi.add_argument("--port", type=int, required=True, help="port to bind (0 = any free port)")
-    kalshi.add_argument("--markets", type=int, default=20, help="number of markets in the universe")
-    kalshi.add_argument("--rate", type=float, default=200.0, help="data frames/s per connection; 0 = flood")
+    kalshi.add_argument("--markets", type=int, default=20, help="number of markets in the universe (default: 20)")
+    kalshi.add_argument("--rate", type=float, default=200.0,
+                        help="data frames/s per connection, 0 = flood (default: 200)")
     kalshi.add_argument(
         "--replay", metavar="FILE", default=None, help="JSONL file whose lines are sent verbatim"
     )
@@ -58,8 +59,8 @@ def register(sub: Any) -> None:
     kalshi.add_argument(
         "--no-auth", action="store_true", help="accept connections without checking signatures"
     )
-    kalshi.add_argument("--seed", type=int, default=1, help="seed for the universe and the generated data")
-    kalshi.add_argument("--ping-interval", type=float, default=10.0, help="seconds between server pings")
+    kalshi.add_argument("--seed", type=int, default=1, help="seed for the universe and the generated data (default: 1)")
+    kalshi.add_argument("--ping-interval", type=float, default=10.0, help="seconds between server pings (default: 10)")
     kalshi.add_argument("--legacy", action="store_true", help="send pre-2026-03-12 integer-cent payloads")
     kalshi.set_defaults(func=run_kalshi)
 
