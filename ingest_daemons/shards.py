@@ -22,11 +22,13 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.errors import (
     APIError,
     BucketNotFoundError,
@@ -55,6 +57,16 @@ def _conflict(exc: Exception) -> bool:
     return isinstance(exc, KeyWrongLastSequenceError) or (
         isinstance(exc, APIError) and exc.err_code == WRONG_LAST_SEQUENCE
     )
+
+
+def assignment_value(shard: int, category: str | None) -> bytes:
+    """The market's shard and category slug: the owning connector needs both to subscribe and route it."""
+    return orjson.dumps({"shard": shard, "category": category})
+
+
+def parse_assignment(value: bytes | None) -> tuple[int, str | None]:
+    data = orjson.loads(value or b"{}")
+    return int(data["shard"]), data.get("category")
 
 
 def bucket_name(env: str) -> str:
@@ -152,7 +164,14 @@ class ShardRegistry:
             entry = await self.kv.get(f"{self.feed}.market.{kv_token(ticker)}")
         except KeyNotFoundError:
             return None
-        return int(entry.value or b"-1") if entry.value else None
+        return parse_assignment(entry.value)[0] if entry.value else None
+
+    async def category_of(self, ticker: str) -> str | None:
+        try:
+            entry = await self.kv.get(f"{self.feed}.market.{kv_token(ticker)}")
+        except KeyNotFoundError:
+            return None
+        return parse_assignment(entry.value)[1] if entry.value else None
 
     async def _load(self, shard: int) -> tuple[int, int | None]:
         """(load, revision); revision None when the counter does not exist yet."""
@@ -183,7 +202,7 @@ class ShardRegistry:
                 continue
         raise RuntimeError(f"could not update {key} (too much contention)")
 
-    async def assign(self, ticker: str) -> int | None:
+    async def assign(self, ticker: str, category: str | None = None) -> int | None:
         """The market's shard: existing assignment, else the last shard with room, else ``None`` (waiting)."""
         existing = await self.shard_of(ticker)
         if existing is not None:
@@ -197,7 +216,7 @@ class ShardRegistry:
                 if not await self._adjust_load(shard, +1, layout.capacity):
                     continue
                 try:
-                    await self.kv.create(f"{self.feed}.market.{kv_token(ticker)}", str(shard).encode())
+                    await self.kv.create(f"{self.feed}.market.{kv_token(ticker)}", assignment_value(shard, category))
                     await self.clear_waiting(ticker)
                     return shard
                 except APIError as exc:
@@ -251,7 +270,7 @@ class ShardRegistry:
             entry = await self.kv.get(key)
         except KeyNotFoundError:
             return None
-        shard = int(entry.value or b"-1")
+        shard = parse_assignment(entry.value)[0]
         try:
             await self.kv.delete(key, last=entry.revision)
         except APIError as exc:
@@ -273,7 +292,24 @@ class ShardRegistry:
     async def assignments(self) -> dict[str, int]:
         """ticker → shard for every assigned market of the feed."""
         live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.market.")
-        return {ticker: int(value) for ticker, value in live.items()}
+        return {ticker: parse_assignment(value)[0] for ticker, value in live.items()}
+
+    async def follow_assignments(self, on_assignment: Callable[[str, int, str | None], Awaitable[None]]) -> Any:
+        """Call ``on_assignment(ticker, shard, category)`` for every assignment made from now on.
+
+        An ordered consumer on the bucket's own stream, new messages only: a connector subscribes
+        first and then reads the existing assignments, so nothing falls between the two.
+        """
+        prefix = f"$KV.{self.bucket}.{self.feed}.market."
+
+        async def handle(msg: Any) -> None:
+            if (msg.headers or {}).get("KV-Operation") in {"DEL", "PURGE"} or not msg.data:
+                return
+            shard, category = parse_assignment(msg.data)
+            await on_assignment(ticker_of(msg.subject[len(prefix):]), shard, category)
+
+        return await self.js.subscribe(prefix + ">", cb=handle, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.NEW)
 
     # ------------------------------------------------------------------ heartbeats and status
 

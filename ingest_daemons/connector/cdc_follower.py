@@ -1,8 +1,10 @@
 """Follow ``{ENV}_SECMASTER_CDC`` so new markets are subscribed and finished ones dropped, with no restart.
 
 Each shard's connector has its own durable consumer, so a restarted connector resumes after the
-last change it handled (acks follow the handling). Every shard sees every change; the shard
-registry's compare-and-set decides which shard owns a new market, and only the owner subscribes.
+last change it handled (acks follow the handling). Every shard sees every change, but only the
+*assigner* (shard 0) asks the registry for a shard: one compare-and-set per new market, not one per
+shard. Every shard follows the registry's assignments (a KV subscription) and subscribes the markets
+assigned to it, with the category stored in the assignment.
 
 A market's category is its series' category. Market rows do not carry it, so the follower keeps a
 small view — event → series and series → category — seeded from the exchange REST API at start and
@@ -96,6 +98,7 @@ class CdcFollower:
         registry: ShardRegistry,
         directory: MarketDirectory,
         session: KalshiSession,
+        assigner: bool | None = None,
     ) -> None:
         self.nc = nc
         self.env = env
@@ -105,6 +108,7 @@ class CdcFollower:
         self.registry = registry
         self.directory = directory
         self.session = session
+        self.assigner = shard == 0 if assigner is None else assigner
         self.durable = f"ssmd_{view.feed}_shard{shard}"
         self.applied = 0
         self.waiting: dict[str, str | None] = {}  # ticker -> category, markets with no shard yet
@@ -149,26 +153,29 @@ class CdcFollower:
             await self._remove(decision.ticker)
 
     async def _add(self, decision: Decision) -> None:
-        if not self.feed_settings.category_passes(decision.category):
+        if not self.assigner or not self.feed_settings.category_passes(decision.category):
             return
-        shard = await self.registry.assign(decision.ticker)
+        category = self.directory.slug_for(decision.category)
+        shard = await self.registry.assign(decision.ticker, category)
         if shard is None:
             self.waiting[decision.ticker] = decision.category
             await self.registry.mark_waiting(decision.ticker)
             log.warning("no shard has room; market waits for headroom", market=decision.ticker,
                         shard=self.shard, waiting=len(self.waiting))
-            return
+
+    async def on_assignment(self, ticker: str, shard: int, category: str | None) -> None:
+        """A market was assigned (by the assigner, possibly another process): subscribe it if it is ours."""
         if shard != self.shard:
             return
-        self.directory.assign(decision.ticker, decision.category)
-        added = await self.session.add_markets([decision.ticker])
+        self.directory.assign_slug(ticker, category)
+        added = await self.session.add_markets([ticker])
         if added:
-            log.info("market discovered and subscribed", market=decision.ticker, category=decision.category,
-                     shard=self.shard)
+            log.info("market discovered and subscribed", market=ticker, category=category, shard=self.shard)
 
     async def _remove(self, ticker: str) -> None:
         if ticker in self.session.markets:
             await self.session.remove_markets([ticker])
-            await self.registry.release(ticker)
             log.info("finished market unsubscribed", market=ticker, shard=self.shard)
+        if self.assigner:
+            await self.registry.release(ticker)
         self.waiting.pop(ticker, None)

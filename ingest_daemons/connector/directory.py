@@ -43,10 +43,18 @@ class MarketDirectory:
         return self.categories.get(ticker, self.fallback)
 
     def assign(self, ticker: str, category: str | None) -> None:
+        self.categories[ticker] = self.slug_for(category)
+
+    def slug_for(self, category: str | None) -> str:
+        """The stream category token ``category`` routes to here (fallback when it has no stream)."""
         value = slug(category) if category else self.fallback
         if self.stream_categories is not None and value not in self.stream_categories:
-            value = self.fallback
-        self.categories[ticker] = value
+            return self.fallback
+        return value
+
+    def assign_slug(self, ticker: str, category_slug: str | None) -> None:
+        """Route ``ticker`` to an already-slugged category (as stored in the shard registry)."""
+        self.categories[ticker] = self.slug_for(category_slug)
 
     def category_slugs(self, tickers: Iterable[str]) -> set[str]:
         return {self.category_of(t) for t in tickers}

@@ -117,6 +117,7 @@ class KalshiConnector:
         self.follower: CdcFollower | None = None
         self.health: HealthServer | None = None
         self._nc: Client | None = None
+        self._assignments: object | None = None
         self._stop = asyncio.Event()
         self._follow_stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,7 +145,8 @@ class KalshiConnector:
         assert self.registry is not None
         mine = set(await self.registry.markets_of(self.options.shard))
         for ticker in self.candidates:
-            if ticker not in mine and await self.registry.assign(ticker) == self.options.shard:
+            category = self.directory.category_of(ticker)
+            if ticker not in mine and await self.registry.assign(ticker, category) == self.options.shard:
                 mine.add(ticker)
         return sorted(mine)
 
@@ -167,6 +169,8 @@ class KalshiConnector:
             self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name,
                                                      replicas=self.env.config.streams.replicas)
             await self.registry.ensure_layout(shards=1, capacity=self.feed.settings.shard_size)
+            if self.options.follow_cdc:  # subscribe to new assignments before reading the existing ones
+                self._assignments = await self.registry.follow_assignments(self._on_assignment)
             markets = await self._assigned_markets()
         self.sessions = self._make_sessions(markets)
         self._tasks = [asyncio.create_task(s.run(), name=f"session-{s.index}") for s in self.sessions]
@@ -182,6 +186,10 @@ class KalshiConnector:
         log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
                  run=self.run_id, connections=len(self.sessions), markets=len(markets),
                  registry=self.registry is not None, follow_cdc=self.follower is not None)
+
+    async def _on_assignment(self, ticker: str, shard: int, category: str | None) -> None:
+        if self.follower is not None:
+            await self.follower.on_assignment(ticker, shard, category)
 
     async def _heartbeat_loop(self) -> None:
         """The shard's state into KV every few seconds, for ``ssmd shards status`` and the headroom sensor."""

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.shards import ShardRegistry, kv_token, ticker_of
+from tests.helpers import wait_until
 
 
 @given(st.text())
@@ -106,8 +107,9 @@ async def test_waiting_markets_are_assigned_once_headroom_exists(nats_server: Na
     from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
     from ingest_daemons.connector.directory import MarketDirectory
 
-    class Session:  # the follower's view of a session: markets and add/remove
-        markets: list[str] = []
+    class Session:  # the follower's view of a session: markets and add_markets
+        def __init__(self) -> None:
+            self.markets: list[str] = []
 
         async def add_markets(self, tickers: list[str]) -> list[str]:
             self.markets.extend(tickers)
@@ -117,15 +119,30 @@ async def test_waiting_markets_are_assigned_once_headroom_exists(nats_server: Na
     registry = await ShardRegistry.open(nc.jetstream(), unique_env, "kalshi")
     await registry.ensure_layout(shards=1, capacity=1)
     await registry.assign("KX-FULL")
-    session = Session()
-    follower = CdcFollower(nc, unique_env, 1, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
-                           MarketDirectory(), session)  # type: ignore[arg-type]
+    seen: list[tuple[str, int, str | None]] = []
+
+    async def record(ticker: str, shard: int, category: str | None) -> None:
+        seen.append((ticker, shard, category))
+
+    await registry.follow_assignments(record)
+    assigner_session, owner_session = Session(), Session()
+    assigner = CdcFollower(nc, unique_env, 0, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
+                           MarketDirectory(), assigner_session)  # type: ignore[arg-type]
+    owner = CdcFollower(nc, unique_env, 1, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
+                        MarketDirectory(), owner_session)  # type: ignore[arg-type]
     change = {"table": "markets", "op": "insert", "row": {"feed": "kalshi", "ticker": "KX-WAIT", "status": "active",
                                                           "event_ticker": "KX"}}
-    await follower.handle(change)
-    assert follower.waiting == {"KX-WAIT": None} and await registry.waiting() == ["KX-WAIT"]
+    await owner.handle(change)
+    assert owner.waiting == {} and await registry.shard_of("KX-WAIT") is None, "only the assigner assigns"
+    await assigner.handle(change)
+    assert assigner.waiting == {"KX-WAIT": None} and await registry.waiting() == ["KX-WAIT"]
     await registry.open_headroom_shard(expected_shards=1)
-    await follower.retry_waiting()
-    assert session.markets == ["KX-WAIT"] and not follower.waiting
-    assert await registry.waiting() == [] and await registry.shard_of("KX-WAIT") == 1
+    await assigner.retry_waiting()
+    assert not assigner.waiting and await registry.waiting() == []
+    assert await registry.shard_of("KX-WAIT") == 1
+    await wait_until(lambda: ("KX-WAIT", 1, "uncategorized") in seen, 5, "the assignment to reach followers")
+    for ticker, shard, category in seen:
+        await assigner.on_assignment(ticker, shard, category)
+        await owner.on_assignment(ticker, shard, category)
+    assert owner_session.markets == ["KX-WAIT"] and assigner_session.markets == []
     await nc.close()

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
+
+import nats
 
 from ingest_daemons.connector.directory import discover_kalshi_catalog
+from ingest_daemons.connector.runner import KalshiConnector
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import parse_subject
 from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
 from ingest_daemons.secmaster.kalshi_sync import sync_kalshi
+from ingest_daemons.shards import ShardRegistry
 from tests.fixtures.kalshi import BenchFactory
 from tests.helpers import wait_until
 
@@ -62,5 +67,40 @@ async def test_secmaster_changes_drive_subscriptions(kalshi_bench: BenchFactory,
         assert new and {m.stream for m in new} == {f"{bench.env.name.upper()}_KALSHI_ECONOMICS"}
         assert bench.connector.sessions[0].sockets_opened == 1, "discovery never reconnects"
     finally:
+        stop.set()
+        await asyncio.wait_for(cdc_task, 30)
+
+
+async def test_two_shards_only_the_owner_subscribes(kalshi_bench: BenchFactory, secmaster_db: str) -> None:
+    bench = await kalshi_bench(markets=10, rate=50, start_connector=False, use_registry=True, follow_cdc=True)
+    await sync_kalshi(secmaster_db, bench.sim.rest_url)
+    nc = await nats.connect(bench.nats_url)
+    registry = await ShardRegistry.open(nc.jetstream(), bench.env.name, "kalshi")
+    await registry.ensure_layout(shards=2, capacity=100)  # the last shard (1) has room: new markets go there
+    await nc.close()
+    stop = asyncio.Event()
+    cdc = CdcPublisher(CdcOptions(env=bench.env.name, database_url=secmaster_db, nats_url=bench.nats_url))
+    cdc_task = asyncio.create_task(cdc.run(stop))
+    catalog = await discover_kalshi_catalog(bench.sim.rest_url)
+    shard0 = bench.connector
+    shard1 = KalshiConnector(bench.env, shard0.feed, shard0.candidates, shard0.directory, shard0.credentials,
+                             replace(shard0.options, shard=1))
+    shard0.catalog = shard1.catalog = catalog
+    try:
+        await shard0.start()
+        await shard1.start()
+        await shard0.wait_subscribed(10)
+        await shard1.wait_subscribed(10)
+        assert shard0.sessions[0].markets == [] and len(shard1.sessions[0].markets) == len(shard0.candidates)
+        market = await bench.sim.add_market(series_ticker="KXFED")
+        await sync_kalshi(secmaster_db, bench.sim.rest_url)
+        await wait_until(lambda: len(commands_for(bench, market.ticker, "add_markets")) == 3, 15,
+                         "shard 1 to add the market on each channel")
+        assert market.ticker in shard1.sessions[0].markets and market.ticker not in shard0.sessions[0].markets
+        assert {conn for conn, c in bench.sim.commands if market.ticker in str(c)} == {
+            bench.sim.connection_ids[-1]}, "only the owner's connection subscribes it"
+    finally:
+        bench.sim.pause()
+        await shard1.shutdown()
         stop.set()
         await asyncio.wait_for(cdc_task, 30)
