@@ -39,6 +39,7 @@ OPEN_STATUSES = frozenset({"active", "open"})
 FINISHED_STATUSES = frozenset({"closed", "determined", "disputed", "amended", "finalized", "settled"})
 DEFAULT_FETCH_BATCH = 256
 WAITING_RETRY_S = 10.0
+ADD_BATCH_WINDOW_S = 0.05
 
 Action = Literal["add", "remove", "none"]
 
@@ -112,6 +113,8 @@ class CdcFollower:
         self.durable = f"ssmd_{view.feed}_shard{shard}"
         self.applied = 0
         self.waiting: dict[str, str | None] = {}  # ticker -> category, markets with no shard yet
+        self._to_add: list[str] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
@@ -164,13 +167,30 @@ class CdcFollower:
                         shard=self.shard, waiting=len(self.waiting))
 
     async def on_assignment(self, ticker: str, shard: int, category: str | None) -> None:
-        """A market was assigned (by the assigner, possibly another process): subscribe it if it is ours."""
+        """A market was assigned (by the assigner, possibly another process): subscribe it if it is ours.
+
+        Assignments arriving within ADD_BATCH_WINDOW_S are subscribed together: a burst of new markets
+        costs one update per channel, not one per market (commands are rate-limited by the exchange).
+        """
         if shard != self.shard:
             return
         self.directory.assign_slug(ticker, category)
-        added = await self.session.add_markets([ticker])
-        if added:
-            log.info("market discovered and subscribed", market=ticker, category=category, shard=self.shard)
+        self._to_add.append(ticker)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_adds())
+
+    async def _flush_adds(self) -> None:
+        await asyncio.sleep(ADD_BATCH_WINDOW_S)
+        while self._to_add:
+            batch, self._to_add = self._to_add, []
+            added = await self.session.add_markets(batch)
+            if added:
+                log.info("markets discovered and subscribed", markets=len(added), first=added[0], shard=self.shard)
+
+    async def drain_adds(self) -> None:
+        """Wait for batched additions in progress (tests, shutdown)."""
+        if self._flusher is not None:
+            await self._flusher
 
     async def _remove(self, ticker: str) -> None:
         if ticker in self.session.markets:

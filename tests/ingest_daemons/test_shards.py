@@ -144,5 +144,7 @@ async def test_waiting_markets_are_assigned_once_headroom_exists(nats_server: Na
     for ticker, shard, category in seen:
         await assigner.on_assignment(ticker, shard, category)
         await owner.on_assignment(ticker, shard, category)
+    await assigner.drain_adds()
+    await owner.drain_adds()
     assert owner_session.markets == ["KX-WAIT"] and assigner_session.markets == []
     await nc.close()
