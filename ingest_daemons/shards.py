@@ -233,6 +233,63 @@ class ShardRegistry:
         # one of them having claimed this very market: report that claim rather than "waiting".
         return await self.shard_of(ticker)
 
+    async def assign_many(self, items: list[tuple[str, str | None]]) -> dict[str, int | None]:
+        """:meth:`assign` for a burst: one reservation per shard for many markets, claims in parallel.
+
+        Same guarantees (a market is claimed once, no shard passes its capacity); markets that find
+        no room map to ``None``.
+        """
+        known = await asyncio.gather(*(self.shard_of(t) for t, _ in items))
+        result: dict[str, int | None] = {t: s for (t, _), s in zip(items, known, strict=True) if s is not None}
+        pending = [(t, c) for (t, c), s in zip(items, known, strict=True) if s is None]
+        layout = await self.layout()
+        for shard in self._candidates(layout):
+            if not pending:
+                break
+            take = await self._reserve(shard, len(pending), layout.capacity)
+            if not take:
+                continue
+            batch, pending = pending[:take], pending[take:]
+            claims = await asyncio.gather(
+                *(self.kv.create(f"{self.feed}.market.{kv_token(t)}", assignment_value(shard, c)) for t, c in batch),
+                return_exceptions=True,
+            )
+            lost = 0
+            for (ticker, _), claim in zip(batch, claims, strict=True):
+                if isinstance(claim, BaseException):
+                    if not (isinstance(claim, Exception) and _conflict(claim)):
+                        raise claim
+                    lost += 1
+                    result[ticker] = await self.shard_of(ticker)  # somebody else claimed it first
+                else:
+                    result[ticker] = shard
+            if lost:
+                await self._adjust_load(shard, -lost, None)
+        for ticker, _ in pending:
+            result[ticker] = None
+        return result
+
+    async def _reserve(self, shard: int, wanted: int, capacity: int) -> int:
+        """Reserve up to ``wanted`` slots on ``shard`` in one compare-and-set; returns how many."""
+        key = f"{self.feed}.load.{shard}"
+        for attempt in range(DEFAULT_CAS_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+            load, revision = await self._load(shard)
+            take = min(wanted, capacity - load)
+            if take <= 0:
+                return 0
+            try:
+                if revision is None:
+                    await self.kv.create(key, str(load + take).encode())
+                else:
+                    await self.kv.update(key, str(load + take).encode(), last=revision)
+                return take
+            except APIError as exc:
+                if not _conflict(exc):
+                    raise
+        raise RuntimeError(f"could not update {key} (too much contention)")
+
     @staticmethod
     def _candidates(layout: ShardLayout) -> list[int]:
         """The last shard first ("new markets go to the last shard with room"), then earlier ones."""

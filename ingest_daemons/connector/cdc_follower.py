@@ -135,10 +135,10 @@ class CdcFollower:
                 messages = await subscription.fetch(DEFAULT_FETCH_BATCH, timeout=1.0)
             except (FetchTimeoutError, TimeoutError):
                 continue
+            await self.handle_many([orjson.loads(m.data) for m in messages])
             for message in messages:
-                await self.handle(orjson.loads(message.data))
                 await message.ack()
-                self.applied += 1
+            self.applied += len(messages)
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
 
@@ -147,6 +147,33 @@ class CdcFollower:
         for ticker, category in list(self.waiting.items()):
             del self.waiting[ticker]
             await self._add(Decision("add", ticker, category))
+
+    async def handle_many(self, changes: list[dict[str, Any]]) -> None:
+        """A fetched batch in order; consecutive additions are assigned together (bursts of new markets)."""
+        adds: list[Decision] = []
+        for change in changes:
+            decision = self.view.apply(change)
+            if decision.action == "add":
+                adds.append(decision)
+            elif decision.action == "remove":
+                await self._add_all(adds)
+                adds = []
+                await self._remove(decision.ticker)
+        await self._add_all(adds)
+
+    async def _add_all(self, decisions: list[Decision]) -> None:
+        if not self.assigner:
+            return
+        wanted = [d for d in decisions if self.feed_settings.category_passes(d.category)]
+        if not wanted:
+            return
+        shards = await self.registry.assign_many([(d.ticker, self.directory.slug_for(d.category)) for d in wanted])
+        for decision in wanted:
+            if shards.get(decision.ticker) is None:
+                self.waiting[decision.ticker] = decision.category
+                await self.registry.mark_waiting(decision.ticker)
+                log.warning("no shard has room; market waits for headroom", market=decision.ticker,
+                            shard=self.shard, waiting=len(self.waiting))
 
     async def handle(self, change: dict[str, Any]) -> None:
         decision = self.view.apply(change)

@@ -148,3 +148,17 @@ async def test_waiting_markets_are_assigned_once_headroom_exists(nats_server: Na
     await owner.drain_adds()
     assert owner_session.markets == ["KX-WAIT"] and assigner_session.markets == []
     await nc.close()
+
+
+async def test_assign_many_respects_capacity_and_existing_claims(nats_server: NatsServer, unique_env: str) -> None:
+    nc = await nats.connect(nats_server.url)
+    registry = await ShardRegistry.open(nc.jetstream(), unique_env, "kalshi")
+    await registry.ensure_layout(shards=3, capacity=4)
+    assert await registry.assign("KXM-1") == 2
+    result = await registry.assign_many([(f"KXM-{i}", "economics") for i in range(13)])
+    assert result["KXM-1"] == 2, "an existing assignment is kept"
+    counts = Counter(v for v in result.values())
+    assert counts == {2: 4, 1: 4, 0: 4, None: 1}, counts  # 12 slots in all: one market waits
+    assert {s.shard: s.load for s in await registry.states()} == {0: 4, 1: 4, 2: 4}
+    assert await registry.category_of("KXM-5") == "economics"
+    await nc.close()
