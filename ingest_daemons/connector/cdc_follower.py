@@ -122,7 +122,9 @@ class CdcFollower:
             f"{self.env}.{CDC_FEED}.cdc.>",
             durable=self.durable,
             stream=cdc_stream_name(self.env),
-            config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.EXPLICIT, max_ack_pending=10_000,
+            # AckPolicy.ALL: acking the last message of a batch acknowledges the batch (50 shards each
+            # reading every change would otherwise send one ack per change per shard).
+            config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.ALL, max_ack_pending=10_000,
                                          ack_wait=30, deliver_policy=js_api.DeliverPolicy.NEW),
         )
         log.info("following secmaster changes", env=self.env, shard=self.shard, durable=self.durable)
@@ -136,8 +138,8 @@ class CdcFollower:
             except (FetchTimeoutError, TimeoutError):
                 continue
             await self.handle_many([orjson.loads(m.data) for m in messages])
-            for message in messages:
-                await message.ack()
+            if messages:
+                await messages[-1].ack()
             self.applied += len(messages)
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
