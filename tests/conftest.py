@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.kalshi",
     "tests.fixtures.archive",
     "tests.fixtures.postgres",
+    "tests.fixtures.gcs",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

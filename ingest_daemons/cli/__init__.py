@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ingest_daemons.cli import (
+    archive_cmd,
     cdc_cmd,
     config_cmd,
     connector_cmd,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     secmaster_cmd.register(sub)
     cdc_cmd.register(sub)
     lifecycle_cmd.register(sub)
+    archive_cmd.register(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ from ssmd_dagster.definitions import build_definitions
 
 REPO = Path(__file__).resolve().parents[2]
 
+DEV_CATEGORIES = ("climate_and_weather", "crypto", "economics", "financials", "lifecycle", "politics", "uncategorized")
 DEV_KEYS = [
     "archive/dev/kalshi/climate_and_weather",
     "archive/dev/kalshi/crypto",
@@ -29,23 +30,26 @@ DEV_KEYS = [
     "archive/dev/kalshi/lifecycle",
     "archive/dev/kalshi/politics",
     "archive/dev/kalshi/uncategorized",
+    *(f"gcs/dev/kalshi/{c}" for c in DEV_CATEGORIES),
     "jetstream_streams",
+    *(f"parquet/dev/kalshi/{c}" for c in DEV_CATEGORIES),
     "secmaster/dev/kalshi",
     "shards/dev/kalshi",
 ]
+PROD_KALSHI = (
+    "climate_and_weather", "companies", "crypto", "economics", "elections", "entertainment", "financials",
+    "health", "lifecycle", "politics", "science_and_technology", "sports", "transportation", "uncategorized",
+    "world",
+)
+PROD_OTHER = ("kraken/spot", "kraken/uncategorized", "polymarket/crypto", "polymarket/economics",
+              "polymarket/politics", "polymarket/uncategorized")
 PROD_KEYS = [
-    *(f"archive/prod/kalshi/{c}" for c in (
-        "climate_and_weather", "companies", "crypto", "economics", "elections", "entertainment", "financials",
-        "health", "lifecycle", "politics", "science_and_technology", "sports", "transportation", "uncategorized",
-        "world",
-    )),
-    "archive/prod/kraken/spot",
-    "archive/prod/kraken/uncategorized",
-    "archive/prod/polymarket/crypto",
-    "archive/prod/polymarket/economics",
-    "archive/prod/polymarket/politics",
-    "archive/prod/polymarket/uncategorized",
+    *(f"archive/prod/kalshi/{c}" for c in PROD_KALSHI),
+    *(f"archive/prod/{s}" for s in PROD_OTHER),
+    *(f"gcs/prod/kalshi/{c}" for c in PROD_KALSHI),
+    *(f"gcs/prod/{s}" for s in PROD_OTHER),
     "jetstream_streams",
+    *(f"parquet/prod/kalshi/{c}" for c in PROD_KALSHI),  # Parquet schemas exist for Kalshi only
     "secmaster/prod/kalshi",
     "shards/prod/kalshi",
 ]
@@ -75,9 +79,10 @@ def test_groups_jobs_sensors_and_checks(tmp_path: Path) -> None:
     assert "PROD_KALSHI_ECONOMICS" in (graph.get(economics).description or "")
     jobs = {j.name for j in defs.resolve_all_job_defs()}
     assert {"provision_streams", "archive_prod_kalshi", "archive_prod_kraken", "archive_prod_polymarket",
-            "archive_reverify", "shard_headroom"} <= jobs
+            "archive_reverify", "shard_headroom", "archive_pipeline_prod_kalshi"} <= jobs
     assert {s.name for s in defs.sensors or []} == {  # type: ignore[union-attr]
-        "exchange_config_changed", "archive_day_close", "archive_retention_risk", "shard_headroom"
+        "exchange_config_changed", "archive_day_close", "archive_retention_risk", "shard_headroom",
+        "archive_copies_automation", "archive_partition_failure_alert",
     }
     assert defs.resolve_schedule_def("archive_reverify_nightly").cron_schedule == "30 3 * * *"
     assert defs.resolve_schedule_def("secmaster_sync_hourly").cron_schedule.endswith("* * * *")
