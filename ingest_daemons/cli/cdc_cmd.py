@@ -9,8 +9,7 @@ from typing import Any
 
 from ingest_daemons.cli.common import (
     add_command,
-    add_env_arg,
-    add_exchanges_arg,
+    add_daemon_args,
     module_main,
     resolve_or_report,
     run_daemon,
@@ -52,14 +51,7 @@ def register(sub: Any) -> None:
             "  ssmd cdc --env dev --window 256     # bulk back-fill: faster, see --window\n"
         ),
     )
-    add_env_arg(parser)
-    add_exchanges_arg(parser)
-    parser.add_argument("--nats-url", default=None, help="override $NATS_URL and the environment's nats_url")
-    parser.add_argument("--database-url", default=None,
-                        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)")
-    parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
-                        help=f"port for /metrics /healthz /readyz, 0 = any free port (default: {DEFAULT_METRICS_PORT})")
-    parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port (default: 0.0.0.0)")
+    add_daemon_args(parser, DEFAULT_METRICS_PORT, database=True)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"outbox rows read per query (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,

@@ -87,3 +87,16 @@ def module_main(register: Callable[[Any], None], command: str, argv: Sequence[st
     args = parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)])
     configure_logging("INFO")
     return int(args.func(args))
+
+
+def add_daemon_args(parser: argparse.ArgumentParser, metrics_port: int, database: bool = False) -> None:
+    """The options every long-running ssmd process shares."""
+    add_env_arg(parser)
+    add_exchanges_arg(parser)
+    parser.add_argument("--nats-url", default=None, help="override $NATS_URL and the environment's nats_url")
+    if database:
+        parser.add_argument("--database-url", default=None,
+                            help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)")
+    parser.add_argument("--metrics-port", type=int, default=metrics_port,
+                        help=f"port for /metrics /healthz /readyz, 0 = any free port (default: {metrics_port})")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port (default: 0.0.0.0)")
