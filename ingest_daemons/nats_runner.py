@@ -99,7 +99,9 @@ class NatsServer:
         ]
         log_handle = open(self.log_file, "ab")
         try:
-            self._proc = subprocess.Popen(cmd, stdout=log_handle, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            # Own session: a Ctrl-C in the terminal must not stop NATS before the connectors have drained.
+            self._proc = subprocess.Popen(cmd, stdout=log_handle, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+                                          start_new_session=True)
         finally:
             log_handle.close()
         self._wait_ready(ready_timeout_s)
