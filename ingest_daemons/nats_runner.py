@@ -65,12 +65,18 @@ class NatsServer:
         host: str = "127.0.0.1",
         log_file: str | os.PathLike[str] | None = None,
         extra_args: list[str] | None = None,
+        max_file_store: int | None = None,
+        max_memory_store: int | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.extra_args = extra_args or []
+        # JetStream refuses streams whose max_bytes reservations exceed its store limit, which by
+        # default is a share of the disk's free space at start-up: set it explicitly where that matters.
+        self.max_file_store = max_file_store
+        self.max_memory_store = max_memory_store
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,6 +101,7 @@ class NatsServer:
             "-p", str(self.port),
             "-js",
             "-sd", str(self.store_dir),
+            *self._config_args(),
             *self.extra_args,
         ]
         log_handle = open(self.log_file, "ab")
@@ -107,6 +114,19 @@ class NatsServer:
         self._wait_ready(ready_timeout_s)
         log.info("nats-server started", url=self.url, store=str(self.store_dir), pid=self._proc.pid)
         return self
+
+    def _config_args(self) -> list[str]:
+        if self.max_file_store is None and self.max_memory_store is None:
+            return []
+        limits = []
+        if self.max_file_store is not None:
+            limits.append(f"max_file_store: {self.max_file_store}")
+        if self.max_memory_store is not None:
+            limits.append(f"max_memory_store: {self.max_memory_store}")
+        config = self.store_dir / "nats-server.conf"
+        # store_dir stays on the command line (-sd); the file carries only the limits.
+        config.write_text("jetstream {\n  " + "\n  ".join(limits) + "\n}\n")
+        return ["-c", str(config)]
 
     def _wait_ready(self, timeout_s: float) -> None:
         """Ready = accepts a TCP connection and greets with INFO (JetStream is up by then)."""
