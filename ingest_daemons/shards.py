@@ -265,6 +265,7 @@ class ShardRegistry:
                     result[ticker] = shard
             if lost:
                 await self._adjust_load(shard, -lost, None)
+            await asyncio.gather(*(self.clear_waiting(t) for t, _ in batch if result.get(t) == shard))
         for ticker, _ in pending:
             result[ticker] = None
         return result

@@ -146,9 +146,9 @@ class CdcFollower:
 
     async def retry_waiting(self) -> None:
         """Markets that found no room get another try (a headroom shard may have opened since)."""
-        for ticker, category in list(self.waiting.items()):
-            del self.waiting[ticker]
-            await self._add(Decision("add", ticker, category))
+        retry = [Decision("add", ticker, category) for ticker, category in self.waiting.items()]
+        self.waiting.clear()
+        await self._add_all(retry)
 
     async def handle_many(self, changes: list[dict[str, Any]]) -> None:
         """A fetched batch in order; consecutive additions are assigned together (bursts of new markets)."""
@@ -178,22 +178,7 @@ class CdcFollower:
                             shard=self.shard, waiting=len(self.waiting))
 
     async def handle(self, change: dict[str, Any]) -> None:
-        decision = self.view.apply(change)
-        if decision.action == "add":
-            await self._add(decision)
-        elif decision.action == "remove":
-            await self._remove(decision.ticker)
-
-    async def _add(self, decision: Decision) -> None:
-        if not self.assigner or not self.feed_settings.category_passes(decision.category):
-            return
-        category = self.directory.slug_for(decision.category)
-        shard = await self.registry.assign(decision.ticker, category)
-        if shard is None:
-            self.waiting[decision.ticker] = decision.category
-            await self.registry.mark_waiting(decision.ticker)
-            log.warning("no shard has room; market waits for headroom", market=decision.ticker,
-                        shard=self.shard, waiting=len(self.waiting))
+        await self.handle_many([change])
 
     async def on_assignment(self, ticker: str, shard: int, category: str | None) -> None:
         """A market was assigned (by the assigner, possibly another process): subscribe it if it is ours.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -105,10 +106,16 @@ class ConnectorMetrics:
         return bytes(generate_latest(self.registry))
 
 
-class HealthServer:
-    """``/healthz``: the process runs. ``/readyz``: connected to NATS and subscribed. ``/metrics``."""
+class RendersMetrics(Protocol):
+    """Anything with its own Prometheus registry: connector, CDC publisher, lifecycle consumer."""
 
-    def __init__(self, metrics: ConnectorMetrics, ready: Callable[[], tuple[bool, str]], host: str, port: int) -> None:
+    def render(self) -> bytes: ...
+
+
+class HealthServer:
+    """``/healthz``: the process runs. ``/readyz``: the process says it is ready. ``/metrics``."""
+
+    def __init__(self, metrics: RendersMetrics, ready: Callable[[], tuple[bool, str]], host: str, port: int) -> None:
         self.metrics = metrics
         self.ready = ready
         self.host, self.port = host, port

@@ -29,7 +29,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
 import nats
 import psycopg
@@ -39,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from ingest_daemons import naming
 from ingest_daemons.backoff import Backoff
-from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
+from ingest_daemons.connector.metrics import HealthServer
 from ingest_daemons.logs import get_logger
 from ingest_daemons.publisher import JetStreamPublisher
 from ingest_daemons.secmaster.cdc_outbox import HDR_EPOCH, HDR_ID, Outbox, OutboxChange
@@ -153,7 +152,7 @@ class CdcPublisher:
     async def run(self, stop: asyncio.Event) -> None:
         if self.options.metrics_port is not None:
             # HealthServer only calls .render(); see the report for generalising its type.
-            self.health = HealthServer(cast(ConnectorMetrics, self.metrics), self.ready,
+            self.health = HealthServer(self.metrics, self.ready,
                                        self.options.metrics_host, self.options.metrics_port)
             await self.health.start()
         try:

@@ -34,7 +34,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from nats.aio.client import Client
@@ -46,7 +46,7 @@ from psycopg import AsyncConnection
 
 from ingest_daemons import naming
 from ingest_daemons.backoff import Backoff
-from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
+from ingest_daemons.connector.metrics import HealthServer
 from ingest_daemons.logs import get_logger
 from ingest_daemons.nats_client import connect_daemon
 from ingest_daemons.secmaster import lifecycle_store as store
@@ -154,7 +154,7 @@ class LifecycleConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         if self.options.metrics_port is not None:
             # HealthServer only calls .render(), like the CDC publisher's metrics.
-            self.health = HealthServer(cast(ConnectorMetrics, self.metrics), self.ready,
+            self.health = HealthServer(self.metrics, self.ready,
                                        self.options.metrics_host, self.options.metrics_port)
             await self.health.start()
         try:
