@@ -5,7 +5,9 @@ own WebSocket, publisher, KV subscription and durable CDC consumer) against a re
 the embedded PostgreSQL. Markets are inserted into the secmaster in bursts (one transaction per
 burst); for every market the benchmark records when its owner's ``add_markets`` returned (the
 exchange has answered the ``update_subscription``) and reports p50/p99 of commit → that moment, and
-the CDC publisher's throughput (changes/s into JetStream).
+the CDC publisher's throughput (changes/s into JetStream). The path is also timed in stages, from
+the commit to: the change in ``SECMASTER_CDC``, the owning shard's membership key in KV, and
+``add_markets`` answered — so a regression shows where it is.
 
 Usage: ``python bench/cdc_latency.py [--markets 10000] [--bursts 10] [--shards 50]``.
 """
@@ -39,7 +41,7 @@ from ingest_daemons.nats_runner import NatsServer  # noqa: E402
 from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher  # noqa: E402
 from ingest_daemons.secmaster.kalshi_sync import sync_kalshi  # noqa: E402
 from ingest_daemons.secmaster.postgres import secmaster_database  # noqa: E402
-from ingest_daemons.shards import ShardRegistry  # noqa: E402
+from ingest_daemons.shards import ShardRegistry, bucket_name, ticker_of  # noqa: E402
 from ingest_daemons.sim.kalshi import KalshiSimulator  # noqa: E402
 from ingest_daemons.streams import reconcile  # noqa: E402
 
@@ -103,10 +105,23 @@ async def main(args: argparse.Namespace) -> None:
 
             session.add_markets = timed  # type: ignore[method-assign]
 
+        in_cdc: dict[str, float] = {}
+        in_kv: dict[str, float] = {}
+
+        async def on_cdc(msg: Any) -> None:
+            row = json.loads(msg.data).get("row") or {}
+            in_cdc.setdefault(str(row.get("ticker")), time.time())
+
+        async def on_kv(msg: Any) -> None:
+            token = msg.subject.rsplit(".", 1)[-1]
+            in_kv.setdefault(ticker_of(token), time.time())
+
+        await nc.subscribe(f"{env.name}.secmaster.cdc.markets.>", cb=on_cdc)
+        await nc.subscribe(f"$KV.{bucket_name(env.name)}.kalshi.shard.*.>", cb=on_kv)
         events = list(catalog.markets)
         per_burst = args.markets // args.bursts
         committed_at: dict[str, float] = {}
-        first_commit = 0.0
+        bursts: list[list[str]] = []
         with psycopg.connect(db, autocommit=False) as conn:
             for burst in range(args.bursts):
                 tickers = []
@@ -123,7 +138,7 @@ async def main(args: argparse.Namespace) -> None:
                     )
                 conn.commit()
                 now = time.time()
-                first_commit = first_commit or now
+                bursts.append(tickers)
                 for ticker in tickers:
                     committed_at[ticker] = now
                 print(f"burst {burst + 1}/{args.bursts}: {per_burst} markets committed", flush=True)
@@ -131,8 +146,12 @@ async def main(args: argparse.Namespace) -> None:
         deadline = time.monotonic() + args.timeout
         while len(set(committed_at) & set(added_at)) < len(committed_at) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
-        cdc_done = max(added_at.values()) if added_at else time.time()
         latencies = sorted(added_at[t] - committed_at[t] for t in committed_at if t in added_at)
+        stages = {name: sorted(seen[t] - committed_at[t] for t in committed_at if t in seen)
+                  for name, seen in (("cdc", in_cdc), ("kv", in_kv), ("add_markets", added_at))}
+        # CDC throughput while busy: each burst's changes over commit → its last change in the stream.
+        busy = sum(max(in_cdc.get(t, 0.0) for t in burst) - committed_at[burst[0]] for burst in bursts if burst)
+        cdc_rate = sum(1 for t in committed_at if t in in_cdc) / max(busy, 1e-9)
         stop.set()
         await asyncio.wait_for(cdc_task, 60)
         for connector in connectors:
@@ -141,17 +160,24 @@ async def main(args: argparse.Namespace) -> None:
         await nc.close()
     await sim.stop()
     nats.stop()
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 100 else [float("nan")] * 99
+    q = quantiles(latencies)
     result = {
         "machine": f"{platform.node()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
         "markets": len(committed_at), "subscribed": len(latencies), "shards": args.shards,
         "p50_s": q[49], "p99_s": q[98], "max_s": latencies[-1] if latencies else float("nan"),
-        "changes_per_s": len(latencies) / max(cdc_done - first_commit, 1e-9),
+        "cdc_changes_per_s": cdc_rate,
+        "stages": {name: {"p50_s": quantiles(v)[49], "p99_s": quantiles(v)[98]} for name, v in stages.items()},
     }
     print(f"{result['subscribed']:,}/{result['markets']:,} markets subscribed over {args.shards} shards; "
           f"commit -> add_markets p50 {result['p50_s']:.3f} s, p99 {result['p99_s']:.3f} s, "
-          f"max {result['max_s']:.3f} s")
+          f"max {result['max_s']:.3f} s; CDC {cdc_rate:,.0f} changes/s")
+    for name, stage in result["stages"].items():  # type: ignore[union-attr]
+        print(f"  commit -> {name:<12} p50 {stage['p50_s']:.3f} s  p99 {stage['p99_s']:.3f} s")
     print(json.dumps(result))
+
+
+def quantiles(values: list[float]) -> list[float]:
+    return statistics.quantiles(values, n=100) if len(values) > 100 else [float("nan")] * 99
 
 
 if __name__ == "__main__":

@@ -5,13 +5,20 @@ Keys (``{feed}`` is the feed name; tickers are escaped into KV-safe tokens, see 
 * ``{feed}.layout`` — ``{"shards": N, "capacity": C}``: how many shards exist; grows by one when a
   headroom shard is opened.
 * ``{feed}.load.{i}`` — number of markets assigned to shard ``i`` (a reservation counter).
-* ``{feed}.market.{token}`` — the shard index a market is assigned to.
+* ``{feed}.market.{token}`` — the claim: the shard a market is assigned to (and its category).
+* ``{feed}.shard.{i}.{token}`` — shard ``i``'s membership: one key per market it owns, value the
+  category slug. A connector reads and follows only its own ``shard.{i}.>`` keys, so a burst of
+  assignments costs each shard its own markets, not every market of the feed.
+* ``{feed}.waiting.{token}`` — a market that passed the filter but found no shard with room.
 * ``{feed}.heartbeat.{i}`` — the owning connector's state (markets, msgs/s, last message age, time).
 
 Every write that decides something is a compare-and-set: a slot is first *reserved* by moving
 ``load.{i}`` from the revision we read to +1, then the market is *claimed* with a create-only put of
 ``market.{token}``. Two writers racing can therefore never assign one market twice nor push a shard
-past its capacity; the loser of a claim gives its reservation back. A market for which no shard has
+past its capacity; the loser of a claim gives its reservation back. The membership key is written after the claim and
+deleted before it, and both writes are idempotent, so a writer that dies between them is repaired
+by the next :meth:`ShardRegistry.assign_many` / :meth:`ShardRegistry.release` of that market (the
+CDC follower acks a change only after handling it). A market for which no shard has
 room is not dropped: :meth:`ShardRegistry.assign` returns ``None`` and the caller counts it as
 waiting until a headroom shard exists.
 """
@@ -67,6 +74,10 @@ def assignment_value(shard: int, category: str | None) -> bytes:
 def parse_assignment(value: bytes | None) -> tuple[int, str | None]:
     data = orjson.loads(value or b"{}")
     return int(data["shard"]), data.get("category")
+
+
+def membership_value(category: str | None) -> bytes:
+    return orjson.dumps({"category": category})
 
 
 def bucket_name(env: str) -> str:
@@ -160,18 +171,19 @@ class ShardRegistry:
     # ------------------------------------------------------------------ assignment
 
     async def shard_of(self, ticker: str) -> int | None:
-        try:
-            entry = await self.kv.get(f"{self.feed}.market.{kv_token(ticker)}")
-        except KeyNotFoundError:
-            return None
-        return parse_assignment(entry.value)[0] if entry.value else None
+        claim = await self._claim_of(ticker)
+        return claim[0] if claim else None
 
     async def category_of(self, ticker: str) -> str | None:
+        claim = await self._claim_of(ticker)
+        return claim[1] if claim else None
+
+    async def _claim_of(self, ticker: str) -> tuple[int, str | None] | None:
         try:
             entry = await self.kv.get(f"{self.feed}.market.{kv_token(ticker)}")
         except KeyNotFoundError:
             return None
-        return parse_assignment(entry.value)[1] if entry.value else None
+        return parse_assignment(entry.value) if entry.value else None
 
     async def _load(self, shard: int) -> tuple[int, int | None]:
         """(load, revision); revision None when the counter does not exist yet."""
@@ -217,6 +229,7 @@ class ShardRegistry:
                     continue
                 try:
                     await self.kv.create(f"{self.feed}.market.{kv_token(ticker)}", assignment_value(shard, category))
+                    await self._join(shard, ticker, category)
                     await self.clear_waiting(ticker)
                     return shard
                 except APIError as exc:
@@ -237,11 +250,21 @@ class ShardRegistry:
         """:meth:`assign` for a burst: one reservation per shard for many markets, claims in parallel.
 
         Same guarantees (a market is claimed once, no shard passes its capacity); markets that find
-        no room map to ``None``.
+        no room map to ``None``. Markets already claimed get their membership key written again
+        (idempotent), which repairs a writer that died between claim and membership.
         """
-        known = await asyncio.gather(*(self.shard_of(t) for t, _ in items))
-        result: dict[str, int | None] = {t: s for (t, _), s in zip(items, known, strict=True) if s is not None}
-        pending = [(t, c) for (t, c), s in zip(items, known, strict=True) if s is None]
+        known = await asyncio.gather(*(self._claim_of(t) for t, _ in items))
+        result: dict[str, int | None] = {}
+        pending: list[tuple[str, str | None]] = []
+        repairs = []
+        for (ticker, category), claim in zip(items, known, strict=True):
+            if claim is None:
+                pending.append((ticker, category))
+            else:
+                result[ticker] = claim[0]
+                repairs.append(self._join(claim[0], ticker, claim[1]))
+        await asyncio.gather(*repairs)
+        waiting = set(await self.waiting()) if pending else set()
         layout = await self.layout()
         for shard in self._candidates(layout):
             if not pending:
@@ -255,20 +278,26 @@ class ShardRegistry:
                 return_exceptions=True,
             )
             lost = 0
-            for (ticker, _), claim in zip(batch, claims, strict=True):
-                if isinstance(claim, BaseException):
-                    if not (isinstance(claim, Exception) and _conflict(claim)):
-                        raise claim
+            for (ticker, _), outcome in zip(batch, claims, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not (isinstance(outcome, Exception) and _conflict(outcome)):
+                        raise outcome
                     lost += 1
                     result[ticker] = await self.shard_of(ticker)  # somebody else claimed it first
                 else:
                     result[ticker] = shard
             if lost:
                 await self._adjust_load(shard, -lost, None)
-            await asyncio.gather(*(self.clear_waiting(t) for t, _ in batch if result.get(t) == shard))
+            won = [(t, c) for t, c in batch if result.get(t) == shard]
+            await asyncio.gather(*(self._join(shard, t, c) for t, c in won))
+            await asyncio.gather(*(self._clear_waiting_key(t) for t, _ in won if t in waiting))
         for ticker, _ in pending:
             result[ticker] = None
         return result
+
+    async def _join(self, shard: int, ticker: str, category: str | None) -> None:
+        """Write the market into shard ``shard``'s membership (what that shard's connector follows)."""
+        await self.kv.put(f"{self.feed}.shard.{shard}.{kv_token(ticker)}", membership_value(category))
 
     async def _reserve(self, shard: int, wanted: int, capacity: int) -> int:
         """Reserve up to ``wanted`` slots on ``shard`` in one compare-and-set; returns how many."""
@@ -296,19 +325,36 @@ class ShardRegistry:
         """The last shard first ("new markets go to the last shard with room"), then earlier ones."""
         return list(range(layout.shards - 1, -1, -1))
 
-    async def mark_waiting(self, ticker: str) -> None:
-        """Record a market that passed the filter but found no shard with room (alerted, retried)."""
-        await self.kv.put(f"{self.feed}.waiting.{kv_token(ticker)}", str(time.time()).encode())
+    async def mark_waiting(self, ticker: str, category: str | None = None) -> None:
+        """Record a market that passed the filter but found no shard with room (alerted, retried).
+
+        The category is kept so an assigner that restarts can retry the market without its history.
+        """
+        await self.kv.put(f"{self.feed}.waiting.{kv_token(ticker)}",
+                          orjson.dumps({"ts": time.time(), "category": category}))
 
     async def waiting(self) -> list[str]:
-        prefix = f"$KV.{self.bucket}.{self.feed}.waiting."
-        return sorted(t for t in await self._live_keys(prefix))
+        return sorted(await self.waiting_markets())
+
+    async def waiting_markets(self) -> dict[str, str | None]:
+        """ticker → category slug of every waiting market."""
+        live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.waiting.")
+        out: dict[str, str | None] = {}
+        for ticker, value in live.items():
+            try:
+                data = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                data = None
+            out[ticker] = data.get("category") if isinstance(data, dict) else None
+        return out
 
     async def clear_waiting(self, ticker: str) -> None:
-        key = f"{self.feed}.waiting.{kv_token(ticker)}"
         with contextlib.suppress(KeyNotFoundError, KeyDeletedError):
-            await self.kv.get(key)  # only markets that waited get a tombstone
-            await self.kv.delete(key)
+            await self.kv.get(f"{self.feed}.waiting.{kv_token(ticker)}")  # only markets that waited get a tombstone
+            await self._clear_waiting_key(ticker)
+
+    async def _clear_waiting_key(self, ticker: str) -> None:
+        await self.kv.delete(f"{self.feed}.waiting.{kv_token(ticker)}")
 
     async def _live_keys(self, prefix: str) -> dict[str, bytes]:
         """Tickers (decoded) → value of every non-deleted key under ``prefix`` (a ``$KV.`` subject prefix)."""
@@ -329,6 +375,7 @@ class ShardRegistry:
         except KeyNotFoundError:
             return None
         shard = parse_assignment(entry.value)[0]
+        await self.kv.delete(f"{self.feed}.shard.{shard}.{kv_token(ticker)}")  # the owner unsubscribes it
         try:
             await self.kv.delete(key, last=entry.revision)
         except APIError as exc:
@@ -339,32 +386,39 @@ class ShardRegistry:
         return shard
 
     async def markets_of(self, shard: int) -> list[str]:
-        """Every market assigned to ``shard`` (a connector's market set on start).
+        """Every market assigned to ``shard`` (a connector's market set on start)."""
+        return sorted(await self.members(shard))
+
+    async def members(self, shard: int) -> dict[str, str | None]:
+        """ticker → category slug of shard ``shard``'s markets, from its membership keys only.
 
         Reads the bucket's stream state per subject rather than nats-py's ``keys()`` watcher, which
         can report the end of the listing early under load.
         """
-        assigned = await self.assignments()
-        return sorted(t for t, s in assigned.items() if s == shard)
+        live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.shard.{shard}.")
+        return {ticker: orjson.loads(value).get("category") for ticker, value in live.items()}
 
     async def assignments(self) -> dict[str, int]:
         """ticker → shard for every assigned market of the feed."""
         live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.market.")
         return {ticker: parse_assignment(value)[0] for ticker, value in live.items()}
 
-    async def follow_assignments(self, on_assignment: Callable[[str, int, str | None], Awaitable[None]]) -> Any:
-        """Call ``on_assignment(ticker, shard, category)`` for every assignment made from now on.
+    async def follow_shard(self, shard: int,
+                           on_change: Callable[[str, bool, str | None], Awaitable[None]]) -> Any:
+        """Call ``on_change(ticker, member, category)`` for every change to shard ``shard``'s markets.
 
-        An ordered consumer on the bucket's own stream, new messages only: a connector subscribes
-        first and then reads the existing assignments, so nothing falls between the two.
+        ``member`` is False when the market left the shard (released). An ordered consumer on the
+        bucket's own stream filtered to this shard's keys, new messages only: a connector subscribes
+        first and then reads :meth:`members`, so nothing falls between the two.
         """
-        prefix = f"$KV.{self.bucket}.{self.feed}.market."
+        prefix = f"$KV.{self.bucket}.{self.feed}.shard.{shard}."
 
         async def handle(msg: Any) -> None:
+            ticker = ticker_of(msg.subject[len(prefix):])
             if (msg.headers or {}).get("KV-Operation") in {"DEL", "PURGE"} or not msg.data:
-                return
-            shard, category = parse_assignment(msg.data)
-            await on_assignment(ticker_of(msg.subject[len(prefix):]), shard, category)
+                await on_change(ticker, False, None)
+            else:
+                await on_change(ticker, True, orjson.loads(msg.data).get("category"))
 
         return await self.js.subscribe(prefix + ">", cb=handle, ordered_consumer=True,
                                        deliver_policy=DeliverPolicy.NEW)

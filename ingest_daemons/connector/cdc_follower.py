@@ -1,10 +1,12 @@
 """Follow ``{ENV}_SECMASTER_CDC`` so new markets are subscribed and finished ones dropped, with no restart.
 
-Each shard's connector has its own durable consumer, so a restarted connector resumes after the
-last change it handled (acks follow the handling). Every shard sees every change, but only the
-*assigner* (shard 0) asks the registry for a shard: one compare-and-set per new market, not one per
-shard. Every shard follows the registry's assignments (a KV subscription) and subscribes the markets
-assigned to it, with the category stored in the assignment.
+Only the *assigner* — shard 0's connector — reads the changes, through a durable consumer, so a
+restarted assigner resumes after the last change it handled (acks follow the handling). It turns an
+open market that passes the environment's category filter into a shard assignment in the KV
+registry, and a finished one into a release. Every shard's connector follows only its own membership
+keys in that registry (:mod:`ingest_daemons.connector.shard_membership`) and subscribes or
+unsubscribes accordingly. Each change therefore costs one assignment plus one KV message to the
+owning shard, however many shards there are — rather than every shard reading every change.
 
 A market's category is its series' category. Market rows do not carry it, so the follower keeps a
 small view — event → series and series → category — seeded from the exchange REST API at start and
@@ -27,7 +29,6 @@ from nats.js.errors import FetchTimeoutError
 
 from ingest_daemons.config.models import EnvironmentFeedConfig
 from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
-from ingest_daemons.connector.kalshi_session import KalshiSession
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import CDC_FEED, cdc_stream_name
 from ingest_daemons.shards import ShardRegistry
@@ -39,7 +40,6 @@ OPEN_STATUSES = frozenset({"active", "open"})
 FINISHED_STATUSES = frozenset({"closed", "determined", "disputed", "amended", "finalized", "settled"})
 DEFAULT_FETCH_BATCH = 256
 WAITING_RETRY_S = 10.0
-ADD_BATCH_WINDOW_S = 0.05
 
 Action = Literal["add", "remove", "none"]
 
@@ -87,34 +87,27 @@ class SecmasterView:
 
 
 class CdcFollower:
-    """Applies secmaster changes to one shard's session; see the module docstring."""
+    """Turns secmaster changes into shard assignments (the assigner); see the module docstring."""
 
     def __init__(
         self,
         nc: Client,
         env: str,
-        shard: int,
         feed_settings: EnvironmentFeedConfig,
         view: SecmasterView,
         registry: ShardRegistry,
         directory: MarketDirectory,
-        session: KalshiSession,
-        assigner: bool | None = None,
+        durable: str | None = None,
     ) -> None:
         self.nc = nc
         self.env = env
-        self.shard = shard
         self.feed_settings = feed_settings
         self.view = view
         self.registry = registry
         self.directory = directory
-        self.session = session
-        self.assigner = shard == 0 if assigner is None else assigner
-        self.durable = f"ssmd_{view.feed}_shard{shard}"
+        self.durable = durable or f"ssmd_{view.feed}_assigner"
         self.applied = 0
-        self.waiting: dict[str, str | None] = {}  # ticker -> category, markets with no shard yet
-        self._to_add: list[str] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self.waiting: dict[str, str | None] = {}  # ticker -> category slug, markets with no shard yet
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
@@ -122,12 +115,14 @@ class CdcFollower:
             f"{self.env}.{CDC_FEED}.cdc.>",
             durable=self.durable,
             stream=cdc_stream_name(self.env),
-            # AckPolicy.ALL: acking the last message of a batch acknowledges the batch (50 shards each
-            # reading every change would otherwise send one ack per change per shard).
+            # AckPolicy.ALL: acking the last message of a batch acknowledges the batch.
             config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.ALL, max_ack_pending=10_000,
                                          ack_wait=30, deliver_policy=js_api.DeliverPolicy.NEW),
         )
-        log.info("following secmaster changes", env=self.env, shard=self.shard, durable=self.durable)
+        # Markets that waited before a restart are still waiting: pick them up from KV.
+        self.waiting.update(await self.registry.waiting_markets())
+        log.info("assigning markets from secmaster changes", env=self.env, durable=self.durable,
+                 waiting=len(self.waiting))
         next_retry = time.monotonic() + WAITING_RETRY_S
         while not stop.is_set():
             if self.waiting and time.monotonic() >= next_retry:
@@ -146,70 +141,40 @@ class CdcFollower:
 
     async def retry_waiting(self) -> None:
         """Markets that found no room get another try (a headroom shard may have opened since)."""
-        retry = [Decision("add", ticker, category) for ticker, category in self.waiting.items()]
+        retry = list(self.waiting.items())
         self.waiting.clear()
-        await self._add_all(retry)
+        await self._assign(retry)
 
     async def handle_many(self, changes: list[dict[str, Any]]) -> None:
         """A fetched batch in order; consecutive additions are assigned together (bursts of new markets)."""
-        adds: list[Decision] = []
+        adds: list[tuple[str, str | None]] = []
         for change in changes:
             decision = self.view.apply(change)
-            if decision.action == "add":
-                adds.append(decision)
+            if decision.action == "add" and self.feed_settings.category_passes(decision.category):
+                adds.append((decision.ticker, self.directory.slug_for(decision.category)))
             elif decision.action == "remove":
-                await self._add_all(adds)
+                await self._assign(adds)
                 adds = []
                 await self._remove(decision.ticker)
-        await self._add_all(adds)
-
-    async def _add_all(self, decisions: list[Decision]) -> None:
-        if not self.assigner:
-            return
-        wanted = [d for d in decisions if self.feed_settings.category_passes(d.category)]
-        if not wanted:
-            return
-        shards = await self.registry.assign_many([(d.ticker, self.directory.slug_for(d.category)) for d in wanted])
-        for decision in wanted:
-            if shards.get(decision.ticker) is None:
-                self.waiting[decision.ticker] = decision.category
-                await self.registry.mark_waiting(decision.ticker)
-                log.warning("no shard has room; market waits for headroom", market=decision.ticker,
-                            shard=self.shard, waiting=len(self.waiting))
+        await self._assign(adds)
 
     async def handle(self, change: dict[str, Any]) -> None:
         await self.handle_many([change])
 
-    async def on_assignment(self, ticker: str, shard: int, category: str | None) -> None:
-        """A market was assigned (by the assigner, possibly another process): subscribe it if it is ours.
-
-        Assignments arriving within ADD_BATCH_WINDOW_S are subscribed together: a burst of new markets
-        costs one update per channel, not one per market (commands are rate-limited by the exchange).
-        """
-        if shard != self.shard:
+    async def _assign(self, items: list[tuple[str, str | None]]) -> None:
+        if not items:
             return
-        self.directory.assign_slug(ticker, category)
-        self._to_add.append(ticker)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_adds())
-
-    async def _flush_adds(self) -> None:
-        await asyncio.sleep(ADD_BATCH_WINDOW_S)
-        while self._to_add:
-            batch, self._to_add = self._to_add, []
-            added = await self.session.add_markets(batch)
-            if added:
-                log.info("markets discovered and subscribed", markets=len(added), first=added[0], shard=self.shard)
-
-    async def drain_adds(self) -> None:
-        """Wait for batched additions in progress (tests, shutdown)."""
-        if self._flusher is not None:
-            await self._flusher
+        shards = await self.registry.assign_many(items)
+        for ticker, slug in items:
+            if shards.get(ticker) is None:
+                self.waiting[ticker] = slug
+                await self.registry.mark_waiting(ticker, slug)
+                log.warning("no shard has room; market waits for headroom", market=ticker, waiting=len(self.waiting))
 
     async def _remove(self, ticker: str) -> None:
-        if ticker in self.session.markets:
-            await self.session.remove_markets([ticker])
-            log.info("finished market unsubscribed", market=ticker, shard=self.shard)
-        if self.assigner:
-            await self.registry.release(ticker)
+        """Give the slot back; the owning shard sees its membership key go and unsubscribes."""
+        shard = await self.registry.release(ticker)
+        if shard is not None:
+            log.info("finished market released", market=ticker, shard=shard)
         self.waiting.pop(ticker, None)
+        await self.registry.clear_waiting(ticker)

@@ -21,6 +21,7 @@ from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
 from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
 from ingest_daemons.connector.kalshi_session import KalshiSession, SessionSettings, ready_reason
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
+from ingest_daemons.connector.shard_membership import ShardMembership
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import LIFECYCLE, SubjectBuilder
 from ingest_daemons.nats_client import connect_daemon
@@ -50,6 +51,7 @@ class ConnectorOptions:
     lifecycle: bool = False  # run the feed's unsharded lifecycle channel instead of market data
     use_registry: bool = False  # shard assignments from the NATS KV registry (else the given market list)
     follow_cdc: bool = False  # subscribe/unsubscribe markets as the secmaster changes (needs use_registry)
+    assigner_shard: int = 0  # with follow_cdc: the shard whose connector turns secmaster changes into assignments
     heartbeat_interval_s: float = 5.0
 
 
@@ -115,9 +117,9 @@ class KalshiConnector:
         self.catalog: KalshiCatalog | None = None  # set by the caller to seed CDC following
         self.registry: ShardRegistry | None = None
         self.follower: CdcFollower | None = None
+        self.membership: ShardMembership | None = None
         self.health: HealthServer | None = None
         self._nc: Client | None = None
-        self._assignments: object | None = None
         self._stop = asyncio.Event()
         self._follow_stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -140,15 +142,25 @@ class KalshiConnector:
             for i, group in enumerate(groups)
         ]
 
+    @property
+    def is_assigner(self) -> bool:
+        return self.options.follow_cdc and self.options.shard == self.options.assigner_shard
+
     async def _assigned_markets(self) -> list[str]:
-        """Markets of this shard from the KV registry: existing assignments plus new candidates it wins."""
+        """Markets of this shard from the KV registry, after assigning the candidates nobody holds yet.
+
+        Following CDC, only the assigner assigns (the others would repeat its lookups); otherwise every
+        shard offers its candidates and compare-and-set settles who gets each.
+        """
         assert self.registry is not None
-        mine = set(await self.registry.markets_of(self.options.shard))
-        for ticker in self.candidates:
-            category = self.directory.category_of(ticker)
-            if ticker not in mine and await self.registry.assign(ticker, category) == self.options.shard:
-                mine.add(ticker)
-        return sorted(mine)
+        if self.candidates and (self.is_assigner or not self.options.follow_cdc):
+            await self.registry.assign_many([(t, self.directory.category_of(t)) for t in self.candidates])
+        if self.membership is not None:
+            return await self.membership.current()
+        members = await self.registry.members(self.options.shard)
+        for ticker, slug in members.items():
+            self.directory.assign_slug(ticker, slug)
+        return sorted(members)
 
     def ready(self) -> tuple[bool, str]:
         return ready_reason(self.sessions, lambda: self.publisher.connected)
@@ -169,27 +181,27 @@ class KalshiConnector:
             self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name,
                                                      replicas=self.env.config.streams.replicas)
             await self.registry.ensure_layout(shards=1, capacity=self.feed.settings.shard_size)
-            if self.options.follow_cdc:  # subscribe to new assignments before reading the existing ones
-                self._assignments = await self.registry.follow_assignments(self._on_assignment)
+            if self.options.follow_cdc:  # follow new assignments before reading the existing ones
+                self.membership = ShardMembership(self.registry, self.options.shard, self.directory)
+                await self.membership.follow()
             markets = await self._assigned_markets()
         self.sessions = self._make_sessions(markets)
         self._tasks = [asyncio.create_task(s.run(), name=f"session-{s.index}") for s in self.sessions]
         if self.registry is not None and self._nc is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
-            if self.options.follow_cdc:
+            if self.membership is not None:
+                self._tasks.append(asyncio.create_task(self.membership.run(self.sessions[-1]), name="membership"))
+            if self.is_assigner:
                 view = SecmasterView(self.feed.name)
                 if self.catalog is not None:
                     view.seed(self.catalog)
-                self.follower = CdcFollower(self._nc, self.env.name, self.options.shard, self.feed.settings, view,
-                                            self.registry, self.directory, self.sessions[-1])
+                self.follower = CdcFollower(self._nc, self.env.name, self.feed.settings, view, self.registry,
+                                            self.directory)
                 self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop), name="cdc-follower"))
         log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
                  run=self.run_id, connections=len(self.sessions), markets=len(markets),
-                 registry=self.registry is not None, follow_cdc=self.follower is not None)
-
-    async def _on_assignment(self, ticker: str, shard: int, category: str | None) -> None:
-        if self.follower is not None:
-            await self.follower.on_assignment(ticker, shard, category)
+                 registry=self.registry is not None, follow_cdc=self.membership is not None,
+                 assigner=self.follower is not None)
 
     async def _heartbeat_loop(self) -> None:
         """The shard's state into KV every few seconds, for ``ssmd shards status`` and the headroom sensor."""
@@ -219,8 +231,10 @@ class KalshiConnector:
         log.info("draining", feed=self.feed.name, shard=self.options.shard, in_flight=self.publisher.in_flight)
         self._follow_stop.set()
         await asyncio.gather(*(s.stop() for s in self.sessions), return_exceptions=True)
+        if self.membership is not None:
+            await self.membership.close()
         for task in self._tasks:
-            if task.get_name() == "heartbeat":
+            if task.get_name() in ("heartbeat", "membership"):
                 task.cancel()
                 continue
             try:

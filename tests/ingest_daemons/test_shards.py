@@ -107,46 +107,58 @@ async def test_waiting_markets_are_assigned_once_headroom_exists(nats_server: Na
     from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
     from ingest_daemons.connector.directory import MarketDirectory
 
-    class Session:  # the follower's view of a session: markets and add_markets
-        def __init__(self) -> None:
-            self.markets: list[str] = []
-
-        async def add_markets(self, tickers: list[str]) -> list[str]:
-            self.markets.extend(tickers)
-            return tickers
-
     nc = await nats.connect(nats_server.url)
     registry = await ShardRegistry.open(nc.jetstream(), unique_env, "kalshi")
     await registry.ensure_layout(shards=1, capacity=1)
     await registry.assign("KX-FULL")
-    seen: list[tuple[str, int, str | None]] = []
+    seen: list[tuple[int, str, bool, str | None]] = []
 
-    async def record(ticker: str, shard: int, category: str | None) -> None:
-        seen.append((ticker, shard, category))
+    def recorder(shard: int):  # type: ignore[no-untyped-def]
+        async def record(ticker: str, member: bool, category: str | None) -> None:
+            seen.append((shard, ticker, member, category))
+        return record
 
-    await registry.follow_assignments(record)
-    assigner_session, owner_session = Session(), Session()
-    assigner = CdcFollower(nc, unique_env, 0, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
-                           MarketDirectory(), assigner_session)  # type: ignore[arg-type]
-    owner = CdcFollower(nc, unique_env, 1, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
-                        MarketDirectory(), owner_session)  # type: ignore[arg-type]
+    for shard in (0, 1):
+        await registry.follow_shard(shard, recorder(shard))
+    assigner = CdcFollower(nc, unique_env, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
+                           MarketDirectory())
     change = {"table": "markets", "op": "insert", "row": {"feed": "kalshi", "ticker": "KX-WAIT", "status": "active",
                                                           "event_ticker": "KX"}}
-    await owner.handle(change)
-    assert owner.waiting == {} and await registry.shard_of("KX-WAIT") is None, "only the assigner assigns"
     await assigner.handle(change)
-    assert assigner.waiting == {"KX-WAIT": None} and await registry.waiting() == ["KX-WAIT"]
+    assert assigner.waiting == {"KX-WAIT": "uncategorized"} and await registry.waiting() == ["KX-WAIT"]
+    restarted = CdcFollower(nc, unique_env, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
+                            MarketDirectory())
+    assert await registry.waiting_markets() == {"KX-WAIT": "uncategorized"}, "a restarted assigner finds it in KV"
     await registry.open_headroom_shard(expected_shards=1)
-    await assigner.retry_waiting()
-    assert not assigner.waiting and await registry.waiting() == []
+    restarted.waiting.update(await registry.waiting_markets())
+    await restarted.retry_waiting()
+    assert not restarted.waiting and await registry.waiting() == []
     assert await registry.shard_of("KX-WAIT") == 1
-    await wait_until(lambda: ("KX-WAIT", 1, "uncategorized") in seen, 5, "the assignment to reach followers")
-    for ticker, shard, category in seen:
-        await assigner.on_assignment(ticker, shard, category)
-        await owner.on_assignment(ticker, shard, category)
-    await assigner.drain_adds()
-    await owner.drain_adds()
-    assert owner_session.markets == ["KX-WAIT"] and assigner_session.markets == []
+    await wait_until(lambda: (1, "KX-WAIT", True, "uncategorized") in seen, 5, "the owner to hear of it")
+    assert [s for s in seen if s[1] == "KX-WAIT"] == [(1, "KX-WAIT", True, "uncategorized")], "only the owner"
+    assert await registry.members(1) == {"KX-WAIT": "uncategorized"} and await registry.markets_of(0) == ["KX-FULL"]
+
+    finished = {"table": "markets", "op": "update", "row": {"feed": "kalshi", "ticker": "KX-WAIT",
+                                                            "status": "settled", "event_ticker": "KX"}}
+    await restarted.handle(finished)
+    await wait_until(lambda: (1, "KX-WAIT", False, None) in seen, 5, "the owner to hear of the release")
+    assert await registry.members(1) == {} and await registry.shard_of("KX-WAIT") is None
+    assert {s.shard: s.load for s in await registry.states()} == {0: 1, 1: 0}
+    await nc.close()
+
+
+async def test_membership_repaired_after_a_writer_died_between_claim_and_membership(
+    nats_server: NatsServer, unique_env: str
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    registry = await ShardRegistry.open(nc.jetstream(), unique_env, "kalshi")
+    await registry.ensure_layout(shards=2, capacity=5)
+    assert await registry.assign("KX-HALF", "economics") == 1
+    await registry.kv.delete("kalshi.shard.1.KX-HALF")  # as if the writer died after the claim
+    assert await registry.members(1) == {}
+    assert await registry.assign_many([("KX-HALF", "economics")]) == {"KX-HALF": 1}, "the claim stands"
+    assert await registry.members(1) == {"KX-HALF": "economics"}, "the retried change rewrote the membership"
+    assert {s.shard: s.load for s in await registry.states()} == {0: 0, 1: 1}, "no second reservation"
     await nc.close()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import nats
 
+from ingest_daemons.nats_client import list_streams
 from ingest_daemons.nats_runner import free_port
 from tests.fixtures.config import WriteEnv
 
@@ -51,7 +52,7 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
             except Exception:
                 await asyncio.sleep(0.2)
                 continue
-            infos = await nc.jetstream().streams_info()
+            infos = await list_streams(nc.jetstream())
             await nc.close()
             total = sum(i.state.messages for i in infos if (i.config.name or "").startswith(unique_env.upper()))
             await asyncio.sleep(0.2)
@@ -77,7 +78,8 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     assert "ssmd is up" in output and f"{unique_env}.kalshi.<category>" in output
     assert f"http://127.0.0.1:{dagster_port}" in output
     assert re.search(rf"{unique_env.upper()}_KALSHI_ECONOMICS", output)
-    assert "following secmaster changes" in (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
+    connector_log = (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
+    assert "assigning markets from secmaster changes" in connector_log
     assert "secmaster sync" in (tmp_path / "var" / "logs" / "secmaster-sync.log").read_text().lower()
     lifecycle_log = (tmp_path / "var" / "logs" / "connector-kalshi-lifecycle.log").read_text()
     assert "channels=market_lifecycle_v2" in lifecycle_log, lifecycle_log[-2000:]

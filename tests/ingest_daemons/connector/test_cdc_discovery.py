@@ -104,3 +104,43 @@ async def test_two_shards_only_the_owner_subscribes(kalshi_bench: BenchFactory, 
         await shard1.shutdown()
         stop.set()
         await asyncio.wait_for(cdc_task, 30)
+
+
+async def test_restarted_connector_resumes_its_shard_and_the_changes_it_missed(
+    kalshi_bench: BenchFactory, secmaster_db: str
+) -> None:
+    bench = await kalshi_bench(markets=6, rate=50, start_connector=False, use_registry=True, follow_cdc=True)
+    await sync_kalshi(secmaster_db, bench.sim.rest_url)
+    stop = asyncio.Event()
+    cdc = CdcPublisher(CdcOptions(env=bench.env.name, database_url=secmaster_db, nats_url=bench.nats_url))
+    cdc_task = asyncio.create_task(cdc.run(stop))
+    first = bench.connector
+    first.catalog = await discover_kalshi_catalog(bench.sim.rest_url)
+    second = KalshiConnector(bench.env, first.feed, [], first.directory, first.credentials, first.options)
+    try:
+        await first.start()
+        await first.wait_subscribed(10)
+        before = await bench.sim.add_market(series_ticker="KXCPI")
+        await sync_kalshi(secmaster_db, bench.sim.rest_url)
+        await wait_until(lambda: before.ticker in first.sessions[0].markets, 15, "the live market to be added")
+        assert await first.shutdown()
+
+        during = await bench.sim.add_market(series_ticker="KXCPI")  # committed while the shard is down
+        await sync_kalshi(secmaster_db, bench.sim.rest_url)
+        second.catalog = first.catalog  # the catalog from before: `during` can only come from CDC
+        connections = len(bench.sim.connection_ids)
+        await second.start()
+        await second.wait_subscribed(10)
+        assert before.ticker in second.sessions[0].markets, "the shard's markets come back from KV"
+        assert set(first.sessions[0].markets) <= set(second.sessions[0].markets)
+        await wait_until(lambda: during.ticker in second.sessions[0].markets, 15,
+                         "the change made while down to be assigned on resume")
+        new_conn = bench.sim.connection_ids[connections]
+        await wait_until(lambda: any(during.ticker in str(c) for conn, c in bench.sim.commands if conn == new_conn),
+                         10, "the resumed shard to subscribe it")
+        assert await second.registry.shard_of(during.ticker) == 0  # type: ignore[union-attr]
+    finally:
+        bench.sim.pause()
+        await second.shutdown()
+        stop.set()
+        await asyncio.wait_for(cdc_task, 30)
