@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.errors import SsmdError
 from ingest_daemons.logs import get_logger
-from ingest_daemons.nats_client import connect_once
+from ingest_daemons.nats_client import connect_once, list_streams
 from ingest_daemons.nats_runner import NatsServer, die_with_parent
 from ingest_daemons.streams import StreamChange, reconcile
 
@@ -191,7 +191,7 @@ async def stream_counts(url: str, env: str) -> dict[str, int]:
     try:
         return {
             info.config.name or "": info.state.messages
-            for info in await nc.jetstream().streams_info()
+            for info in await list_streams(nc.jetstream())
             if (info.config.name or "").startswith(env.upper() + "_")
         }
     finally:

@@ -11,6 +11,8 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StreamInfo
 
 from ingest_daemons.errors import SsmdError
 from ingest_daemons.logs import get_logger
@@ -76,3 +78,15 @@ async def connect_once(url: str, name: str, timeout_s: float = DEFAULT_CONNECT_T
         raise NatsUnavailable(
             f"cannot reach NATS at {url} ({type(exc).__name__}); is `ssmd up` running, or is NATS_URL right?"
         ) from exc
+
+
+async def list_streams(js: JetStreamContext) -> list[StreamInfo]:
+    """Every stream on the server. ``JetStreamContext.streams_info`` returns one page (the server sends
+    at most 256 per request), so past that many streams it silently leaves some out."""
+    out: list[StreamInfo] = []
+    while True:
+        page = await js.streams_info_iterator(offset=len(out))
+        before = len(out)
+        out.extend(page)
+        if len(out) >= page.total or len(out) == before:
+            return out

@@ -22,6 +22,7 @@ from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.config.units import format_duration, format_size
 from ingest_daemons.errors import StreamReconcileError
 from ingest_daemons.logs import get_logger
+from ingest_daemons.nats_client import list_streams
 
 log = get_logger("ssmd.streams")
 
@@ -194,7 +195,7 @@ def plan(
 async def observe(js: JetStreamContext, desired: list[StreamSpec]) -> dict[str, js_api.StreamConfig]:
     """Configs of the desired streams and of every stream tagged as ours."""
     existing: dict[str, js_api.StreamConfig] = {}
-    for info in await js.streams_info():
+    for info in await list_streams(js):
         if info.config.name:
             existing[info.config.name] = info.config
     for spec in desired:

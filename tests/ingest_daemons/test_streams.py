@@ -11,6 +11,7 @@ from nats.js import api as js_api
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.errors import StreamReconcileError
+from ingest_daemons.nats_client import list_streams
 from ingest_daemons.streams import desired_streams, plan, reconcile
 from tests.fixtures.config import WriteEnv
 
@@ -74,7 +75,7 @@ async def test_prune_only_deletes_our_orphans(nc: Client, write_env: WriteEnv, u
 
     pruned = await reconcile(js, env, apply=True, prune=True)
     assert actions(pruned)[f"{prefix}_KALSHI_OLD"] == "delete"
-    names = {s.config.name for s in await js.streams_info()}
+    names = {s.config.name for s in await list_streams(js)}
     assert f"{prefix}_KALSHI_OLD" not in names and f"{prefix}_FOREIGN" in names
 
 
@@ -95,3 +96,19 @@ def test_plan_is_pure_and_ordered(write_env: WriteEnv, unique_env: str, tmp_path
     changes = plan(desired_streams(env), {}, env.name)
     assert [c.action for c in changes] == ["create"] * 5
     assert "subjects=" in changes[0].describe() and "max_age=1h" in changes[0].describe()
+
+
+async def test_listing_sees_past_the_servers_page_of_256(nc: Client, write_env: WriteEnv, unique_env: str) -> None:
+    """Prune must see every orphan, however many streams the server holds."""
+    js = nc.jetstream()
+    prefix = unique_env.upper()
+    names = [f"{prefix}_PAGE_{i:03d}" for i in range(300)]
+    for name in names:
+        await js.add_stream(js_api.StreamConfig(name=name, subjects=[f"{unique_env}.page.{name}"],
+                                                storage=js_api.StorageType.MEMORY, max_bytes=1024))
+    try:
+        assert len(await js.streams_info()) < 300 <= len(await list_streams(js)), "the server pages at 256"
+        assert set(names) <= {s.config.name for s in await list_streams(js)}
+    finally:
+        for name in names:
+            await js.delete_stream(name)
