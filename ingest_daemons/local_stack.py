@@ -2,7 +2,9 @@
 
 Components are child processes supervised here (nats-server, and the others as `ssmd` sub-commands),
 so each one runs exactly as it would on its own, logs to ``DATA_DIR/logs/NAME.log`` and is stopped
-in reverse order on Ctrl-C.
+in reverse order on Ctrl-C. Sharded components follow their feed's shard-count file
+(:mod:`ingest_daemons.shard_count_file`): when the Dagster headroom job raises it, the stack starts
+the new shard's process, as a StatefulSet scaled up would in Kubernetes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ingest_daemons.errors import SsmdError
 from ingest_daemons.logs import get_logger
 from ingest_daemons.nats_client import connect_once, list_streams
 from ingest_daemons.nats_runner import NatsServer, die_with_parent
+from ingest_daemons.shard_count_file import ShardCountError, read_shard_count
 from ingest_daemons.streams import StreamChange, reconcile
 
 log = get_logger("ssmd.up")
@@ -112,6 +115,17 @@ async def provision_streams(env: ResolvedEnvironment, url: str) -> list[StreamCh
         await nc.close()
 
 
+@dataclass
+class ShardedComponent:
+    """One process per shard of a feed; shard 0 is an ordinary child, the others start on demand."""
+
+    feed: str
+    count_path: Path
+    make: Callable[[int], ChildProcess]
+    running: int = 1
+    problem: str | None = None
+
+
 class LocalStack:
     """Starts nats-server and provisions streams; further components are added as children."""
 
@@ -123,6 +137,7 @@ class LocalStack:
             self.data_dir / "nats", port=nats_port(env.nats_url), log_file=self.logs_dir / "nats-server.log"
         )
         self.children: list[ChildProcess] = []
+        self.sharded: list[ShardedComponent] = []
 
     def add(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None,
@@ -131,6 +146,33 @@ class LocalStack:
         child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port, cwd, oneshot)
         self.children.append(child)
         return child
+
+    def follow_shard_count(self, feed: str, count_path: Path, make: Callable[[int], ChildProcess]) -> None:
+        """Start ``make(i)`` for every shard ``i`` ≥ 1 the count file names, now and whenever it grows."""
+        self.sharded.append(ShardedComponent(feed, count_path, make))
+
+    def scale(self) -> list[ChildProcess]:
+        """Start the processes of shards the count files name and the stack does not run yet."""
+        started = []
+        for component in self.sharded:
+            try:
+                wanted = read_shard_count(component.count_path)
+            except ShardCountError as exc:
+                if component.problem != str(exc):  # say it once, not every poll
+                    component.problem = str(exc)
+                    log.warning("shard count unreadable; running shards unchanged", feed=component.feed,
+                                error=str(exc))
+                continue
+            component.problem = None
+            while component.running < wanted:
+                child = component.make(component.running)
+                self.children.append(child)
+                child.start()
+                log.info("shard started", feed=component.feed, shard=component.running, shards=wanted,
+                         component=child.name)
+                component.running += 1
+                started.append(child)
+        return started
 
     def start(self) -> list[StreamChange]:
         """nats-server, streams, then each child in order (waiting for its port when it has one)."""
@@ -141,6 +183,7 @@ class LocalStack:
             child.start()
             if child.port is not None:
                 wait_for_port("127.0.0.1", child.port, 60, child)
+        self.scale()  # shards opened before this run (the count file persists under the data dir)
         return changes
 
     def failed(self) -> list[str]:
@@ -161,6 +204,8 @@ class LocalStack:
             signal.signal(sig, lambda *_: stop.set())
         next_tick = time.monotonic() + tick_s
         while not stop.wait(poll_s):
+            for child in self.scale():
+                print(f"headroom shard: started {child.name}; log {child.log_path}", flush=True)
             dead = self.failed()
             if dead:
                 for name in dead:

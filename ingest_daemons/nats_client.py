@@ -12,7 +12,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import StreamInfo
+from nats.js.api import StreamInfo, StreamsListIterator
 
 from ingest_daemons.errors import SsmdError
 from ingest_daemons.logs import get_logger
@@ -86,6 +86,7 @@ async def list_streams(js: JetStreamContext) -> list[StreamInfo]:
     out: list[StreamInfo] = []
     while True:
         page = await js.streams_info_iterator(offset=len(out))
+        assert isinstance(page, StreamsListIterator)  # typed as a plain Iterable upstream
         before = len(out)
         out.extend(page)
         if len(out) >= page.total or len(out) == before:

@@ -14,8 +14,9 @@ from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_ar
 from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.errors import SsmdError
 from ingest_daemons.local_keys import ensure_local_kalshi_keys
-from ingest_daemons.local_stack import LocalStack, ssmd_command, stream_counts
+from ingest_daemons.local_stack import ChildProcess, LocalStack, ssmd_command, stream_counts
 from ingest_daemons.nats_runner import free_port
+from ingest_daemons.shard_count_file import shard_count_path
 from ingest_daemons.streams import StreamChange
 
 CONNECTOR_METRICS_PORT = 9464
@@ -91,13 +92,18 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
               env=common, oneshot=True)
     stack.add("cdc", ssmd_command("cdc", "--env", env.name, "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
               env=common)
-    stack.add(
-        "connector-kalshi-0",
-        ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--shard", "0", "--follow-cdc",
-                     "--metrics-host", "127.0.0.1", "--metrics-port", str(args.connector_metrics_port)),
-        env=connector_env,
-        port=args.connector_metrics_port,
-    )
+    def connector(shard: int) -> ChildProcess:
+        # Shard i serves its metrics on the next port up; shard 0's is waited for at start.
+        return ChildProcess(
+            f"connector-kalshi-{shard}",
+            ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--shard", str(shard), "--follow-cdc",
+                         "--metrics-host", "127.0.0.1", "--metrics-port", str(args.connector_metrics_port + shard)),
+            stack.logs_dir / f"connector-kalshi-{shard}.log", connector_env,
+            port=args.connector_metrics_port if shard == 0 else None,
+        )
+
+    stack.children.append(connector(0))
+    stack.follow_shard_count("kalshi", shard_count_path(env.data_dir, "kalshi"), connector)
     if feed.feed.lifecycle_channel is not None:
         stack.add(
             "connector-kalshi-lifecycle",
@@ -144,6 +150,8 @@ def summary(
             f"  simulator   {feed.endpoint.ws} (REST {feed.endpoint.rest})",
             f"  connector   kalshi shard 0, metrics http://127.0.0.1:{metrics_port}/metrics "
             f"(/healthz /readyz); kalshi lifecycle -> {env.name.upper()}_KALSHI_LIFECYCLE",
+            f"  shards      headroom shards start as {shard_count_path(env.data_dir, 'kalshi')} grows "
+            f"(shard i: metrics port {metrics_port}+i)",
             f"  subjects    {env.name}.kalshi.<category>.json.<type>.<ticker>, "
             f"e.g. {env.name}.kalshi.economics.json.trade.>",
         ]

@@ -16,6 +16,7 @@ import nats
 
 from ingest_daemons.nats_client import list_streams
 from ingest_daemons.nats_runner import free_port
+from ingest_daemons.shard_count_file import shard_count_path, write_shard_count
 from tests.fixtures.config import WriteEnv
 
 
@@ -57,6 +58,12 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
             total = sum(i.state.messages for i in infos if (i.config.name or "").startswith(unique_env.upper()))
             await asyncio.sleep(0.2)
         assert total >= 100, (tmp_path / "up.log").read_text()
+        # The Dagster headroom job raises the local shard count; the stack starts that shard's connector.
+        write_shard_count(shard_count_path(tmp_path / "var", "kalshi"), 2)
+        shard1_log = tmp_path / "var" / "logs" / "connector-kalshi-1.log"
+        while not (shard1_log.exists() and "connector started" in shard1_log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up.log").read_text()
+            await asyncio.sleep(0.2)
         async with aiohttp.ClientSession() as http:  # the Dagster UI serves the code location
             async with http.get(f"http://127.0.0.1:{dagster_port}/server_info") as resp:
                 assert resp.status == 200
@@ -85,4 +92,6 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     assert "channels=market_lifecycle_v2" in lifecycle_log, lifecycle_log[-2000:]
     connector_log = (tmp_path / "var" / "logs" / "connector-kalshi-0.log").read_text()
     assert "every frame acknowledged" in connector_log, connector_log[-2000:]
+    assert "headroom shard: started connector-kalshi-1" in output
+    assert "every frame acknowledged" in (tmp_path / "var" / "logs" / "connector-kalshi-1.log").read_text()
     assert (tmp_path / "var" / "keys" / "kalshi-local.key-id").read_text().strip() not in connector_log
