@@ -211,9 +211,13 @@ def test_code_location_finds_what_the_manifests_provide(values: dict[str, Any], 
             find(objects, "ConfigMap", volume["configMap"]["name"])
         if "persistentVolumeClaim" in volume:
             find(objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
-    env = {e["name"]: e["value"] for e in deployment["env"]}
+    env = {e["name"]: e["value"] for e in deployment["env"] if "value" in e}
     mounts = {m["mountPath"] for m in deployment["volumeMounts"]}
     assert {f"{env['SSMD_EXCHANGES_DIR']}/feeds", f"{env['SSMD_EXCHANGES_DIR']}/environments"} <= mounts
     assert env["SSMD_SHARD_SCALER"] == "kubernetes"
+    # The secmaster asset reads DATABASE_URL from the same secret as the CDC publisher.
+    cdc = find(objects, "Deployment", "ssmd-cdc")["spec"]["template"]["spec"]["containers"][0]
+    wanted = next(e["valueFrom"] for e in cdc["env"] if e["name"] == "DATABASE_URL")
+    assert next(e["valueFrom"] for e in deployment["env"] if e["name"] == "DATABASE_URL") == wanted
     archive_root = yaml.safe_load((DEPLOY.parent / "exchanges" / "environments" / "prod.yaml").read_text())
     assert archive_root["archive"]["path"] in mounts
