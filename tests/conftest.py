@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.archive",
     "tests.fixtures.postgres",
     "tests.fixtures.gcs",
+    "tests.fixtures.webhook",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -10,6 +10,7 @@ import pytest
 from ingest_daemons.config import ResolvedEnvironment, Settings, resolve_environment
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.streams import reconcile
+from ssmd_dagster.alerts import AlertWebhookResource
 from tests.fixtures.config import WriteEnv
 
 
@@ -46,3 +47,7 @@ def provision(env: ResolvedEnvironment) -> None:
             await nc.close()
 
     asyncio.run(run())
+
+
+def fast_alerts(url: str | None) -> AlertWebhookResource:
+    return AlertWebhookResource(url=url, timeout_s=2.0, attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02)

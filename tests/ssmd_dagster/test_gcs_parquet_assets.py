@@ -44,8 +44,8 @@ from ssmd_dagster.resources_gcs import ArchiveCopyResource, copy_resources
 from ssmd_dagster.targets import archive_targets
 from tests.fixtures.archive import MessageFactory, publish, sample_frames
 from tests.fixtures.gcs import GcsEmulator
-from tests.ssmd_dagster.conftest import provision
-from tests.ssmd_dagster.test_shards_sensor import Receiver, fast_alerts, receiver  # noqa: F401 - shared fixture
+from tests.fixtures.webhook import Receiver
+from tests.ssmd_dagster.conftest import fast_alerts, provision
 
 # Dagster warns about its own beta parameters when evaluating automation conditions in tests.
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
@@ -109,7 +109,7 @@ class Chain:
 
 
 @pytest.fixture
-def chain(ssmd_env: ResolvedEnvironment, gcs_emulator: GcsEmulator, receiver: Receiver) -> Chain:  # noqa: F811
+def chain(ssmd_env: ResolvedEnvironment, gcs_emulator: GcsEmulator, receiver: Receiver) -> Chain:
     return Chain(ssmd_env, gcs_emulator.bucket, receiver.url)
 
 
@@ -159,7 +159,7 @@ def test_automation_copies_and_converts_each_archived_day_once_and_again_after_a
     assert set(after.get_requested_partitions(chain.keys[1])) == {DAYS[1]}
 
 
-def test_an_incomplete_partition_fails_without_retries_and_alerts(chain: Chain, receiver: Receiver) -> None:  # noqa: F811
+def test_an_incomplete_partition_fails_without_retries_and_alerts(chain: Chain, receiver: Receiver) -> None:
     chain.fill(DAYS[:1])
     assert chain.materialize([chain.keys[0]], DAYS[0]).success
     partition_paths(chain.env.archive_root, chain.env.name, chain.target.stream, DAYS[0]).manifest.unlink()
@@ -193,7 +193,7 @@ def test_a_transient_failure_is_retried_with_backoff(chain: Chain, gcs_emulator:
 
 
 def test_without_a_bucket_copies_go_to_a_local_folder_with_the_same_layout(
-    ssmd_env: ResolvedEnvironment, receiver: Receiver  # noqa: F811
+    ssmd_env: ResolvedEnvironment, receiver: Receiver
 ) -> None:
     chain = Chain(ssmd_env, None, receiver.url)
     chain.fill(DAYS[:1])

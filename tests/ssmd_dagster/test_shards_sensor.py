@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +39,8 @@ from ssmd_dagster.jobs_shards import ShardScalerResource, build_shard_headroom_j
 from ssmd_dagster.resources import NatsResource, SsmdConfigResource
 from ssmd_dagster.scaling import LocalShardScaler
 from ssmd_dagster.sensors.shards import make_shard_headroom_sensor
+from tests.fixtures.webhook import Receiver
+from tests.ssmd_dagster.conftest import fast_alerts
 
 # Dagster itself warns (BetaWarning, `owners`) whenever Definitions attach resources to a sensor's job.
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
@@ -57,62 +57,6 @@ def _no_outer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ------------------------------------------------------------------------------ webhook receiver
-
-
-@dataclass
-class Received:
-    path: str
-    status: int
-    body: dict[str, Any]
-    content_type: str | None
-
-
-class Receiver:
-    """A real HTTP server taking webhook POSTs; ``answers`` are statuses to reply before 200s."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.answers: list[int] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with receiver.lock:
-                    status = receiver.answers.pop(0) if receiver.answers else 200
-                    receiver.requests.append(Received(self.path, status, body, self.headers.get("Content-Type")))
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", "/elsewhere")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T0/SECRET"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def delivered(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r.body for r in self.requests if r.status == 200]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
-
-
-def fast_alerts(url: str | None) -> AlertWebhookResource:
-    return AlertWebhookResource(url=url, timeout_s=2.0, attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02)
 
 
 # ------------------------------------------------------------------------------ registry bench
