@@ -57,27 +57,37 @@ class ShardMembership:
         self._changes.put_nowait((ticker, member))
 
     async def run(self, session: MarketSession) -> None:
-        """Apply changes in arrival order; consecutive additions are batched."""
+        """Apply changes in arrival order; consecutive additions are batched.
+
+        A failed update is logged and the loop goes on: the session already holds the market set it
+        was given, and its next (re)subscription uses that set.
+        """
         while True:
             ticker, member = await self._changes.get()
-            if not member:
-                await self._remove(session, ticker)
-                continue
-            adds = [ticker]
-            await asyncio.sleep(ADD_BATCH_WINDOW_S)
+            adds: list[str] = []
             removes: list[str] = []
-            while not self._changes.empty():
-                ticker, member = self._changes.get_nowait()
-                if member:
+            if member:
+                adds.append(ticker)
+                await asyncio.sleep(ADD_BATCH_WINDOW_S)
+                while not self._changes.empty():
+                    ticker, member = self._changes.get_nowait()
+                    if not member:  # a removal after these additions: apply the additions first, keep the order
+                        removes.append(ticker)
+                        break
                     adds.append(ticker)
-                else:  # a removal after these additions: apply the additions first, keep the order
-                    removes.append(ticker)
-                    break
-            added = await session.add_markets(adds)
-            if added:
-                log.info("markets assigned and subscribed", shard=self.shard, markets=len(added), first=added[0])
-            for ticker in removes:
-                await self._remove(session, ticker)
+            else:
+                removes.append(ticker)
+            try:
+                if adds:
+                    added = await session.add_markets(adds)
+                    if added:
+                        log.info("markets assigned and subscribed", shard=self.shard, markets=len(added),
+                                 first=added[0])
+                for ticker in removes:
+                    await self._remove(session, ticker)
+            except Exception as exc:
+                log.error("applying shard membership failed; the next subscription uses the new set",
+                          shard=self.shard, adds=len(adds), removes=len(removes), error=repr(exc))
 
     async def _remove(self, session: MarketSession, ticker: str) -> None:
         if await session.remove_markets([ticker]):
