@@ -398,11 +398,6 @@ class ShardRegistry:
         live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.shard.{shard}.")
         return {ticker: orjson.loads(value).get("category") for ticker, value in live.items()}
 
-    async def assignments(self) -> dict[str, int]:
-        """ticker → shard for every assigned market of the feed."""
-        live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.market.")
-        return {ticker: parse_assignment(value)[0] for ticker, value in live.items()}
-
     async def follow_shard(self, shard: int,
                            on_change: Callable[[str, bool, str | None], Awaitable[None]]) -> Any:
         """Call ``on_change(ticker, member, category)`` for every change to shard ``shard``'s markets.
