@@ -79,8 +79,11 @@ class KalshiAdapter:
 
     def __init__(self, message_types: Mapping[str, MessageTypeConfig] | None = None) -> None:
         types = dict(message_types or DEFAULT_MESSAGE_TYPES)
-        self._routes: dict[str, tuple[str, tuple[str, ...], str | None]] = {
-            name: (t.subject_type, _compile_path(t.ticker_field), t.sequence_field) for name, t in types.items()
+        self._routes: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
+            name: (t.subject_type, path, t.sequence_field or "seq", len(path) == 2)
+            for name, t in types.items()
+            if name not in CONTROL_TYPES
+            for path in (_compile_path(t.ticker_field),)
         }
         self.channel_of_type = {name: t.channel for name, t in types.items()}
         self._next_id = 0
@@ -117,6 +120,35 @@ class KalshiAdapter:
 
     # ------------------------------------------------------------------ frames (A4, A5)
 
+    def route(self, frame: bytes) -> tuple[str, str | None, int | None, int | None] | None:
+        """The hot path's :meth:`classify`: ``(subject_type, ticker, sid, seq)`` of a data frame of a
+        known type, else None (then :meth:`classify` says what the frame is).
+
+        A plain tuple and no enum: this runs for every frame, and a named tuple's constructor is a
+        Python call of its own. The frame is still parsed in full, so malformed JSON never routes.
+        """
+        try:
+            body = orjson.loads(frame)
+            route = self._routes.get(body["type"])
+        except (orjson.JSONDecodeError, TypeError, KeyError, IndexError):
+            return None
+        if route is None or type(body) is not dict:
+            return None
+        subject_type, path, seq_field, two_level = route
+        if two_level:
+            msg = body.get(path[0])
+            ticker = msg.get(path[1]) if type(msg) is dict else None
+        else:
+            ticker = _lookup(body, path)
+        sid = body.get("sid")
+        seq = body.get(seq_field)
+        return (
+            subject_type,
+            ticker if type(ticker) is str else None,
+            sid if type(sid) is int else None,
+            seq if type(seq) is int else None,
+        )
+
     def classify(self, frame: bytes) -> Classified:
         """Never raises: anything unreadable is ``UNPARSED`` (and is still published)."""
         try:
@@ -145,13 +177,18 @@ class KalshiAdapter:
             seq = body.get("seq")
             return Classified(FrameKind.DATA, msg_type, subject_type, ticker, sid,
                               seq if isinstance(seq, int) else None)
-        subject_type, path, seq_field = route
-        node: Any = body
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        ticker = node if isinstance(node, str) else None
-        seq = body.get(seq_field) if seq_field else body.get("seq")
-        return Classified(FrameKind.DATA, msg_type, subject_type, ticker, sid, seq if isinstance(seq, int) else None)
+        subject_type, path, seq_field, _ = route
+        ticker = _lookup(body, path)
+        seq = body.get(seq_field)
+        return Classified(FrameKind.DATA, msg_type, subject_type, ticker if isinstance(ticker, str) else None, sid,
+                          seq if isinstance(seq, int) else None)
+
+
+def _lookup(body: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = body
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _ticker_guess(body: dict[str, Any]) -> str | None:

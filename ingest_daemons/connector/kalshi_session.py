@@ -17,9 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import aiohttp
+from typing import Any
 
 from ingest_daemons import wire
 from ingest_daemons.adapters.kalshi import (
@@ -34,6 +32,16 @@ from ingest_daemons.adapters.kalshi_auth import KalshiCredentials, auth_headers
 from ingest_daemons.backoff import Backoff
 from ingest_daemons.connector.directory import MarketDirectory
 from ingest_daemons.connector.metrics import ConnectorMetrics
+from ingest_daemons.connector.ws_client import (
+    CLOSE_ABNORMAL,
+    OP_CLOSE,
+    OP_PING,
+    Control,
+    HandshakeError,
+    WebSocket,
+    WebSocketError,
+    connect,
+)
 from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import SubjectBuilder
@@ -45,8 +53,7 @@ DEFAULT_IDLE_TIMEOUT_S = 30.0  # Kalshi pings every 10 s; three missed pings and
 DEFAULT_COMMAND_TIMEOUT_S = 10.0
 DEFAULT_HEARTBEAT_S = 15.0
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-
-RawWebSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
+SUBJECT_CACHE_MAX = 65_536
 
 
 @dataclass(frozen=True)
@@ -111,8 +118,9 @@ class KalshiSession:
         self.subscribed = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stopping = False
-        self._ws: RawWebSocket | None = None
+        self._ws: WebSocket | None = None
         self._subs: dict[int, _Subscription] = {}
+        self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._pending: dict[int, _Pending] = {}
         self._headers = HeaderTemplate("", {})
         self._conn_id = ""
@@ -133,32 +141,31 @@ class KalshiSession:
     async def run(self) -> None:
         """Connect and serve until stopped; every failure is retried with jittered backoff."""
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
-        async with aiohttp.ClientSession() as http:
-            while not self._stopping:
-                reason = "closed"
-                try:
-                    reason = await self._serve_one_socket(http, backoff)
-                except AuthError as exc:
-                    reason = f"auth: {exc}"
-                    log.error("exchange refused our credentials; will retry", feed="kalshi", shard=self.shard,
-                              detail=str(exc))
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    reason = f"{type(exc).__name__}: {exc}"
-                    log.warning("exchange connection failed", feed="kalshi", shard=self.shard, url=self.settings.url,
-                                error=reason)
-                finally:
-                    self.subscribed.clear()
-                    self._fail_pending()
-                if self._stopping:
-                    break
-                if self.sockets_opened:
-                    await self._status_marker(wire.STATUS_DISCONNECTED, reason=reason,
-                                              frames=self._frames_this_socket)
-                delay = backoff.next_delay()
-                self.metrics.reconnects.inc()
-                log.warning("reconnecting", feed="kalshi", shard=self.shard, conn=self._conn_id or "-",
-                            reason=reason, retry_in_s=round(delay, 2))
-                await asyncio.sleep(delay)
+        while not self._stopping:
+            reason = "closed"
+            try:
+                reason = await self._serve_one_socket(backoff)
+            except AuthError as exc:
+                reason = f"auth: {exc}"
+                log.error("exchange refused our credentials; will retry", feed="kalshi", shard=self.shard,
+                          detail=str(exc))
+            except (WebSocketError, OSError, TimeoutError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning("exchange connection failed", feed="kalshi", shard=self.shard, url=self.settings.url,
+                            error=reason)
+            finally:
+                self.subscribed.clear()
+                self._fail_pending()
+            if self._stopping:
+                break
+            if self.sockets_opened:
+                await self._status_marker(wire.STATUS_DISCONNECTED, reason=reason,
+                                          frames=self._frames_this_socket)
+            delay = backoff.next_delay()
+            self.metrics.reconnects.inc()
+            log.warning("reconnecting", feed="kalshi", shard=self.shard, conn=self._conn_id or "-",
+                        reason=reason, retry_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful: unsubscribe, keep reading until the exchange confirms, then close.
@@ -261,20 +268,13 @@ class KalshiSession:
 
     # ------------------------------------------------------------------ one socket
 
-    async def _serve_one_socket(self, http: aiohttp.ClientSession, backoff: Backoff) -> str:
+    async def _serve_one_socket(self, backoff: Backoff) -> str:
         headers = auth_headers(self.credentials) if self.credentials is not None else {}
         try:
-            ws = await http.ws_connect(
-                self.settings.url,
-                headers=headers,
-                autoping=False,  # we answer pings ourselves so that they count as liveness
-                heartbeat=self.settings.heartbeat_s,
-                compress=0,
-                max_msg_size=MAX_FRAME_BYTES,
-                decode_text=False,  # raw bytes: the frame is published exactly as received
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-            )
-        except aiohttp.WSServerHandshakeError as exc:
+            # No compression is offered, and frames stay raw bytes: published exactly as received.
+            ws = await connect(self.settings.url, headers, max_size=MAX_FRAME_BYTES,
+                               open_timeout_s=self.settings.command_timeout_s)
+        except HandshakeError as exc:
             if exc.status in (401, 403):
                 raise AuthError(f"handshake refused with HTTP {exc.status}: check KALSHI_API_KEY and the key") from None
             raise
@@ -292,7 +292,9 @@ class KalshiSession:
         await self._status_marker(wire.STATUS_CONNECTED, url=self.settings.url, markets=len(self.markets))
         subscriber = asyncio.create_task(self._subscribe_all(backoff), name=f"subscribe-{self._conn_id}")
         reader = asyncio.create_task(self._read(ws), name=f"read-{self._conn_id}")
+        self._stall_reason = None
         watchdog = asyncio.create_task(self._watchdog(reader), name=f"watchdog-{self._conn_id}")
+        heartbeat = asyncio.create_task(self._heartbeat(ws, reader), name=f"heartbeat-{self._conn_id}")
         try:
             return await reader
         except asyncio.CancelledError:
@@ -300,9 +302,9 @@ class KalshiSession:
                 raise
             return self._stall_reason
         finally:
-            for task in (subscriber, watchdog, reader, *self._background):
+            for task in (subscriber, watchdog, heartbeat, reader, *self._background):
                 task.cancel()
-            for task in (subscriber, watchdog):
+            for task in (subscriber, watchdog, heartbeat):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             if not ws.closed:
@@ -317,7 +319,6 @@ class KalshiSession:
         reader bumps a counter and this task looks at it a few times per idle period.
         """
         idle = self.settings.idle_timeout_s
-        self._stall_reason = None
         seen, quiet_since = -1, time.monotonic()
         while not reader.done():
             await asyncio.sleep(min(idle / 4, 1.0))
@@ -332,59 +333,113 @@ class KalshiSession:
                 reader.cancel()
                 return
 
-    async def _read(self, ws: RawWebSocket) -> str:
-        """The hot path: one frame in, one publish out; awaits only for backpressure and rare events."""
-        receive = ws.receive
-        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
-        classify = self.adapter.classify
+    async def _heartbeat(self, ws: WebSocket, reader: asyncio.Task[str]) -> None:
+        """Ping every ``heartbeat_s``; when neither the pong nor anything else came back within half of
+        that, the link is dead (a half-open TCP connection can look quiet but healthy for a long time).
+        """
+        interval = self.settings.heartbeat_s
+        while not reader.done():
+            await asyncio.sleep(interval)
+            before = self._activity
+            try:
+                await ws.ping()
+            except ConnectionResetError:
+                return  # the reader sees the closed connection itself
+            await asyncio.sleep(interval / 2)
+            if self._activity == before and not reader.done():
+                log.warning("no pong; socket dead", feed="kalshi", shard=self.shard, conn=self._conn_id,
+                            waited_s=interval / 2)
+                self._stall_reason = f"no pong within {interval / 2:g}s"
+                reader.cancel()
+                return
+
+    async def _read(self, ws: WebSocket) -> str:
+        """The hot path: every frame of a socket read in one loop, one publish each; awaits only for the next
+        read, backpressure and rare events.
+        """
+        receive_batch = ws.receive_batch
+        route = self.adapter.route
         category_of = self.directory.category_of
-        subject_of = self.builder.subject
+        subjects = self._subjects
+        subject_of = self._subject_of
         render = self._headers.render
         publisher = self.publisher
         publish = publisher.publish_nowait
         counts = self.metrics.by_type
         subs = self._subs
-        data_kind = FrameKind.DATA
         time_ns = time.time_ns
         while True:
-            msg = await receive()
-            kind = msg.type
-            if kind is text or kind is binary:
-                received_ns = time_ns()
-                self._activity += 1
-                data = msg.data
-                frame = classify(data)
-                if frame.kind is data_kind:
-                    ticker = frame.ticker
+            batch = await receive_batch()
+            if not batch:
+                error = ws.exception()
+                if error is not None:
+                    return f"error: {error!r}"
+                return f"closed by exchange (code {ws.close_code or CLOSE_ABNORMAL})"
+            received_ns = time_ns()  # the frames of a batch arrived together
+            self._activity += 1
+            for data in batch:
+                if type(data) is not bytes:
+                    reason = await self._on_ws_control(ws, data)
+                    if reason is not None:
+                        return reason
+                    continue
+                routed = route(data)
+                if routed is None:
+                    await self._on_other(data, received_ns)
+                else:
+                    subject_type, ticker, sid, seq = routed
                     category = category_of(ticker)
-                    seq = frame.seq
                     if seq is not None:
-                        sub = subs.get(frame.sid)  # type: ignore[arg-type]
+                        sub = subs.get(sid)  # type: ignore[arg-type]
                         if sub is not None:
                             last = sub.last_seq
                             sub.last_seq = seq
                             if last is not None and seq != last + 1:
-                                await self._on_gap(frame, sub, last, category)
+                                await self._on_gap(sid, seq, ticker, sub, last, category)
+                    key = (category, subject_type, ticker)
+                    subject = subjects.get(key)
+                    if subject is None:
+                        subject = subject_of(key)
                     self._counter += 1
-                    publish(subject_of(category, frame.subject_type, ticker if ticker is not None else ""), data,
-                            render(self._counter, received_ns))
-                    subject_type = frame.subject_type
+                    publish(subject, data, render(self._counter, received_ns))
                     counts[subject_type] = counts.get(subject_type, 0) + 1
-                elif frame.kind is FrameKind.CONTROL:
-                    await self._on_control(frame)
-                else:
-                    self._publish_unparsed(data, received_ns)
                 if publisher.full:
                     await publisher.wait_room()
-            elif kind is aiohttp.WSMsgType.PING:
-                self._activity += 1
-                await ws.pong(msg.data)
-            elif kind is aiohttp.WSMsgType.PONG:
-                self._activity += 1
-            elif kind is aiohttp.WSMsgType.ERROR:
-                return f"error: {ws.exception()!r}"
-            else:  # CLOSE, CLOSING, CLOSED
-                return f"closed by exchange (code {ws.close_code})"
+
+    async def _on_ws_control(self, ws: WebSocket, frame: Control | bytes) -> str | None:
+        """Ping → pong (liveness either way); close → the reason this socket ended."""
+        assert isinstance(frame, Control)
+        if frame.opcode == OP_PING:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.pong(frame.payload)
+        elif frame.opcode == OP_CLOSE:
+            ws.close_code = frame.close_code
+            with contextlib.suppress(Exception):
+                await ws.close()  # echo the close (RFC 6455 5.5.1), then the server ends the TCP connection
+            return f"closed by exchange (code {frame.close_code})"
+        return None
+
+    def _subject_of(self, key: tuple[str, str, str | None]) -> str:
+        """Subjects per (category, type, ticker), built once: the same few thousand repeat all day."""
+        if len(self._subjects) >= SUBJECT_CACHE_MAX:
+            self._subjects.clear()
+        category, subject_type, ticker = key
+        subject = self._subjects[key] = self.builder.subject(category, subject_type, ticker or "")
+        return subject
+
+    async def _on_other(self, data: bytes, received_ns: int) -> None:
+        """A frame :meth:`KalshiAdapter.route` does not take: control, unparsed, or a data type we do not know."""
+        frame = self.adapter.classify(data)
+        if frame.kind is FrameKind.CONTROL:
+            await self._on_control(frame)
+        elif frame.kind is FrameKind.UNPARSED:
+            self._publish_unparsed(data, received_ns)
+        else:
+            category = self.directory.category_of(frame.ticker)
+            self._counter += 1
+            self.publisher.publish_nowait(self.builder.subject(category, frame.subject_type, frame.ticker or ""), data,
+                                          self._headers.render(self._counter, received_ns))
+            self.metrics.count(frame.subject_type)
 
     def _publish_unparsed(self, data: bytes, received_ns: int) -> None:
         self.metrics.unparsed.inc()
@@ -394,19 +449,20 @@ class KalshiSession:
         self.metrics.count(wire.TYPE_UNPARSED)
         log.warning("unparsed frame kept", feed="kalshi", shard=self.shard, conn=self._conn_id, size=len(data))
 
-    async def _on_gap(self, frame: Classified, sub: _Subscription, last: int, category: str) -> None:
+    async def _on_gap(self, sid: int | None, seq: int, ticker: str | None, sub: _Subscription, last: int,
+                      category: str) -> None:
         self.metrics.gaps.inc()
         expected = last + 1
-        log.warning("sequence gap", feed="kalshi", shard=self.shard, conn=self._conn_id, sid=frame.sid,
-                    channel=sub.channel, expected=expected, got=frame.seq, market=frame.ticker)
+        log.warning("sequence gap", feed="kalshi", shard=self.shard, conn=self._conn_id, sid=sid,
+                    channel=sub.channel, expected=expected, got=seq, market=ticker)
         payload = wire.marker_payload(
-            wire.TYPE_GAP, conn=self._conn_id, sid=frame.sid, channel=sub.channel, expected_seq=expected,
-            got_seq=frame.seq, missing=max(0, (frame.seq or 0) - expected), market=frame.ticker,
+            wire.TYPE_GAP, conn=self._conn_id, sid=sid, channel=sub.channel, expected_seq=expected,
+            got_seq=seq, missing=max(0, seq - expected), market=ticker,
         )
-        await self._publish_marker(category, wire.TYPE_GAP, frame.ticker or self._conn_id, payload, wire.TYPE_GAP)
-        if sub.channel == ORDERBOOK_CHANNEL and sub.markets and frame.sid is not None:
+        await self._publish_marker(category, wire.TYPE_GAP, ticker or self._conn_id, payload, wire.TYPE_GAP)
+        if sub.channel == ORDERBOOK_CHANNEL and sub.markets and sid is not None:
             # The book on this sid may be wrong now: ask for fresh snapshots (protocols reference A5).
-            self._spawn(self._command(*self.adapter.update_subscription(frame.sid, "get_snapshot", sub.markets)))
+            self._spawn(self._command(*self.adapter.update_subscription(sid, "get_snapshot", sub.markets)))
 
     async def _on_control(self, frame: Classified) -> None:
         body = frame.body or {}
@@ -497,7 +553,10 @@ class KalshiSession:
             await asyncio.sleep(wait_ns / 1e9)
         pending = _Pending(expected)
         self._pending[command_id] = pending
-        await ws.send_str(frame.decode())  # Kalshi commands are text frames
+        try:
+            await ws.send_str(frame.decode())  # Kalshi commands are text frames
+        except ConnectionResetError as exc:
+            raise RuntimeError("connection lost") from exc
         try:
             return await asyncio.wait_for(asyncio.shield(pending.done), self.settings.command_timeout_s)
         finally:

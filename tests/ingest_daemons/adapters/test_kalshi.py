@@ -90,3 +90,25 @@ def test_commands(adapter: KalshiAdapter, samples_dir: Path) -> None:
     # our command shapes appear among the exchange's documented examples
     documented = [json.loads(line) for line in sample_lines(samples_dir, "kalshi_commands.jsonl")]
     assert any(d["cmd"] == "update_subscription" and "sids" in d["params"] for d in documented)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_route_agrees_with_classify(adapter: KalshiAdapter, samples_dir: Path, name: str) -> None:
+    """The hot path's ``route`` takes exactly the known data frames, with classify's routing fields."""
+    for line in sample_lines(samples_dir, name):
+        full = adapter.classify(line)
+        routed = adapter.route(line)
+        if full.kind is FrameKind.DATA and full.type in adapter.channel_of_type:
+            assert routed == (full.subject_type, full.ticker, full.sid, full.seq), line
+        else:
+            assert routed is None, line
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"", b"{", b"[1,2]", b'{"sid":1}', b'"x"', b"\xff\xfe", b'{"type":"!!!"}', b'{"type":["trade"]}', b"[]",
+     b'{"type":"trade","msg":{"market_ticker":"K"}} trailing', b'{"type":"trade","msg":"K","sid":"1","seq":1.5}'],
+)
+def test_route_never_raises(adapter: KalshiAdapter, frame: bytes) -> None:
+    routed = adapter.route(frame)
+    assert routed is None or routed == ("trade", None, None, None)

@@ -1,0 +1,224 @@
+"""The connector's WebSocket client: the frame parser on its own, then the client against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from ingest_daemons.adapters.kalshi_auth import KalshiCredentials, auth_headers
+from ingest_daemons.connector.ws_client import (
+    CLOSE_NO_STATUS,
+    CLOSE_TOO_BIG,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Control,
+    FrameParser,
+    HandshakeError,
+    ProtocolError,
+    WebSocket,
+    connect,
+    encode_frame,
+)
+from ingest_daemons.sim.kalshi import KalshiSimulator
+from tests.fixtures.keys import KeyPair
+
+
+def server_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = False) -> bytes:
+    """A frame as a server writes it (unmasked unless asked), with the shortest length encoding."""
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    mask_bit = 0x80 if masked else 0
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", b0, mask_bit | size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", b0, mask_bit | 126, size)
+    else:
+        header = struct.pack("!BBQ", b0, mask_bit | 127, size)
+    return header + (b"\0\0\0\0" if masked else b"") + payload
+
+
+def feed_all(parser: FrameParser, chunks: list[bytes]) -> list[bytes | Control]:
+    out: list[bytes | Control] = []
+    for chunk in chunks:
+        out.extend(parser.feed(chunk))
+    return out
+
+
+SMALL, MEDIUM, LARGE = b'{"type":"trade"}', b"m" * 300, b"L" * 70_000  # 7-bit, 16-bit and 64-bit lengths
+
+
+def test_whole_frames_of_every_length_encoding() -> None:
+    stream = server_frame(OP_TEXT, SMALL) + server_frame(OP_BINARY, MEDIUM) + server_frame(OP_TEXT, LARGE)
+    assert FrameParser(1 << 20).feed(stream) == [SMALL, MEDIUM, LARGE]
+    assert FrameParser(1 << 20).feed(server_frame(OP_TEXT, b"")) == [b""]
+
+
+def test_any_split_of_the_stream_gives_the_same_messages() -> None:
+    stream = (
+        server_frame(OP_TEXT, SMALL)
+        + server_frame(OP_PING, b"heartbeat")
+        + server_frame(OP_TEXT, MEDIUM)
+        + server_frame(OP_TEXT, b"frag-1-", fin=False)
+        + server_frame(OP_PONG, b"")
+        + server_frame(OP_CONTINUATION, b"frag-2")
+        + server_frame(OP_BINARY, LARGE[:1000])
+    )
+    expected: list[bytes | Control] = [SMALL, Control(OP_PING, b"heartbeat"), MEDIUM, Control(OP_PONG, b""),
+                                       b"frag-1-frag-2", LARGE[:1000]]
+    assert FrameParser(1 << 20).feed(stream) == expected
+    assert feed_all(FrameParser(1 << 20), [stream[i : i + 1] for i in range(len(stream))]) == expected
+    for cut in range(1, len(stream)):
+        assert feed_all(FrameParser(1 << 20), [stream[:cut], stream[cut:]]) == expected, cut
+
+
+def test_a_large_frame_arriving_in_small_reads() -> None:
+    stream = server_frame(OP_TEXT, LARGE) + server_frame(OP_TEXT, SMALL)
+    parser = FrameParser(1 << 20)
+    out = feed_all(parser, [stream[i : i + 4096] for i in range(0, len(stream), 4096)])
+    assert out == [LARGE, SMALL]
+
+
+def test_fragmented_message_with_control_frames_between_fragments() -> None:
+    stream = (
+        server_frame(OP_BINARY, b"a", fin=False)
+        + server_frame(OP_PING, b"p1")
+        + server_frame(OP_CONTINUATION, b"b", fin=False)
+        + server_frame(OP_PING, b"p2")
+        + server_frame(OP_CONTINUATION, b"c")
+    )
+    assert FrameParser(100).feed(stream) == [Control(OP_PING, b"p1"), Control(OP_PING, b"p2"), b"abc"]
+
+
+def test_close_frames_carry_their_code() -> None:
+    [with_code, without] = FrameParser(100).feed(
+        server_frame(OP_CLOSE, struct.pack("!H", 1011) + b"bye") + server_frame(OP_CLOSE, b"")
+    )
+    assert isinstance(with_code, Control) and with_code.opcode == OP_CLOSE and with_code.close_code == 1011
+    assert isinstance(without, Control) and without.close_code == CLOSE_NO_STATUS
+
+
+@pytest.mark.parametrize(
+    ("stream", "match"),
+    [
+        (server_frame(OP_TEXT, b"x", masked=True), "masked"),
+        (server_frame(OP_TEXT, b"x", rsv=0x40), "reserved bits"),
+        (server_frame(OP_CONTINUATION, b"x"), "continuation"),
+        (server_frame(OP_TEXT, b"x", fin=False) + server_frame(OP_TEXT, b"y"), "inside a fragmented"),
+        (server_frame(OP_PING, b"x", fin=False), "control frames"),
+        (server_frame(OP_PING, b"x" * 126), "control frames"),
+        (server_frame(0x3, b"x"), "opcode"),
+        (server_frame(0xB, b"x"), "opcode"),
+    ],
+)
+def test_protocol_violations_are_errors(stream: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        FrameParser(1000).feed(stream)
+
+
+def test_size_limit_applies_to_frames_and_to_joined_fragments() -> None:
+    with pytest.raises(ProtocolError) as frame_error:
+        FrameParser(10).feed(server_frame(OP_TEXT, b"x" * 11))
+    assert frame_error.value.close_code == CLOSE_TOO_BIG
+    parser = FrameParser(10)
+    parser.feed(server_frame(OP_TEXT, b"x" * 6, fin=False))
+    with pytest.raises(ProtocolError, match="limit"):
+        parser.feed(server_frame(OP_CONTINUATION, b"x" * 6))
+
+
+def test_client_frames_are_masked_and_decode_back() -> None:
+    for payload in (b"", b"hi", b"p" * 200, b"q" * 70_000):
+        frame = encode_frame(OP_TEXT, payload, mask=b"\x01\x02\x03\x04")
+        assert frame[0] == 0x80 | OP_TEXT and frame[1] & 0x80, "final and masked"
+        size, offset = frame[1] & 0x7F, 2
+        if size == 126:
+            size, offset = struct.unpack("!H", frame[2:4])[0], 4
+        elif size == 127:
+            size, offset = struct.unpack("!Q", frame[2:10])[0], 10
+        mask, body = frame[offset : offset + 4], frame[offset + 4 :]
+        assert size == len(payload) and bytes(b ^ mask[i % 4] for i, b in enumerate(body)) == payload
+
+
+# ---------------------------------------------------------------------- against the simulator
+
+
+async def receive_until(ws: WebSocket, want: int, within_s: float = 5.0) -> list[bytes | Control]:
+    got: list[bytes | Control] = []
+    async with asyncio.timeout(within_s):
+        while len(got) < want:
+            batch = await ws.receive_batch()
+            assert batch, f"connection ended: {ws.exception()!r}, code {ws.close_code}"
+            got += batch
+    return got
+
+
+@pytest.fixture
+async def sim(kalshi_keys: KeyPair) -> AsyncIterator[KalshiSimulator]:
+    async with KalshiSimulator(public_key_pem=kalshi_keys.public_pem, api_key_id=kalshi_keys.key_id, markets=5,
+                               rate=2000, ping_interval=0.2) as simulator:
+        yield simulator
+
+
+def signed(keys: KeyPair) -> dict[str, str]:
+    return auth_headers(KalshiCredentials(keys.key_id, keys.private_key))
+
+
+async def test_signed_upgrade_subscribe_and_data(sim: KalshiSimulator, kalshi_keys: KeyPair) -> None:
+    ws = await connect(sim.ws_url, signed(kalshi_keys))
+    await ws.send_str(orjson.dumps({"id": 1, "cmd": "subscribe", "params": {"channels": ["trade"]}}).decode())
+    got = await receive_until(ws, 200)
+    data = [orjson.loads(m) for m in got if isinstance(m, bytes)]
+    assert data[0]["type"] == "subscribed" and data[0]["id"] == 1
+    assert {m["type"] for m in data[1:]} == {"trade"}
+    async with asyncio.timeout(5):  # the simulator pings every 0.2 s
+        while not any(isinstance(m, Control) and m.opcode == OP_PING for m in got):
+            got = await ws.receive_batch()
+    await ws.close()
+    assert ws.closed
+
+
+async def test_unsigned_upgrade_is_refused_with_the_http_status(
+    sim: KalshiSimulator, other_kalshi_keys: KeyPair
+) -> None:
+    with pytest.raises(HandshakeError) as refused:
+        await connect(sim.ws_url)
+    assert refused.value.status == 401
+    with pytest.raises(HandshakeError) as wrong_key:
+        await connect(sim.ws_url, signed(other_kalshi_keys))
+    assert wrong_key.value.status == 401
+
+
+async def test_ping_is_answered_and_server_close_has_its_code(sim: KalshiSimulator, kalshi_keys: KeyPair) -> None:
+    ws = await connect(sim.ws_url, signed(kalshi_keys))
+    await ws.ping(b"are-you-there")
+    async with asyncio.timeout(5):
+        while Control(OP_PONG, b"are-you-there") not in await ws.receive_batch():
+            pass
+    await sim.close_connections(code=1011)
+    async with asyncio.timeout(5):
+        while True:
+            batch = await ws.receive_batch()
+            closes = [m for m in batch if isinstance(m, Control) and m.opcode == OP_CLOSE]
+            if closes:
+                break
+            assert batch, "the close frame must arrive before the connection ends"
+    assert closes[0].close_code == 1011
+    await ws.close()
+    assert await ws.receive_batch() == []
+
+
+async def test_unread_frames_pause_the_socket_until_taken(sim: KalshiSimulator, kalshi_keys: KeyPair) -> None:
+    ws = await connect(sim.ws_url, signed(kalshi_keys), high_water=50)
+    await ws.send_str(orjson.dumps({"id": 1, "cmd": "subscribe", "params": {"channels": ["ticker"]}}).decode())
+    await asyncio.sleep(1.0)  # the simulator sends ~2000 frames meanwhile; reading stops after ~50
+    first = await ws.receive_batch()
+    assert 50 < len(first) < 1000
+    assert len(await receive_until(ws, 100)) >= 100, "reading resumes once the batch is taken"
+    await ws.close()
