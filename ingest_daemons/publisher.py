@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -49,14 +49,16 @@ _WRITE_HIGH_WATER = 4 * 1024 * 1024
 _ACK_LINE = re.compile(rb"MSG [^ \r\n]*?\.(\d+) \d+ (\d+)\r\n")
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One frame waiting for its ack: everything needed to send it again, byte-identical."""
-
-    wire: bytes  # the complete HPUB command
-    sent_ns: int
-    subject: str
-    attempts: int = 1
+# One frame waiting for its ack, everything needed to send it again byte-identical:
+# (complete HPUB command, monotonic send time ns, subject, attempts). A plain tuple rather than a
+# class: built once per frame, and a tuple of bytes/int/str drops out of the garbage collector's
+# tracking, so tens of thousands of frames in flight cost the collector nothing.
+_Held = tuple[bytes, int, str, int]
+_WIRE: Final = 0
+_SENT_NS: Final = 1
+_SUBJECT: Final = 2
+_ATTEMPTS: Final = 3
+_PREFIX_CACHE_MAX = 65_536
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class _Protocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pongs = 0
         self.pong = asyncio.Event()
+        # ``MSG <inbox><token> `` lines: the token of every ack in a buffer, found in one pass
+        self.ack_tokens = re.compile(b"^MSG " + re.escape(owner._inbox_b) + rb"(\d+) ", re.MULTILINE).findall
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, so no isinstance check here.
@@ -122,12 +126,39 @@ class _Protocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.owner._set_write_paused(False)
 
+    def _ack_run(self, buf: bytearray) -> int:
+        """Settle a buffer that holds nothing but successful acks in a few C-level passes; return where the
+        careful parser has to go on (0 when the buffer holds anything else).
+
+        Under load the buffer is hundreds of ``MSG <inbox><token> <sid> <size>\\r\\n{"stream":…}\\r\\n`` in a
+        row. Count the complete lines and the lines that start ``MSG <inbox>``: an ack is one of each plus
+        its payload line (compact JSON has no line break inside, and never starts with ``MSG``), and
+        anything else the server may send (``PING``, ``-ERR``, an ``HMSG`` and its header block) adds lines
+        and no ``MSG`` line. So, once a last header whose payload has not arrived is set aside, lines ==
+        twice the ``MSG`` lines means acks only; an error reply is a ``MSG`` with ``"error"`` in it, so its
+        absence means every ack is a success. Anything else goes the careful way.
+        """
+        end = buf.rfind(_CRLF) + 2
+        if end < 2:
+            return 0
+        tokens = self.ack_tokens(buf, 0, end)
+        lines = buf.count(_CRLF, 0, end)
+        last_line = buf.rfind(_CRLF, 0, end - 2) + 2 if lines > 1 else 0
+        if tokens and buf.startswith(b"MSG ", last_line):  # the last ack's payload has not arrived yet
+            end = last_line
+            tokens.pop()
+            lines -= 1
+        if not tokens or lines != 2 * len(tokens) or buf.find(b'"error"', 0, end) >= 0:
+            return 0
+        self.owner._on_acks(tokens)
+        return end
+
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
-        pos = 0
         length = len(buf)
         owner = self.owner
+        pos = self._ack_run(buf)
         while pos < length:
             nl = buf.find(_CRLF, pos)
             if nl < 0:
@@ -194,7 +225,8 @@ class JetStreamPublisher:
         self.on_ack = on_ack  # (subject, publish-to-ack ns, HPUB bytes) for metrics; called for every ack
         self._inbox = f"_INBOX.{os.urandom(8).hex()}."
         self._inbox_b = self._inbox.encode()
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, _Held] = {}
+        self._prefixes: dict[str, bytes] = {}
         self._next_token = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -268,14 +300,15 @@ class JetStreamPublisher:
         """
         token = self._next_token
         self._next_token = token + 1
+        prefix = self._prefixes.get(subject)
+        if prefix is None:
+            prefix = self._prefix_of(subject)
         hdr_len = len(headers)
-        wire = b"HPUB %s %s%d %d %d\r\n%s%s\r\n" % (
-            subject.encode(), self._inbox_b, token, hdr_len, hdr_len + len(payload), headers, payload
-        )
+        wire = b"%s%d %d %d\r\n%s%s\r\n" % (prefix, token, hdr_len, hdr_len + len(payload), headers, payload)
         pending = self._pending
         if not pending:
             self._empty.clear()
-        pending[token] = _Pending(wire, time.monotonic_ns(), subject)
+        pending[token] = (wire, time.monotonic_ns(), subject, 1)
         if self._connected_flag:
             self._out.append(wire)
             if not self._flush_scheduled:
@@ -298,6 +331,13 @@ class JetStreamPublisher:
         if self.full:
             await self.wait_room()
         self.publish_nowait(subject, payload, headers)
+
+    def _prefix_of(self, subject: str) -> bytes:
+        """``HPUB <subject> <inbox>.``, cached per subject: a connector repeats the same few thousand."""
+        if len(self._prefixes) >= _PREFIX_CACHE_MAX:
+            self._prefixes.clear()
+        prefix = self._prefixes[subject] = b"HPUB %s %s" % (subject.encode(), self._inbox_b)
+        return prefix
 
     def _update_room(self) -> None:
         if len(self._pending) < self.max_in_flight and not self._write_paused:
@@ -329,7 +369,29 @@ class JetStreamPublisher:
         del self._pending[token]
         self.acked += 1
         if self.on_ack is not None:
-            self.on_ack(entry.subject, time.monotonic_ns() - entry.sent_ns, entry.wire)
+            self.on_ack(entry[_SUBJECT], time.monotonic_ns() - entry[_SENT_NS], entry[_WIRE])
+        if not self._pending:
+            self._empty.set()
+        if self.full:
+            self._update_room()
+
+    def _on_acks(self, tokens: list[bytes]) -> None:
+        """A run of successful acks (tokens as digits); late duplicates of re-sent frames are skipped."""
+        pop = self._pending.pop
+        on_ack = self.on_ack
+        acked = 0
+        if on_ack is None:
+            for token in tokens:
+                if pop(int(token), None) is not None:
+                    acked += 1
+        else:
+            now = time.monotonic_ns()
+            for token in tokens:
+                entry = pop(int(token), None)
+                if entry is not None:
+                    acked += 1
+                    on_ack(entry[2], now - entry[1], entry[0])
+        self.acked += acked
         if not self._pending:
             self._empty.set()
         if self.full:
@@ -340,12 +402,13 @@ class JetStreamPublisher:
         self._write_paused = paused
         self._update_room()
 
-    def _note_error(self, entry: _Pending, detail: str) -> None:
+    def _note_error(self, entry: _Held, detail: str) -> None:
         """Keep the frame; the retry loop sends it again after the ack timeout."""
         self.errors += 1
-        if entry.subject not in self._no_stream_logged:
-            self._no_stream_logged.add(entry.subject)
-            log.error("publish rejected; frame kept and retried", subject=entry.subject, detail=detail)
+        subject = entry[_SUBJECT]
+        if subject not in self._no_stream_logged:
+            self._no_stream_logged.add(subject)
+            log.error("publish rejected; frame kept and retried", subject=subject, detail=detail)
 
     # ------------------------------------------------------------------ background
 
@@ -358,16 +421,14 @@ class JetStreamPublisher:
             now = time.monotonic_ns()
             overdue = []
             for token, entry in self._pending.items():  # ordered by send time: stop at the first in time
-                if now - entry.sent_ns <= self.ack_timeout_ns:
+                if now - entry[_SENT_NS] <= self.ack_timeout_ns:
                     break
                 overdue.append((token, entry))
             for token, entry in overdue:
-                entry.sent_ns = now
-                entry.attempts += 1
-                self._out.append(entry.wire)
+                self._out.append(entry[_WIRE])
                 # move to the end so the dict stays roughly ordered by send time
                 del self._pending[token]
-                self._pending[token] = entry
+                self._pending[token] = (entry[_WIRE], now, entry[_SUBJECT], entry[_ATTEMPTS] + 1)
             if overdue:
                 self.retried += len(overdue)
                 log.warning("re-sending unacknowledged frames", count=len(overdue), in_flight=len(self._pending))
@@ -400,10 +461,10 @@ class JetStreamPublisher:
             if not first:
                 self.reconnects += 1
             # Re-send everything still held, oldest first, then resume normal flushing.
-            self._out = [entry.wire for entry in self._pending.values()]
+            self._out = [entry[_WIRE] for entry in self._pending.values()]
             now = time.monotonic_ns()
-            for entry in self._pending.values():
-                entry.sent_ns = now
+            for token, entry in self._pending.items():
+                self._pending[token] = (entry[_WIRE], now, entry[_SUBJECT], entry[_ATTEMPTS])
             self._connected.set()
             self._connected_flag = True
             self._flush()

@@ -10,7 +10,7 @@ from nats.aio.client import Client
 from nats.js import api as js_api
 
 from ingest_daemons.nats_runner import NatsServer
-from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher, NatsAddress, header_block
+from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher, NatsAddress, _Protocol, header_block
 from tests.helpers import wait_until
 
 
@@ -120,3 +120,50 @@ async def test_frame_without_a_stream_is_kept_until_one_exists(
     assert await pub.drain(5)
     await pub.close()
     assert [d for _, d, _ in await stream_messages(nc, f"{unique_env}_LATE")] == [b'{"kept":true}']
+
+
+def server_bytes_for_acks(inbox: bytes) -> bytes:
+    """What nats-server sends back on the inbox: runs of acks with a ping, a 503 and an error reply among them."""
+
+    def ack(token: int, body: bytes) -> bytes:
+        return b"MSG %s%d 1 %d\r\n%s\r\n" % (inbox, token, len(body), body)
+
+    parts = [ack(t, b'{"stream":"S","seq":%d}' % (t + 1)) for t in range(0, 40)]
+    parts.append(ack(3, b'{"stream":"S","seq":4,"duplicate": true}'))  # a late ack for a re-sent frame
+    parts.append(b"PING\r\n")
+    parts += [ack(t, b'{"stream":"S","domain":"hub","seq":%d}' % (t + 1)) for t in range(40, 60)]
+    parts.append(b"HMSG %s60 1 34 34\r\nNATS/1.0 503\r\nNats-Subject: zz\r\n\r\n\r\n" % inbox)
+    parts.append(ack(61, b'{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}'))
+    parts += [ack(t, b'{"stream":"S","seq":%d}' % (t + 1)) for t in range(62, 100)]
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("read_size", [1, 7, 64, 1000, 1 << 20])
+async def test_acks_are_matched_for_any_split_of_the_server_stream(read_size: int) -> None:
+    acked: list[str] = []
+    pub = JetStreamPublisher("nats://127.0.0.1:1", on_ack=lambda subject, ns, wire: acked.append(subject))
+    headers = HeaderTemplate("a:", {})
+    for i in range(100):
+        pub.publish_nowait(f"s.json.t.K{i}", b"{}", headers.render(i, 0))  # not connected: held only
+    protocol = _Protocol(pub)
+    stream = server_bytes_for_acks(pub._inbox_b)
+    for start in range(0, len(stream), read_size):
+        protocol.data_received(stream[start : start + read_size])
+    assert not protocol.buf, "every message consumed"
+    assert sorted(acked) == sorted(f"s.json.t.K{i}" for i in range(100) if i not in (60, 61))
+    assert pub.acked == 98 and pub.in_flight == 2 and pub.errors == 2
+
+
+async def test_a_ping_before_an_unfinished_ack_is_still_answered_and_nothing_acked_early() -> None:
+    pub = JetStreamPublisher("nats://127.0.0.1:1")
+    headers = HeaderTemplate("a:", {})
+    for i in range(2):
+        pub.publish_nowait("s.json.t.K", b"{}", headers.render(i, 0))
+    protocol = _Protocol(pub)
+    inbox = pub._inbox_b
+    error = b'{"error":{"code":503,"description":"no"}}'
+    first = b'MSG %s0 1 22\r\n{"stream":"S","seq":1}\r\nPING\r\nMSG %s1 1 %d\r\n' % (inbox, inbox, len(error))
+    protocol.data_received(first)
+    assert pub.acked == 1 and pub.in_flight == 1, "the second frame's reply has not arrived yet"
+    protocol.data_received(error + b"\r\n")
+    assert pub.acked == 1 and pub.in_flight == 1 and pub.errors == 1 and not protocol.buf
