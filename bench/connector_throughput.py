@@ -42,7 +42,7 @@ from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
 from ingest_daemons.connector.directory import build_directory, discover_kalshi_markets  # noqa: E402
 from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector  # noqa: E402
 from ingest_daemons.naming import SubjectBuilder  # noqa: E402
-from ingest_daemons.nats_client import connect_once  # noqa: E402
+from ingest_daemons.nats_client import connect_once, list_streams  # noqa: E402
 from ingest_daemons.nats_runner import NatsServer, free_port  # noqa: E402
 from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher  # noqa: E402
 from ingest_daemons.streams import reconcile  # noqa: E402
@@ -191,7 +191,7 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
 async def purge(nats_url: str) -> None:
     nc = await connect_once(nats_url, "bench-purge")
     js = nc.jetstream()
-    for info in await js.streams_info():
+    for info in await list_streams(js):
         await js.purge_stream(info.config.name)
     await nc.close()
 
