@@ -128,7 +128,7 @@ class KalshiSession:
         self._marker_counter = 0
         self._frames_this_socket = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self._last_command_ns = 0
+        self._last_command_ns: dict[int | None, int] = {}  # per sid (None: commands that name no sid)
         self._activity = 0
         self._stall_reason: str | None = None
 
@@ -209,7 +209,7 @@ class KalshiSession:
                 take, remaining = remaining[:room], remaining[room:]
                 if take:
                     for sid, sub in newest:
-                        await self._command(*self.adapter.update_subscription(sid, "add_markets", take))
+                        await self._command(*self.adapter.update_subscription(sid, "add_markets", take), sid=sid)
                         sub.markets = [*(sub.markets or []), *take]
             for start in range(0, len(remaining), size):
                 await self._subscribe_batch(tuple(per_market), remaining[start : start + size])
@@ -249,7 +249,7 @@ class KalshiSession:
             if len(drop) == len(sub.markets):
                 await self._command(*self.adapter.unsubscribe([sid]))
             else:
-                await self._command(*self.adapter.update_subscription(sid, "delete_markets", drop))
+                await self._command(*self.adapter.update_subscription(sid, "delete_markets", drop), sid=sid)
                 sub.markets = [t for t in sub.markets if t not in gone]
 
     def _newest_batch(self, channels: list[str]) -> list[tuple[int, _Subscription]] | None:
@@ -462,7 +462,7 @@ class KalshiSession:
         await self._publish_marker(category, wire.TYPE_GAP, ticker or self._conn_id, payload, wire.TYPE_GAP)
         if sub.channel == ORDERBOOK_CHANNEL and sub.markets and sid is not None:
             # The book on this sid may be wrong now: ask for fresh snapshots (protocols reference A5).
-            self._spawn(self._command(*self.adapter.update_subscription(sid, "get_snapshot", sub.markets)))
+            self._spawn(self._command(*self.adapter.update_subscription(sid, "get_snapshot", sub.markets), sid=sid))
 
     async def _on_control(self, frame: Classified) -> None:
         body = frame.body or {}
@@ -541,14 +541,22 @@ class KalshiSession:
                 self._subs[sid].markets = list(markets) if markets is not None else None
         return replies
 
-    async def _command(self, command_id: int, frame: bytes, expected: int = 1) -> list[Classified]:
-        """Send one command (paced to the feed's command rate) and wait for its replies."""
+    async def _command(
+        self, command_id: int, frame: bytes, expected: int = 1, sid: int | None = None
+    ) -> list[Classified]:
+        """Send one command (paced to the feed's command rate) and wait for its replies.
+
+        Kalshi's command rate limit is per subscription (protocols A6: code 27), so an
+        ``update_subscription`` is paced against earlier commands to its own ``sid`` only: adding a
+        market to the ticker and trade subscriptions costs one pause, not one per channel.
+        """
         ws = self._ws
         if ws is None or ws.closed:
             raise RuntimeError("not connected")
         gap_ns = int(1e9 / self.settings.commands_per_second)
-        wait_ns = self._last_command_ns + gap_ns - time.monotonic_ns()
-        self._last_command_ns = max(time.monotonic_ns(), self._last_command_ns + gap_ns)
+        last = self._last_command_ns.get(sid, 0)
+        wait_ns = last + gap_ns - time.monotonic_ns()
+        self._last_command_ns[sid] = max(time.monotonic_ns(), last + gap_ns)
         if wait_ns > 0:
             await asyncio.sleep(wait_ns / 1e9)
         pending = _Pending(expected)

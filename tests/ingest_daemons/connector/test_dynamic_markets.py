@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from ingest_daemons.naming import parse_subject
 from tests.fixtures.kalshi import BenchFactory
@@ -57,3 +58,23 @@ async def test_markets_added_while_disconnected_are_subscribed_on_reconnect(kals
     subscribes = [c for _, c in bench.sim.commands if c.get("cmd") == "subscribe"]
     assert any(market.ticker in (c["params"].get("market_tickers") or []) for c in subscribes)
     bench.assert_exactly_once(await bench.stop_and_collect())
+
+
+async def test_updates_are_paced_per_subscription(kalshi_bench: BenchFactory) -> None:
+    """Kalshi limits the command rate per subscription: one pause per sid, not one per command."""
+    from dataclasses import replace
+
+    bench = await kalshi_bench(markets=8, rate=50)
+    await bench.connector.wait_subscribed(10)
+    session = bench.connector.sessions[0]
+    session.settings = replace(session.settings, commands_per_second=2.0)  # 0.5 s between commands to one sid
+    first, second = await bench.sim.add_market(), await bench.sim.add_market()
+    started = time.monotonic()
+    assert await session.add_markets([first.ticker]) == [first.ticker]
+    across_sids = time.monotonic() - started
+    assert await session.add_markets([second.ticker]) == [second.ticker]
+    same_sids = time.monotonic() - started - across_sids
+    updates = [c for _, c in bench.sim.commands if c.get("cmd") == "update_subscription"]
+    assert len(updates) == 6 and len({c["params"]["sids"][0] for c in updates}) == 3
+    assert same_sids >= 0.45, "a second update to the same sid waits for the pace"
+    assert across_sids < 0.9, f"three sids, no pause between them (paced per connection: >= 1.0 s): {across_sids:.2f}"
