@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ssl
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ingest_daemons.adapters.kalshi_auth import KalshiCredentials, auth_headers
 from ingest_daemons.connector.ws_client import (
@@ -222,3 +230,57 @@ async def test_unread_frames_pause_the_socket_until_taken(sim: KalshiSimulator, 
     assert 50 < len(first) < 1000
     assert len(await receive_until(ws, 100)) >= 100, "reading resumes once the batch is taken"
     await ws.close()
+
+
+# ---------------------------------------------------------------------- wss:// (the exchange's scheme)
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_wss_verifies_the_server_and_carries_frames(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+
+    async def shout(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str(msg.data.upper())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/trade-api/ws/v2", shout)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"wss://localhost:{port}/trade-api/ws/v2"
+    try:
+        ws = await connect(url, ssl_context=ssl.create_default_context(cafile=str(cert)))
+        await ws.send_str('{"id":1}')
+        assert await receive_until(ws, 1) == [b'{"ID":1}']
+        await ws.close()
+        with pytest.raises(ssl.SSLCertVerificationError):  # an OSError: the session retries it with backoff
+            await connect(url)  # the system's trust store does not know this certificate
+    finally:
+        await runner.cleanup()
