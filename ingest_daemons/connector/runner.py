@@ -190,13 +190,20 @@ class KalshiConnector:
         if self.registry is not None and self._nc is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
             if self.membership is not None:
+                membership = self.membership
+                self.metrics.gauge_fn("ssmd_shard_membership_pending", "Assignment changes not yet applied to the "
+                                      "exchange subscription", lambda: membership.pending)
                 self._tasks.append(asyncio.create_task(self.membership.run(self.sessions[-1]), name="membership"))
             if self.is_assigner:
                 view = SecmasterView(self.feed.name)
                 if self.catalog is not None:
                     view.seed(self.catalog)
-                self.follower = CdcFollower(self._nc, self.env.name, self.feed.settings, view, self.registry,
-                                            self.directory)
+                self.follower = follower = CdcFollower(self._nc, self.env.name, self.feed.settings, view,
+                                                       self.registry, self.directory)
+                self.metrics.gauge_fn("ssmd_assigner_changes_handled", "Secmaster changes the assigner handled "
+                                      "(cumulative)", lambda: follower.applied)
+                self.metrics.gauge_fn("ssmd_markets_waiting", "Markets that passed the filter and wait for a shard "
+                                      "with room", lambda: len(follower.waiting))
                 self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop), name="cdc-follower"))
         log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
                  run=self.run_id, connections=len(self.sessions), markets=len(markets),

@@ -4,6 +4,7 @@ real nats-server, the simulator), with shard assignment in NATS KV."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import replace
 
@@ -66,6 +67,11 @@ async def test_secmaster_changes_drive_subscriptions(kalshi_bench: BenchFactory,
         new = [m for m in frames if parse_subject(m.subject).ticker == passing.ticker]
         assert new and {m.stream for m in new} == {f"{bench.env.name.upper()}_KALSHI_ECONOMICS"}
         assert bench.connector.sessions[0].sockets_opened == 1, "discovery never reconnects"
+        assert bench.connector.follower is not None and bench.connector.follower.applied > 0
+        metrics = bench.connector.metrics.render().decode()
+        assert 'ssmd_markets_waiting{feed="kalshi",shard="0"} 0.0' in metrics
+        assert re.search(r'ssmd_assigner_changes_handled\{feed="kalshi",shard="0"\} [1-9]', metrics), metrics
+        assert 'ssmd_shard_membership_pending{feed="kalshi",shard="0"} 0.0' in metrics
     finally:
         stop.set()
         await asyncio.wait_for(cdc_task, 30)
