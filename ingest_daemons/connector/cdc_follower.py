@@ -176,5 +176,6 @@ class CdcFollower:
         shard = await self.registry.release(ticker)
         if shard is not None:
             log.info("finished market released", market=ticker, shard=shard)
-        self.waiting.pop(ticker, None)
-        await self.registry.clear_waiting(ticker)
+        if ticker in self.waiting:  # loaded from KV at start, so this also covers markets that waited before
+            del self.waiting[ticker]
+            await self.registry.clear_waiting(ticker)

@@ -155,12 +155,8 @@ class KalshiConnector:
         assert self.registry is not None
         if self.candidates and (self.is_assigner or not self.options.follow_cdc):
             await self.registry.assign_many([(t, self.directory.category_of(t)) for t in self.candidates])
-        if self.membership is not None:
-            return await self.membership.current()
-        members = await self.registry.members(self.options.shard)
-        for ticker, slug in members.items():
-            self.directory.assign_slug(ticker, slug)
-        return sorted(members)
+        membership = self.membership or ShardMembership(self.registry, self.options.shard, self.directory)
+        return await membership.current()
 
     def ready(self) -> tuple[bool, str]:
         return ready_reason(self.sessions, lambda: self.publisher.connected)

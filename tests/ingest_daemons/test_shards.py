@@ -126,6 +126,13 @@ async def test_waiting_markets_are_assigned_once_headroom_exists(nats_server: Na
                                                           "event_ticker": "KX"}}
     await assigner.handle(change)
     assert assigner.waiting == {"KX-WAIT": "uncategorized"} and await registry.waiting() == ["KX-WAIT"]
+    gone = {"table": "markets", "op": "insert", "row": {"feed": "kalshi", "ticker": "KX-GONE", "status": "active",
+                                                        "event_ticker": "KX"}}
+    await assigner.handle(gone)
+    assert await registry.waiting() == ["KX-GONE", "KX-WAIT"]
+    await assigner.handle({**gone, "op": "update", "row": {**gone["row"], "status": "settled"}})  # type: ignore[dict-item]
+    assert "KX-GONE" not in assigner.waiting
+    assert await registry.waiting() == ["KX-WAIT"], "a settled market stops waiting"
     restarted = CdcFollower(nc, unique_env, EnvironmentFeedConfig(), SecmasterView("kalshi"), registry,
                             MarketDirectory())
     assert await registry.waiting_markets() == {"KX-WAIT": "uncategorized"}, "a restarted assigner finds it in KV"
