@@ -15,11 +15,11 @@ Keys (``{feed}`` is the feed name; tickers are escaped into KV-safe tokens, see 
 Every write that decides something is a compare-and-set: a slot is first *reserved* by moving
 ``load.{i}`` from the revision we read to +1, then the market is *claimed* with a create-only put of
 ``market.{token}``. Two writers racing can therefore never assign one market twice nor push a shard
-past its capacity; the loser of a claim gives its reservation back. The membership key is written after the claim and
-deleted before it, and both writes are idempotent, so a writer that dies between them is repaired
-by the next :meth:`ShardRegistry.assign_many` / :meth:`ShardRegistry.release` of that market (the
-CDC follower acks a change only after handling it). A market for which no shard has
-room is not dropped: :meth:`ShardRegistry.assign` returns ``None`` and the caller counts it as
+past its capacity; the loser of a claim gives its reservation back. The membership key is written
+after the claim and deleted before it, and both writes are idempotent, so a writer that dies
+between them is repaired by the next :meth:`ShardRegistry.assign_many` / :meth:`ShardRegistry.release`
+of that market (the CDC follower acks a change only after handling it). A market for which no shard
+has room is not dropped: :meth:`ShardRegistry.assign` returns ``None`` and the caller counts it as
 waiting until a headroom shard exists.
 """
 
@@ -264,7 +264,10 @@ class ShardRegistry:
                 result[ticker] = claim[0]
                 repairs.append(self._join(claim[0], ticker, claim[1]))
         await asyncio.gather(*repairs)
-        waiting = set(await self.waiting()) if pending else set()
+        # Markets that ever waited (tombstones included: deleting again is harmless), in one request
+        # however many wait during a saturation.
+        prefix = f"$KV.{self.bucket}.{self.feed}.waiting."
+        waiting = {ticker_of(s[len(prefix):]) for s in await self._keys_with_history(prefix)} if pending else set()
         layout = await self.layout()
         for shard in self._candidates(layout):
             if not pending:
@@ -356,12 +359,17 @@ class ShardRegistry:
     async def _clear_waiting_key(self, ticker: str) -> None:
         await self.kv.delete(f"{self.feed}.waiting.{kv_token(ticker)}")
 
+    async def _keys_with_history(self, prefix: str) -> list[str]:
+        """Subjects under ``prefix`` that hold a message: live keys and tombstones alike (one request)."""
+        info = await self.js.stream_info(f"KV_{self.bucket}", subjects_filter=prefix + ">")
+        return sorted((info.state.subjects or {}).keys())
+
     async def _live_keys(self, prefix: str) -> dict[str, bytes]:
         """Tickers (decoded) → value of every non-deleted key under ``prefix`` (a ``$KV.`` subject prefix)."""
-        info = await self.js.stream_info(f"KV_{self.bucket}", subjects_filter=prefix + ">")
+        subjects = await self._keys_with_history(prefix)
+        messages = await asyncio.gather(*(self.js.get_last_msg(f"KV_{self.bucket}", s) for s in subjects))
         out: dict[str, bytes] = {}
-        for subject in sorted((info.state.subjects or {}).keys()):
-            msg = await self.js.get_last_msg(f"KV_{self.bucket}", subject)
+        for subject, msg in zip(subjects, messages, strict=True):
             if (msg.headers or {}).get("KV-Operation") in {"DEL", "PURGE"} or not msg.data:
                 continue
             out[ticker_of(subject[len(prefix):])] = msg.data
