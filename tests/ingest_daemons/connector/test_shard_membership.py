@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from ingest_daemons.connector.directory import MarketDirectory
 from ingest_daemons.connector.shard_membership import ShardMembership
@@ -42,6 +43,8 @@ async def test_additions_are_batched_and_order_is_kept() -> None:
     assert session.calls == [("add", ["A", "B"]), ("remove", ["A"]), ("add", ["C"])]
     assert session.markets == ["B", "C"] and directory.category_of("C") == "economics"
     task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def test_a_failed_update_does_not_stop_following() -> None:
@@ -54,3 +57,5 @@ async def test_a_failed_update_does_not_stop_following() -> None:
     await wait_until(lambda: session.markets == ["B"], 5, "the next update to go through")
     assert not task.done()
     task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
