@@ -174,10 +174,6 @@ class ShardRegistry:
         claim = await self._claim_of(ticker)
         return claim[0] if claim else None
 
-    async def category_of(self, ticker: str) -> str | None:
-        claim = await self._claim_of(ticker)
-        return claim[1] if claim else None
-
     async def _claim_of(self, ticker: str) -> tuple[int, str | None] | None:
         try:
             entry = await self.kv.get(f"{self.feed}.market.{kv_token(ticker)}")
@@ -392,10 +388,6 @@ class ShardRegistry:
             return None
         await self._adjust_load(shard, -1, None)
         return shard
-
-    async def markets_of(self, shard: int) -> list[str]:
-        """Every market assigned to ``shard`` (a connector's market set on start)."""
-        return sorted(await self.members(shard))
 
     async def members(self, shard: int) -> dict[str, str | None]:
         """ticker → category slug of shard ``shard``'s markets, from its membership keys only.

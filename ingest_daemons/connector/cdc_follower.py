@@ -97,7 +97,6 @@ class CdcFollower:
         view: SecmasterView,
         registry: ShardRegistry,
         directory: MarketDirectory,
-        durable: str | None = None,
     ) -> None:
         self.nc = nc
         self.env = env
@@ -105,7 +104,7 @@ class CdcFollower:
         self.view = view
         self.registry = registry
         self.directory = directory
-        self.durable = durable or f"ssmd_{view.feed}_assigner"
+        self.durable = f"ssmd_{view.feed}_assigner"
         self.applied = 0
         self.waiting: dict[str, str | None] = {}  # ticker -> category slug, markets with no shard yet
 

@@ -40,7 +40,7 @@ async def test_secmaster_changes_drive_subscriptions(kalshi_bench: BenchFactory,
         await bench.connector.start()
         await bench.connector.wait_subscribed(10)
         assert bench.connector.registry is not None
-        assigned = await bench.connector.registry.markets_of(0)
+        assigned = sorted(await bench.connector.registry.members(0))
         assert assigned == sorted(bench.connector.sessions[0].markets)
 
         passing = await bench.sim.add_market(series_ticker="KXCPI")  # Economics: captured
