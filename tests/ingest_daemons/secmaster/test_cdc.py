@@ -164,7 +164,9 @@ async def test_second_publisher_waits_as_standby_and_takes_over(
         async with running(options) as second:
             await apply_changes(secmaster_db, script[:6])
             await wait_for_count(nats_server.url, env.name, 6)
-            assert not second.leader and not second.ready()[0] and "standby" in second.state
+            # The second publisher may still be connecting to the database: wait for it to find the lock held.
+            await wait_until(lambda: "standby" in second.state, timeout=10, what="second publisher in standby")
+            assert not second.leader and not second.ready()[0]
             first_stop.set()
             await asyncio.wait_for(first_task, 15)
             await wait_until(lambda: second.leader, timeout=10, what="standby taking over")
