@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.config",
     "tests.fixtures.keys",
     "tests.fixtures.kalshi",
+    "tests.fixtures.polymarket",
     "tests.fixtures.archive",
     "tests.fixtures.postgres",
     "tests.fixtures.gcs",

@@ -27,6 +27,24 @@ KALSHI_EXAMPLES = """\
 """
 
 
+POLYMARKET_DESCRIPTION = """\
+Run a Polymarket simulator: the CLOB market channel at /ws/market and Gamma REST (/events,
+/markets) on one port, over one generated universe of events, markets and outcome tokens.
+
+Clients subscribe with {"assets_ids":[...],"type":"market","custom_feature_enabled":true}, add or
+remove tokens with {"operation":"subscribe"|"unsubscribe",...}, and must send the text PING at
+least every --idle-timeout seconds. --rate is events per second per connection (0 = flood of
+array-wrapped price_change events, for benchmarks). /_sim/... is a JSON control API for run-time
+changes (see README): create or resolve a market, close, stall, malformed frame,
+unanswered PINGs, rate."""
+
+POLYMARKET_EXAMPLES = """\
+  ssmd sim polymarket --port 8766
+  ssmd sim polymarket --port 8766 --markets 300 --rate 0 --array-frames always --array-max 20
+  curl -X POST localhost:8766/_sim/markets   # announce a new market (new_market)
+"""
+
+
 def register(sub: Any) -> None:
     """Add ``sim`` and its per-exchange sub-commands to the ``ssmd`` parser."""
     sim = add_command(
@@ -34,7 +52,7 @@ def register(sub: Any) -> None:
         "sim",
         help="run an exchange simulator locally",
         description="Exchange simulators that speak the real wire protocols, for tests and local runs.",
-        examples="  ssmd sim kalshi --port 8765 --no-auth\n",
+        examples="  ssmd sim kalshi --port 8765 --no-auth\n  ssmd sim polymarket --port 8766\n",
     )
     exchanges = sim.add_subparsers(dest="exchange", metavar="EXCHANGE", required=True)
     kalshi = add_command(
@@ -63,6 +81,29 @@ def register(sub: Any) -> None:
     kalshi.add_argument("--ping-interval", type=float, default=10.0, help="seconds between server pings (default: 10)")
     kalshi.add_argument("--legacy", action="store_true", help="send pre-2026-03-12 integer-cent payloads")
     kalshi.set_defaults(func=run_kalshi)
+
+    poly = add_command(
+        exchanges,
+        "polymarket",
+        help="Polymarket market channel + Gamma REST simulator",
+        description=POLYMARKET_DESCRIPTION,
+        examples=POLYMARKET_EXAMPLES,
+    )
+    poly.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    poly.add_argument("--port", type=int, required=True, help="port to bind (0 = any free port)")
+    poly.add_argument("--markets", type=int, default=20, help="markets in the universe, 2 tokens each (default: 20)")
+    poly.add_argument("--rate", type=float, default=200.0,
+                      help="events/s per connection, 0 = flood (default: 200)")
+    poly.add_argument("--seed", type=int, default=1, help="seed for the universe and the data (default: 1)")
+    poly.add_argument("--array-frames", choices=["never", "mixed", "always"], default="mixed",
+                      help="how often events are wrapped in a JSON array (default: mixed)")
+    poly.add_argument("--array-max", type=int, default=5, help="events per array frame, at most (default: 5)")
+    poly.add_argument("--price-change-shape", choices=["current", "legacy", "mixed"], default="current",
+                      help="price_change payload shape (default: current)")
+    poly.add_argument("--idle-timeout", type=float, default=20.0,
+                      help="close a connection after this many seconds without PING, 0 = never (default: 20)")
+    poly.add_argument("--max-assets", type=int, default=500, help="token ids per connection (default: 500)")
+    poly.set_defaults(func=run_polymarket)
 
 
 def run_kalshi(args: argparse.Namespace) -> int:
@@ -129,6 +170,47 @@ async def _serve_kalshi(args: argparse.Namespace, pem: bytes | None) -> int:
     print(f"  ws:   {sim.ws_url}", flush=True)
     print(f"  rest: {sim.rest_url}", flush=True)
     print(f"  data: {source}, {rate}; Ctrl-C to stop", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+    return 0
+
+
+def run_polymarket(args: argparse.Namespace) -> int:
+    try:
+        return run_daemon(_serve_polymarket(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve_polymarket(args: argparse.Namespace) -> int:
+    from ingest_daemons.sim.polymarket import PolymarketSimulator
+
+    sim = PolymarketSimulator(
+        host=args.host,
+        port=args.port,
+        markets=args.markets,
+        rate=args.rate,
+        seed=args.seed,
+        array_frames=args.array_frames,
+        array_max=args.array_max,
+        price_change_shape=args.price_change_shape,
+        idle_timeout=args.idle_timeout,
+        max_assets=args.max_assets,
+        record=False,  # a long-running process must not keep every frame it sent
+    )
+    await sim.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rate = "flood" if args.rate <= 0 else f"{args.rate:g} events/s per connection"
+    print(f"Polymarket simulator: {len(sim.markets)} markets, {len(sim.trading_tokens())} tokens", flush=True)
+    print(f"  ws:      {sim.ws_url}", flush=True)
+    print(f"  rest:    {sim.rest_url}", flush=True)
+    print(f"  control: {sim.rest_url}/_sim/status", flush=True)
+    print(f"  data: {rate}, arrays {args.array_frames}; Ctrl-C to stop", flush=True)
     try:
         await stop.wait()
     finally:

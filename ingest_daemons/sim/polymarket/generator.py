@@ -181,6 +181,8 @@ class DataGenerator:
         templates = self._flood
         if not templates:
             return []
+        k = 1 if self.options.array_frames == "never" else max(1, self.options.array_max)
+        n = max(k, n // k * k)  # whole frames only
         ts = str(time.time_ns() // 1_000_000).encode()
         count = len(templates)
         pos, seq = self._flood_pos, self.seq
@@ -191,5 +193,4 @@ class DataGenerator:
             seq += 1
             elements.append((tpl.render(seq, ts), spec.PRICE_CHANGE, tpl.token, tpl.market))
         self._flood_pos, self.seq = pos, seq
-        k = 1 if self.options.array_frames == "never" else max(1, self.options.array_max)
         return [elements[i : i + k] for i in range(0, n, k)]
