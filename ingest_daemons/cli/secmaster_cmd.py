@@ -17,6 +17,7 @@ from ingest_daemons.logs import configure_logging
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError, RestError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, SyncReport, sync_kalshi
 from ingest_daemons.secmaster.migrate import migrate
+from ingest_daemons.secmaster.polymarket_sync import PolymarketSyncOptions, sync_polymarket
 from ingest_daemons.secmaster.postgres import (
     DEFAULT_DATABASE,
     EmbeddedPostgres,
@@ -48,7 +49,10 @@ def register(sub: Any) -> None:
         help="bring the secmaster up to date with the feed's REST API (one pass)",
         description=(
             "Walk /series, /events and /markets (cursor pagination, at most --rate requests per second,\n"
-            "429 and 5xx retried with backoff) and upsert every page. Rows that did not change are not\n"
+            "429 and 5xx retried with backoff) and upsert every page. For Polymarket: Gamma's open\n"
+            "/events with their markets (offset pagination; categories from tags through the feed's\n"
+            "category_tags), then a re-read of each market still open here that Gamma no longer lists\n"
+            "as open. Rows that did not change are not\n"
             "written, so they keep their updated_at and produce no CDC message. Prints inserted,\n"
             "updated, unchanged and settled counts per table; exit 1 when the API stays unusable."
         ),
@@ -56,11 +60,13 @@ def register(sub: Any) -> None:
             "  ssmd secmaster sync --env dev --feed kalshi\n"
             "  ssmd secmaster sync --env prod --feed kalshi --rate 15 --json\n"
             "  ssmd secmaster sync --env dev --rest-url http://127.0.0.1:8765/trade-api/v2 --status open\n"
+            "  ssmd secmaster sync --env dev --feed polymarket --rest-url http://127.0.0.1:8766\n"
         ),
     )
     add_env_arg(sync)
     add_exchanges_arg(sync)
-    sync.add_argument("--feed", default="kalshi", choices=["kalshi"], help="feed to sync (default: kalshi)")
+    sync.add_argument("--feed", default="kalshi", choices=["kalshi", "polymarket"],
+                      help="feed to sync (default: kalshi)")
     sync.add_argument("--rest-url", default=None, help="override the feed's REST endpoint")
     sync.add_argument("--database-url", default=None, help=DATABASE_HELP)
     sync.add_argument("--rate", type=float, default=DEFAULT_REQUESTS_PER_S,
@@ -112,10 +118,16 @@ def run_sync(args: argparse.Namespace) -> int:
             print(f"feed {args.feed!r} has no REST endpoint in environment {env.name!r}; pass --rest-url")
             return 1
         rest_url = feed.endpoint.rest
-    options = SyncOptions(feed=args.feed, rest=RestOptions(requests_per_s=args.rate), market_status=args.status)
+    rest = RestOptions(requests_per_s=args.rate)
     try:
         with secmaster_database(env.settings, args.database_url) as url:
-            report = asyncio.run(sync_kalshi(url, rest_url, options))
+            if args.feed == "polymarket":
+                feed_config = env.exchanges.feeds[args.feed]
+                report = asyncio.run(sync_polymarket(url, rest_url, feed_config.category_for_tags,
+                                                     PolymarketSyncOptions(feed=args.feed, rest=rest)))
+            else:
+                options = SyncOptions(feed=args.feed, rest=rest, market_status=args.status)
+                report = asyncio.run(sync_kalshi(url, rest_url, options))
     except (RestError, MigrationError, PostgresStartError) as exc:
         print(f"sync failed: {exc}")
         return 1

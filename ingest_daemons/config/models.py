@@ -88,12 +88,35 @@ class FeedConfig(_Model):
     # run by one unsharded connector (`ssmd connector --lifecycle`) into its own {ENV}_{FEED}_LIFECYCLE stream.
     lifecycle_channel: str | None = None
     message_types: dict[str, MessageTypeConfig] = Field(min_length=1)
+    # Venues that tag events instead of naming a category (Polymarket's Gamma tags): tag slug or
+    # label (case-insensitive) → one of `categories`. An event takes the category of its first
+    # mapped tag, in the event's own tag order; no mapped tag leaves it uncategorised.
+    category_tags: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _lifecycle_channel_is_available(self) -> FeedConfig:
         if self.lifecycle_channel is not None and self.lifecycle_channel not in self.channels.available:
             raise ValueError(f"lifecycle_channel {self.lifecycle_channel!r} is not in channels.available")
         return self
+
+    @model_validator(mode="after")
+    def _category_tags_name_categories(self) -> FeedConfig:
+        unknown = sorted({c for c in self.category_tags.values() if c not in self.categories})
+        if unknown:
+            raise ValueError(f"category_tags map to {unknown}, which are not in categories {self.categories}")
+        folded = [t.casefold() for t in self.category_tags]
+        if len(set(folded)) != len(folded):
+            raise ValueError("category_tags lists a tag twice (tags match case-insensitively)")
+        return self
+
+    def category_for_tags(self, tags: list[str]) -> str | None:
+        """The category of the first of ``tags`` that ``category_tags`` maps, else None."""
+        mapping = {t.casefold(): c for t, c in self.category_tags.items()}
+        for tag in tags:
+            found = mapping.get(tag.casefold())
+            if found is not None:
+                return found
+        return None
 
 
 # ----------------------------------------------------------------------------- environments

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -88,7 +88,7 @@ class RestClient:
             await self._session.close()
             self._session = None
 
-    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+    async def get_json(self, path: str, params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> Any:
         """GET ``base_url + path``; retried on 429/5xx/connection errors, RestError otherwise."""
         assert self._session is not None, "use RestClient as an async context manager"
         url = f"{self.base_url}/{path.lstrip('/')}"
@@ -98,7 +98,8 @@ class RestClient:
             self.requests += 1
             status: int | None = None
             try:
-                async with self._session.get(url, params=dict(params or {})) as resp:
+                query = list(params.items()) if isinstance(params, Mapping) else list(params or [])
+                async with self._session.get(url, params=query) as resp:
                     status = resp.status
                     if status == 200:
                         return await resp.json(content_type=None)
@@ -131,3 +132,17 @@ class RestClient:
             cursor = page.get("cursor") or ""
             if not cursor:
                 return
+
+    async def offset_pages(self, path: str, params: Mapping[str, str] | None = None, limit: int = 100
+                           ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield pages of a bare-array listing paged by ``limit``/``offset`` (Gamma, protocols §B3),
+        until a page comes back shorter than ``limit``."""
+        offset = 0
+        while True:
+            page = await self.get_json(path, {**(params or {}), "limit": str(limit), "offset": str(offset)})
+            if not isinstance(page, list):
+                raise RestError(f"{self.base_url}/{path.lstrip('/')}", "response is not a JSON array")
+            yield [item for item in page if isinstance(item, dict)]
+            if len(page) < limit:
+                return
+            offset += len(page)

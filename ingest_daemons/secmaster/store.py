@@ -65,6 +65,23 @@ MARKETS = TableSpec(
 )
 TABLES = {spec.name: spec for spec in (SERIES, EVENTS, MARKETS)}
 
+# Feeds other than Kalshi also write the generic columns of migration 0004 (docs/secmaster.md).
+POLYMARKET_TABLES = {
+    "series": TableSpec("series", SERIES.key, (*SERIES.columns, ("slug", "text"))),
+    "events": TableSpec(
+        "events", EVENTS.key, (*EVENTS.columns, ("slug", "text"), ("exchange_id", "text"), ("neg_risk", "boolean"))
+    ),
+    "markets": TableSpec(
+        "markets",
+        MARKETS.key,
+        (("feed", "text"), ("ticker", "text"), ("event_ticker", "text"), ("market_type", "text"), ("title", "text"),
+         ("status", "text"), ("result", "text"), ("close_time", "timestamptz"),
+         ("exchange_created_time", "timestamptz"), ("outcome", "text"), ("outcome_index", "integer")),
+    ),
+}
+# A Polymarket token whose market closed no longer trades.
+POLYMARKET_SETTLED_STATUSES = frozenset({"closed"})
+
 
 @dataclass
 class UpsertCounts:
@@ -125,7 +142,7 @@ def _upsert_sql(spec: TableSpec) -> sql.Composed:
     )
 
 
-_SQL = {name: _upsert_sql(spec) for name, spec in TABLES.items()}
+_SQL: dict[TableSpec, sql.Composed] = {spec: _upsert_sql(spec) for spec in TABLES.values()}
 
 
 def _dedupe(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -140,9 +157,21 @@ def _dedupe(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[
     return list(by_key.values())
 
 
-async def upsert(conn: AsyncConnection[Any], table: str, rows: Sequence[Mapping[str, Any]]) -> UpsertCounts:
-    """Insert new rows, update changed ones, leave the rest; one statement, caller's transaction."""
-    spec = TABLES[table]
+async def upsert(
+    conn: AsyncConnection[Any],
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    spec: TableSpec | None = None,
+    settled_statuses: frozenset[str] = SETTLED_STATUSES,
+) -> UpsertCounts:
+    """Insert new rows, update changed ones, leave the rest; one statement, caller's transaction.
+
+    ``spec`` names the columns written (default: Kalshi's for ``table``); columns it leaves out are
+    neither written nor compared.
+    """
+    spec = spec or TABLES[table]
+    if spec not in _SQL:
+        _SQL[spec] = _upsert_sql(spec)
     unique = _dedupe(spec, rows)
     counts = UpsertCounts()
     if not unique:
@@ -150,11 +179,11 @@ async def upsert(conn: AsyncConnection[Any], table: str, rows: Sequence[Mapping[
     # The triggers take this lock anyway, but only after the statement's snapshot is taken; taking it
     # first means ``prev`` sees every write committed before ours, so the counts are exact.
     await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, COMMIT_ORDER_LOCK))
-    cursor = await conn.execute(_SQL[table], {"rows": orjson.dumps(unique).decode()})
+    cursor = await conn.execute(_SQL[spec], {"rows": orjson.dumps(unique).decode()})
     for ticker, existed, old_status, new_status in await cursor.fetchall():
         if existed:
             counts.updated += 1
-            if new_status in SETTLED_STATUSES and old_status not in SETTLED_STATUSES:
+            if new_status in settled_statuses and old_status not in settled_statuses:
                 counts.settled += 1
                 counts.settled_tickers.append(ticker)
         else:

@@ -102,3 +102,20 @@ def test_cli_validate(write_env: WriteEnv, capsys: pytest.CaptureFixture[str]) -
     assert main(["config", "validate", "--exchanges", str(root)]) == 1
     out = capsys.readouterr().out
     assert "INVALID: 2 problem(s)" in out and "feeds.nope: unknown feed" in out
+
+
+def test_category_tags_must_name_known_categories(exchanges_dir: Path) -> None:
+    path = exchanges_dir / "feeds" / "polymarket.yaml"
+    feed = yaml.safe_load(path.read_text())
+    feed["category_tags"]["nba"] = "Sprots"
+    path.write_text(yaml.safe_dump(feed))
+    issues = issues_of(exchanges_dir)
+    assert any("feeds/polymarket.yaml" in i and "Sprots" in i and "not in categories" in i for i in issues)
+
+
+def test_category_tags_map_first_tag_in_event_order() -> None:
+    feed = load_exchanges(REPO_EXCHANGES).feeds["polymarket"]
+    assert feed.category_for_tags(["Tennis", "Politics"]) == "Sports"  # labels match case-insensitively
+    assert feed.category_for_tags(["unknown-tag", "bitcoin"]) == "Crypto"
+    assert feed.category_for_tags(["unknown-tag"]) is None
+    assert set(feed.category_tags.values()) <= set(feed.categories)
