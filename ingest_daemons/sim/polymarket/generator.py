@@ -31,6 +31,7 @@ class GeneratorOptions:
     array_max: int = 5  # events per array frame (at most)
     price_change_shape: ShapeMode = "current"
     snapshot_array_max: int = 50  # book snapshots per array frame after a subscribe
+    snapshot_event_type: bool = True  # False: subscribe snapshots lack event_type, as seen live (§B1)
 
 
 def frame_of(elements: list[Element]) -> bytes:
@@ -67,7 +68,8 @@ class DataGenerator:
             if m is None or not m.trading:
                 continue
             outcome = m.outcome_of(t)
-            out.append((messages.book(m, outcome, ts, self._next()), spec.BOOK, t, m.condition_id))
+            data = messages.book(m, outcome, ts, self._next(), with_type=self.options.snapshot_event_type)
+            out.append((data, spec.BOOK, t, m.condition_id))
         size = max(1, self.options.snapshot_array_max)
         return [out[i : i + size] for i in range(0, len(out), size)]
 

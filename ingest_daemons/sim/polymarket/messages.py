@@ -44,7 +44,10 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body)
 
 
-def book(m: SimMarket, outcome: int, ts: str, seq: int, *, legacy_keys: bool = False) -> bytes:
+def book(
+    m: SimMarket, outcome: int, ts: str, seq: int, *, legacy_keys: bool = False, with_type: bool = True
+) -> bytes:
+    """``with_type=False`` leaves out ``event_type``, as some live initial snapshots did (§B1)."""
     bids, asks = m.book_of(outcome)
     body: dict[str, Any] = {
         "event_type": spec.BOOK,
@@ -61,6 +64,8 @@ def book(m: SimMarket, outcome: int, ts: str, seq: int, *, legacy_keys: bool = F
         "last_trade_price": PRICE[m.last_price if outcome == 0 else spec.PRICE_UNITS - m.last_price],
         "tick_size": PRICE[m.tick],
     }
+    if not with_type:
+        del body["event_type"]
     return _dumps(body)
 
 

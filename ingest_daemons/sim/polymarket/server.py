@@ -33,7 +33,9 @@ class PolymarketSimulator:
 
     ``rate`` is events per second per connection (``0`` floods with array-wrapped ``price_change``
     events). ``array_frames`` says how often events are wrapped in a JSON array (``never``,
-    ``mixed``, ``always``); ``price_change_shape`` picks the current, the legacy or both shapes.
+    ``mixed``, ``always``); ``price_change_shape`` picks the current, the legacy or both shapes;
+    ``snapshot_event_type=False`` sends the ``book`` snapshots after a subscribe without
+    ``event_type``, a quirk of live initial frames (§B1).
     ``idle_timeout`` closes a connection that sent no ``PING`` for that long (0 = never);
     ``max_assets`` is the per-connection asset limit, past which the connection is closed with 1008.
     ``record=False`` keeps ``sent_frames`` empty (benchmarks).
@@ -50,6 +52,7 @@ class PolymarketSimulator:
         array_frames: ArrayMode = "mixed",
         array_max: int = 5,
         price_change_shape: ShapeMode = "current",
+        snapshot_event_type: bool = True,
         idle_timeout: float = spec.IDLE_TIMEOUT_S,
         max_assets: int = spec.MAX_ASSETS_PER_CONNECTION,
         record: bool = True,
@@ -63,7 +66,10 @@ class PolymarketSimulator:
         self._shared = SharedState(
             universe=self._universe,
             options=GeneratorOptions(
-                array_frames=array_frames, array_max=array_max, price_change_shape=price_change_shape
+                array_frames=array_frames,
+                array_max=array_max,
+                price_change_shape=price_change_shape,
+                snapshot_event_type=snapshot_event_type,
             ),
             rate=float(rate),
             idle_timeout=idle_timeout,

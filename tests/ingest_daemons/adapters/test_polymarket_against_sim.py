@@ -16,7 +16,7 @@ from tests.fixtures.polymarket import PolymarketSimFactory
 
 @pytest.mark.parametrize(
     ("options", "events"),
-    [({"array_frames": "mixed", "price_change_shape": "mixed"}, 3000),
+    [({"array_frames": "mixed", "price_change_shape": "mixed", "snapshot_event_type": False}, 3000),
      ({"array_frames": "always", "array_max": 20, "rate": 0}, 20_000)],
 )  # fmt: skip
 async def test_adapter_reads_what_the_simulator_sent(
@@ -42,6 +42,9 @@ async def test_adapter_reads_what_the_simulator_sent(
                 received.append(frame)
     sent = sim.sent_frames
     assert [f.data for f in sent] == received
+    if options.get("snapshot_event_type") is False:
+        first = orjson.loads(sent[0].data)
+        assert isinstance(first, list) and "event_type" not in first[0] and "bids" in first[0]
     types = set()
     for f in sent:
         got = pm.split_frame(f.data)
