@@ -1,42 +1,53 @@
-"""Shared pieces for the deployment checks: paths, rendered overlays, optional external tools."""
+"""Shared pieces for the deployment checks: paths, the overlays rendered by kustomize, the lint tools."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
+import subprocess
 import sysconfig
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from deploy import render
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 OVERLAYS = {name: DEPLOY / "k8s" / "overlays" / name for name in ("dev", "prod")}
-# Tools the CI runner has but a development machine may not; listing one in SSMD_REQUIRE_TOOLS
-# (as .github/workflows/ci.yml does) makes its tests fail instead of skip when it is missing.
-REQUIRE_TOOLS_ENV = "SSMD_REQUIRE_TOOLS"
+# The base reads exchanges/ (outside deploy/k8s); deploy/README.md applies with the same flag.
+KUSTOMIZE = ["kustomize", "--load-restrictor", "LoadRestrictionsNone"]
 
 
 def tool(name: str) -> str:
-    """Path of an executable: the project's virtualenv first (dev-extra tools), then PATH."""
+    """Path of an executable: the project's virtualenv first (the dev extra installs every lint
+    tool there), then PATH (kubectl). A missing tool fails the test: no deploy check skips."""
     scripts = Path(sysconfig.get_path("scripts"))
     for candidate in (scripts / name, shutil.which(name)):
         if candidate and Path(candidate).is_file():
             return str(candidate)
-    required = os.environ.get(REQUIRE_TOOLS_ENV, "").split()
-    if name in required:
-        pytest.fail(f"{name} is required here ({REQUIRE_TOOLS_ENV}) but not installed")
-    pytest.skip(f"{name} is not installed (the CI runner installs it; {REQUIRE_TOOLS_ENV} makes it required)")
+    pytest.fail(f"{name} is not installed: `make venv` installs the dev extra; kubectl comes with the machine")
+
+
+@cache
+def _kustomize_text(directory: Path) -> str:
+    result = subprocess.run(
+        [tool("kubectl"), *KUSTOMIZE, str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
+    return result.stdout
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize` renders for an overlay (a fresh copy on every call)."""
+    return [d for d in yaml.safe_load_all(_kustomize_text(directory)) if d]
 
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict[str, Any]]]:
     """Every overlay's objects, rendered once per session."""
-    return {name: render.render(path) for name, path in OVERLAYS.items()}
+    return {name: kustomize(path) for name, path in OVERLAYS.items()}
 
 
 def ssmd_subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

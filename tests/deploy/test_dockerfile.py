@@ -213,3 +213,21 @@ def test_lock_names_no_index() -> None:
     text = (DEPLOY / "requirements.lock").read_text()
     assert not re.search(r"^\s*-(-index|-extra-index|-find-links|i |f )", text, re.MULTILINE)
     assert "://" not in text
+
+
+# The first setuptools that reads `license = "<SPDX expression>"` (PEP 639); older ones reject it.
+SPDX_LICENSE_SETUPTOOLS = Version("77")
+
+
+def test_build_system_admits_no_setuptools_too_old_for_the_license_string() -> None:
+    """`pip install .` builds with [build-system].requires: a setuptools it admits must be able to
+    read the project's metadata, and the image's locked build backend must satisfy it too."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert isinstance(project["project"]["license"], str)
+    requires = {canonicalize_name(r.name): r for r in map(Requirement, project["build-system"]["requires"])}
+    specifier = requires["setuptools"].specifier
+    too_old = Version(f"{SPDX_LICENSE_SETUPTOOLS.major - 1}.99")
+    assert too_old not in specifier, f"[build-system] admits setuptools {too_old}, which rejects `license = \"...\"`"
+    locked = _locked()
+    for name, requirement in requires.items():
+        assert locked[name] in requirement.specifier, f"{name} {locked[name]} (locked) does not satisfy {requirement}"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from ingest_daemons.cli import build_parser
-from tests.deploy.conftest import DEPLOY, OVERLAYS, REPO_ROOT, find, pod_specs, ssmd_subcommands
+from tests.deploy.conftest import DEPLOY, OVERLAYS, REPO_ROOT, find, kustomize, pod_specs, ssmd_subcommands
 from tests.deploy.test_manifests import containers
 
 # What the kubelet substitutes at run time for values that only exist in a pod.
@@ -35,11 +35,9 @@ def _expand(arg: str, env: dict[str, str]) -> str:
 
 
 def _commands_from_manifests() -> list[tuple[str, list[str]]]:
-    from deploy import render
-
     found = []
     for overlay, path in OVERLAYS.items():
-        objects = render.render(path)
+        objects = kustomize(path)
         for workload, _, container in containers(objects):
             env: dict[str, str] = dict(POD_VALUES)
             for source in container.get("envFrom", []):
