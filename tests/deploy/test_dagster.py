@@ -15,10 +15,13 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._serdes import ConfigurableClassData
 
 from tests.deploy.conftest import DEPLOY, find
-from tests.deploy.k8s_schema import value_errors
+from tests.deploy.dagster_chart import instance_sections
+from tests.deploy.kube_validate import validation_errors
 
 INSTANCE_FILE = DEPLOY / "dagster" / "dagster-k8s.yaml"
 VALUES_FILE = DEPLOY / "dagster" / "values.yaml"
+# deploy/README.md installs the chart as release `dagster` into the daemons' namespace.
+RELEASE, NAMESPACE = "dagster", "ssmd"
 # Top-level keys and the sub-keys used here, as the chart's own schema defines them (pydantic models
 # under helm/dagster/schema/schema/charts/ in the dagster repository, chart 1.13); the chart rejects
 # unknown run launcher keys (extra="forbid"), and silently ignores other misspellings.
@@ -57,6 +60,11 @@ def env_names(node: Any) -> set[str]:
     return set()
 
 
+def module_name(entry: dict[str, Any]) -> str:
+    """The module Dagster loads (it maps the chart's ``dagster.core...`` to ``dagster._core...``)."""
+    return ConfigurableClassData(entry["module"], entry["class"], "{}").module_name
+
+
 @pytest.fixture(scope="module")
 def instance() -> dict[str, Any]:
     assert INSTANCE_FILE.is_file(), "deploy/dagster/dagster-k8s.yaml (the k8s instance config) is missing"
@@ -81,7 +89,18 @@ def test_instance_config_matches_dagsters_schema(instance_env: None, tmp_path: P
     config, custom_class = dagster_instance_config(str(tmp_path))
     assert custom_class is None
     assert config["run_launcher"]["class"] == "K8sRunLauncher"
-    assert "postgres" in config["storage"]
+    for section in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert config[section]["module"].startswith("dagster_postgres."), section
+
+
+@pytest.mark.parametrize("section", ["run_storage", "event_log_storage", "schedule_storage"])
+def test_storage_classes_import_and_accept_their_config(
+    instance_env: None, instance: dict[str, Any], section: str
+) -> None:
+    entry = instance[section]
+    cls = getattr(importlib.import_module(module_name(entry)), entry["class"])
+    result = process_config(resolve_to_config_type(cls.config_type()), entry["config"])
+    assert result.success, [e.message for e in result.errors or []]
 
 
 @pytest.mark.parametrize("section", ["run_launcher", "run_coordinator", "compute_logs"])
@@ -89,7 +108,7 @@ def test_configured_classes_import_and_accept_their_config(
     instance_env: None, instance: dict[str, Any], section: str
 ) -> None:
     entry = instance[section]
-    cls = getattr(importlib.import_module(entry["module"]), entry["class"])
+    cls = getattr(importlib.import_module(module_name(entry)), entry["class"])
     result = process_config(resolve_to_config_type(cls.config_type()), entry.get("config") or {})
     assert result.success, [e.message for e in result.errors or []]
 
@@ -116,14 +135,15 @@ def test_the_run_launcher_builds_from_this_config(instance_env: None, instance: 
     launcher = ConfigurableClassData(entry["module"], entry["class"], yaml.safe_dump(config)).rehydrate(
         as_type=K8sRunLauncher
     )
-    assert launcher.job_namespace == "test-dagster_k8s_namespace"
+    assert launcher.job_namespace == NAMESPACE
     assert launcher.service_account_name == "dagster"
+    assert launcher.postgres_password_secret == "dagster-postgresql-secret"
 
 
 def test_postgres_scheme_has_its_driver(instance: dict[str, Any]) -> None:
     from sqlalchemy.engine import make_url
 
-    scheme = instance["storage"]["postgres"]["postgres_db"]["scheme"]
+    scheme = instance["run_storage"]["config"]["postgres_db"]["scheme"]
     dialect = make_url(f"{scheme}://user@host/db").get_dialect()
     assert dialect.driver == "psycopg2"
 
@@ -139,64 +159,92 @@ def test_values_use_only_keys_the_chart_knows(values: dict[str, Any]) -> None:
     assert set(launcher["runK8sConfig"]) <= CHART_RUN_K8S_CONFIG
 
 
-def test_kubernetes_fragments_in_values_match_the_api_schema(values: dict[str, Any]) -> None:
-    errors: list[str] = []
+def pods_from_values(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Kubernetes fragments of the values placed where the chart puts them, as whole Pods."""
     (deployment,) = values["dagster-user-deployments"]["deployments"]
-    for key, type_name in (
-        ("env", "list[V1EnvVar]"),
-        ("envConfigMaps", "list[V1ConfigMapEnvSource]"),
-        ("volumes", "list[V1Volume]"),
-        ("volumeMounts", "list[V1VolumeMount]"),
-        ("podSecurityContext", "V1PodSecurityContext"),
-        ("securityContext", "V1SecurityContext"),
-        ("resources", "V1ResourceRequirements"),
-    ):
-        errors += value_errors(deployment[key], type_name, f"deployments[ssmd].{key}")
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    errors += value_errors(launcher["volumes"], "list[V1Volume]", "k8sRunLauncher.volumes")
-    errors += value_errors(launcher["volumeMounts"], "list[V1VolumeMount]", "k8sRunLauncher.volumeMounts")
-    container = launcher["runK8sConfig"]["containerConfig"]
-    errors += value_errors(container["resources"], "V1ResourceRequirements", "runK8sConfig.containerConfig.resources")
-    for name in ("dagsterWebserver", "dagsterDaemon"):
-        errors += value_errors(values[name]["resources"], "V1ResourceRequirements", f"{name}.resources")
-    assert not errors, "\n".join(errors)
+
+    def pod(name: str, spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {**spec, "containers": [{"name": "main", "image": "image:tag", **container}]},
+        }
+
+    return [
+        pod(
+            "code-location",
+            {"volumes": deployment["volumes"], "securityContext": deployment["podSecurityContext"]},
+            {
+                "env": deployment["env"],
+                "envFrom": [{"configMapRef": m} for m in deployment["envConfigMaps"]],
+                "volumeMounts": deployment["volumeMounts"],
+                "securityContext": deployment["securityContext"],
+                "resources": deployment["resources"],
+            },
+        ),
+        pod(
+            "run",
+            {"volumes": launcher["volumes"]},
+            {
+                "envFrom": [{"configMapRef": m} for m in launcher["envConfigMaps"]],
+                "volumeMounts": launcher["volumeMounts"],
+                **launcher["runK8sConfig"]["containerConfig"],
+            },
+        ),
+        *(
+            pod(name.lower(), {}, {"resources": values[name]["resources"]})
+            for name in ("dagsterWebserver", "dagsterDaemon")
+        ),
+    ]
 
 
-def test_values_render_the_instance_this_file_describes(values: dict[str, Any], instance: dict[str, Any]) -> None:
-    """What the chart writes into dagster.yaml from values.yaml equals dagster-k8s.yaml, field by field."""
-    postgres = instance["storage"]["postgres"]["postgres_db"]
-    assert values["postgresql"]["postgresqlScheme"] == postgres["scheme"]
-    assert values["postgresql"]["service"]["port"] == postgres["port"]
+def test_kubernetes_fragments_in_values_pass_strict_validation(values: dict[str, Any], tmp_path: Path) -> None:
+    assert validation_errors(pods_from_values(values), tmp_path) == []
 
-    run_launcher = instance["run_launcher"]
-    assert (values["runLauncher"]["type"], run_launcher["module"]) == ("K8sRunLauncher", "dagster_k8s")
-    chart = values["runLauncher"]["config"]["k8sRunLauncher"]
-    config = run_launcher["config"]
-    assert config["service_account_name"] == values["global"]["serviceAccountName"]
-    assert config["instance_config_map"] == "dagster-instance"  # the chart's name for release `dagster`
-    assert config["image_pull_policy"] == chart["imagePullPolicy"]
-    assert [m["name"] for m in chart["envConfigMaps"]] == config["env_config_maps"]
-    assert chart["volumes"] == config["volumes"]
-    assert chart["volumeMounts"] == config["volume_mounts"]
-    assert chart["runK8sConfig"]["containerConfig"] == config["run_k8s_config"]["container_config"]
-    assert config["env_secrets"] == [values["global"]["postgresqlSecretName"]]
 
-    coordinator = values["dagsterDaemon"]["runCoordinator"]
-    queued = coordinator["config"]["queuedRunCoordinator"]
-    assert instance["run_coordinator"]["class"] == coordinator["type"] == "QueuedRunCoordinator"
-    assert queued["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
-    assert queued["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+def test_a_misspelt_fragment_in_values_fails_validation(values: dict[str, Any], tmp_path: Path) -> None:
+    broken = yaml.safe_load(yaml.safe_dump(values))
+    (deployment,) = broken["dagster-user-deployments"]["deployments"]
+    deployment["volumeMounts"][0]["readonly"] = deployment["volumeMounts"][0].pop("readOnly")
+    errors = "\n".join(validation_errors(pods_from_values(broken), tmp_path))
+    assert "pod/code-location" in errors and "'readonly' was unexpected" in errors
 
-    retries = values["dagsterDaemon"]["runRetries"]
-    assert (retries["enabled"], retries["maxRetries"]) == (
-        instance["run_retries"]["enabled"],
-        instance["run_retries"]["max_retries"],
+
+def test_the_instance_file_is_what_the_chart_renders_from_the_values(
+    values: dict[str, Any], instance: dict[str, Any]
+) -> None:
+    """dagster-k8s.yaml equals the chart's dagster.yaml sections for these values, key by key."""
+    assert instance == instance_sections(values, RELEASE, NAMESPACE)
+
+
+def test_the_chart_reads_only_the_database_password_from_the_environment(instance: dict[str, Any]) -> None:
+    """Host, user and database are literal in the chart's output; the password comes from the
+    Secret, in the chart's own pods as DAGSTER_PG_PASSWORD and in run pods through
+    postgres_password_secret, which is also the only Secret the run launcher passes on."""
+    assert env_names(instance) == {"DAGSTER_PG_PASSWORD"}
+    config = instance["run_launcher"]["config"]
+    assert config["postgres_password_secret"] == "dagster-postgresql-secret"
+    assert "env_secrets" not in config and "job_image" not in config
+
+
+def test_the_derivation_follows_the_values(values: dict[str, Any]) -> None:
+    """The transcription reads the values rather than restating the file: changing a value changes
+    exactly what the chart's templates would change."""
+    changed = yaml.safe_load(yaml.safe_dump(values))
+    changed["postgresql"]["postgresqlHost"] = "other.internal"
+    changed["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"] = [{"name": "extra"}]
+    changed["runLauncher"]["config"]["k8sRunLauncher"]["jobNamespace"] = "runs"
+    sections = instance_sections(changed, RELEASE, NAMESPACE)
+    assert {sections[s]["config"]["postgres_db"]["hostname"] for s in ("run_storage", "event_log_storage")} == {
+        "other.internal"
+    }
+    assert sections["run_launcher"]["config"]["env_secrets"] == ["extra"]
+    assert sections["run_launcher"]["config"]["job_namespace"] == "runs"
+    assert instance_sections(values, "ssmd-dagster", "x")["run_launcher"]["config"]["instance_config_map"] == (
+        "ssmd-dagster-instance"
     )
-
-    logs = values["computeLogManager"]
-    assert logs["type"] == instance["compute_logs"]["class"] == "GCSComputeLogManager"
-    assert logs["config"]["gcsComputeLogManager"]["prefix"] == instance["compute_logs"]["config"]["prefix"]
-    assert values["telemetry"]["enabled"] == instance["telemetry"]["enabled"]
 
 
 def test_code_location_finds_what_the_manifests_provide(values: dict[str, Any], rendered: dict[str, Any]) -> None:
