@@ -1,7 +1,7 @@
 """The desired number of connector shards of a feed on one machine, as a file.
 
 With no orchestrator to ask, ``{data_dir}/shards/{feed}.json`` holds ``{"shards": N}``: the Dagster
-headroom job raises it (``ssmd_dagster.scaling.LocalShardScaler``) and ``ssmd up`` starts a
+headroom job raises it (``ingest_daemons.scaling.LocalShardScaler``) and ``ssmd up`` starts a
 ``connector --shard i`` for every shard it names. A missing file means one shard. Writes are atomic
 (temp file, fsync, rename), so a reader never sees half a file.
 """

@@ -3,7 +3,7 @@
 One op, two idempotent steps, in this order:
 
 1. **Scale** (when the scaler resource is enabled): make sure ``expected_shards + 1`` connector
-   processes exist, through ``ssmd_dagster.scaling`` (``SSMD_SHARD_SCALER``: the local count file
+   processes exist, through ``ingest_daemons.scaling`` (``SSMD_SHARD_SCALER``: the local count file
    or the feed's Kubernetes StatefulSet). ``ensure_at_least`` never lowers a count, so a retried
    run changes nothing.
 2. **Open** the shard in the KV registry: ``open_headroom_shard(expected_shards)`` is a
@@ -41,12 +41,12 @@ from nats.js.errors import KeyNotFoundError
 from pydantic import Field
 
 from ingest_daemons.config import ResolvedEnvironment
+from ingest_daemons.scaling import SCALER_ENV, ScaleResult, ScalingError, ShardScaler, scaler_from_env
 from ingest_daemons.shards import ShardLayout, ShardRegistry
 from ssmd_dagster._async import run_coroutine
 from ssmd_dagster.alerts import Alert, AlertWebhookResource
 from ssmd_dagster.assets.shards import ShardTarget, connect_bounded
 from ssmd_dagster.resources import NatsResource
-from ssmd_dagster.scaling import SCALER_ENV, ScaleResult, ScalingError, ShardScaler, scaler_from_env
 
 HEADROOM_JOB = "shard_headroom"
 HEADROOM_OP = "open_headroom_shard"

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from ssmd_dagster.scaling import (
+from ingest_daemons.scaling import (
     LocalShardScaler,
     ScalerSettings,
     ScalingError,
     scaler_from_env,
 )
-from ssmd_dagster.scaling.k8s import MERGE_PATCH, KubernetesShardScaler
+from ingest_daemons.scaling.k8s import MERGE_PATCH, KubernetesShardScaler
 from tests.deploy.kube_api_replay import KubeApiReplay, recorded
 
 NS = "ssmd"

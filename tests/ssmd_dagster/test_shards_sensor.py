@@ -32,12 +32,12 @@ from dagster import (
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from ingest_daemons.nats_runner import NatsServer, free_port
+from ingest_daemons.scaling import LocalShardScaler
 from ingest_daemons.shards import ShardRegistry
 from ssmd_dagster.alerts import Alert, AlertWebhookResource, WebhookOptions, post_alert, send_alerts
 from ssmd_dagster.assets.shards import ShardTarget, ShardThresholds, build_shards_asset
 from ssmd_dagster.jobs_shards import ShardScalerResource, build_shard_headroom_job, headroom_run_config
 from ssmd_dagster.resources import NatsResource, SsmdConfigResource
-from ssmd_dagster.scaling import LocalShardScaler
 from ssmd_dagster.sensors.shards import make_shard_headroom_sensor
 from tests.fixtures.webhook import Receiver
 from tests.ssmd_dagster.conftest import fast_alerts

@@ -25,7 +25,7 @@ from typing import Any
 
 import urllib3
 
-from ssmd_dagster.scaling.base import (
+from ingest_daemons.scaling.base import (
     DEFAULT_MAX_SHARDS,
     DEFAULT_NAME_PATTERN,
     ScaleResult,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ingest_daemons.scaling.base import DEFAULT_MAX_SHARDS, ScaleResult, ScalingError, check_target
 from ingest_daemons.shard_count_file import (
     DEFAULT_SHARDS,
     ShardCountError,
@@ -15,7 +16,6 @@ from ingest_daemons.shard_count_file import (
     shard_count_path,
     write_shard_count,
 )
-from ssmd_dagster.scaling.base import DEFAULT_MAX_SHARDS, ScaleResult, ScalingError, check_target
 
 LOCAL_DEFAULT_SHARDS = DEFAULT_SHARDS
 

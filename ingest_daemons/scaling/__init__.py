@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ssmd_dagster.scaling.base import (
+from ingest_daemons.scaling.base import (
     DEFAULT_MAX_SHARDS,
     DEFAULT_NAME_PATTERN,
     MAX_SHARDS_ENV,
@@ -33,7 +33,7 @@ from ssmd_dagster.scaling.base import (
     ScalingError,
     ShardScaler,
 )
-from ssmd_dagster.scaling.local import LocalShardScaler
+from ingest_daemons.scaling.local import LocalShardScaler
 
 __all__ = [
     "DEFAULT_MAX_SHARDS",
@@ -62,7 +62,7 @@ def scaler_from_env(
     env = os.environ if environ is None else environ
     settings = ScalerSettings.from_env(env)
     if settings.kind == "kubernetes":
-        from ssmd_dagster.scaling.k8s import KubernetesShardScaler
+        from ingest_daemons.scaling.k8s import KubernetesShardScaler
 
         return KubernetesShardScaler.from_settings(settings, env)
     root = data_dir if data_dir is not None else Path(env.get("SSMD_DATA_DIR") or "var")
