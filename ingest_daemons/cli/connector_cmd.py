@@ -116,15 +116,21 @@ async def _run(args: argparse.Namespace) -> int:
             return 1
         return await KalshiConnector(env, feed, [], MarketDirectory(), credentials, options).run_until_signalled()
     rest_url = args.rest_url or feed.endpoint.rest
+    # Health first: REST discovery can take minutes, and the probes should see a live process that
+    # reports "discovering markets" rather than a closed port.
+    connector = KalshiConnector(env, feed, [], MarketDirectory(), credentials, options)
+    connector.starting = "discovering markets"
+    await connector.serve_health()
     try:
         markets, directory, catalog = await _markets_and_directory(args, feed, rest_url)
     except RuntimeError as exc:
         print(f"cannot find markets to subscribe: {exc}")
+        if connector.health is not None:
+            await connector.health.stop()
         return 1
     # With the registry, every passing market is a candidate and the KV registry decides the shard.
     mine = markets if args.follow_cdc else shard_markets(markets, args.shard, feed.settings.shard_size)
-    connector = KalshiConnector(env, feed, mine, directory, credentials, options)
-    connector.catalog = catalog
+    connector.use_markets(mine, directory, catalog)
     return await connector.run_until_signalled()
 
 

@@ -26,7 +26,7 @@ from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import LIFECYCLE, SubjectBuilder
 from ingest_daemons.nats_client import connect_daemon
 from ingest_daemons.publisher import DEFAULT_ACK_TIMEOUT_S, DEFAULT_MAX_IN_FLIGHT, JetStreamPublisher
-from ingest_daemons.shards import ShardRegistry
+from ingest_daemons.shards import ShardLayout, ShardRegistry
 
 log = get_logger("ssmd.connector")
 
@@ -59,6 +59,13 @@ def shard_markets(markets: list[str], shard: int, shard_size: int) -> list[str]:
     """Deterministic slice of the sorted market list for shard ``shard``."""
     ordered = sorted(set(markets))
     return ordered[shard * shard_size : (shard + 1) * shard_size]
+
+
+def beyond_layout_reason(shard: int, layout: ShardLayout) -> str:
+    return (
+        f"shard {shard} is beyond the layout ({layout.shards} shard(s)): no markets are assigned to it "
+        f"until `ssmd shards scale --shards {shard + 1}` (or more) or a headroom run opens it"
+    )
 
 
 class KalshiConnector:
@@ -119,6 +126,10 @@ class KalshiConnector:
         self.follower: CdcFollower | None = None
         self.membership: ShardMembership | None = None
         self.health: HealthServer | None = None
+        # Why /readyz says no before the sessions exist (e.g. "discovering markets"), and the layout
+        # when this shard's index is beyond it (no markets are assigned to it until it grows).
+        self.starting: str | None = None
+        self.beyond_layout: ShardLayout | None = None
         self._nc: Client | None = None
         self._stop = asyncio.Event()
         self._follow_stop = asyncio.Event()
@@ -159,15 +170,44 @@ class KalshiConnector:
         return await membership.current()
 
     def ready(self) -> tuple[bool, str]:
+        if self.starting is not None:
+            return False, self.starting
+        if self.beyond_layout is not None:
+            return False, beyond_layout_reason(self.options.shard, self.beyond_layout)
         return ready_reason(self.sessions, lambda: self.publisher.connected)
+
+    # ------------------------------------------------------------------ health first, layout check
+
+    async def serve_health(self) -> None:
+        """Start /healthz /readyz /metrics (once): before market discovery, so the startup probe
+        sees a live process and /readyz says what it waits for."""
+        if self.options.metrics_port is not None and self.health is None:
+            self.health = HealthServer(self.metrics, self.ready, self.options.metrics_host, self.options.metrics_port)
+            await self.health.start()
+
+    def use_markets(self, markets: list[str], directory: MarketDirectory, catalog: KalshiCatalog | None) -> None:
+        """The discovered candidates; ends the "discovering markets" phase."""
+        self.candidates, self.directory, self.catalog = markets, directory, catalog
+        self.starting = None
+
+    async def _check_layout(self) -> None:
+        """Note (and log, on change) whether this shard's index is beyond the registry's layout."""
+        assert self.registry is not None
+        layout = await self.registry.layout()
+        beyond = layout if self.options.shard >= layout.shards else None
+        if beyond is not None and self.beyond_layout is None:
+            log.warning("shard is beyond the layout: " + beyond_layout_reason(self.options.shard, beyond),
+                        env=self.env.name, feed=self.feed.name, shard=self.options.shard, shards=beyond.shards)
+        elif beyond is None and self.beyond_layout is not None:
+            log.info("shard is inside the layout now", env=self.env.name, feed=self.feed.name,
+                     shard=self.options.shard, shards=layout.shards)
+        self.beyond_layout = beyond
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def start(self) -> None:
-        if self.options.metrics_port is not None:
-            self.health = HealthServer(self.metrics, self.ready, self.options.metrics_host, self.options.metrics_port)
-            await self.health.start()
+        await self.serve_health()
         await self.publisher.start(wait_connected_s=None)
         markets = self.candidates
         if self.options.use_registry and not self.options.lifecycle:
@@ -177,6 +217,7 @@ class KalshiConnector:
             self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name,
                                                      replicas=self.env.config.streams.replicas)
             await self.registry.ensure_layout(shards=1, capacity=self.feed.settings.shard_size)
+            await self._check_layout()
             if self.options.follow_cdc:  # follow new assignments before reading the existing ones
                 self.membership = ShardMembership(self.registry, self.options.shard, self.directory)
                 await self.membership.follow()
@@ -221,6 +262,7 @@ class KalshiConnector:
                     last_message_age_s=round(now - self.metrics.last_message_monotonic, 1),
                     run=self.run_id,
                 )
+                await self._check_layout()
             except Exception as exc:  # NATS down: the next beat tries again
                 log.warning("heartbeat failed", shard=self.options.shard, error=type(exc).__name__)
             last_count, last_time = count, now
