@@ -15,7 +15,13 @@ Guarantees:
   are buffered up to that bound, then :meth:`publish` blocks, which stops the caller reading its
   socket (backpressure) instead of dropping anything.
 * Connection loss is retried forever with capped, fully jittered exponential backoff; every held
-  frame is re-sent after reconnecting.
+  frame is re-sent after reconnecting. With several servers (``url`` is a comma-separated list)
+  each reconnect tries the next one.
+* The server's ``INFO`` is read: a frame larger than its ``max_payload`` is published as ordered
+  chunks (``ingest_daemons.frame_chunks``) instead of being refused and re-sent forever, and a
+  server entering lame-duck mode (``"ldm": true``) is left before it goes: a new connection is made
+  (to the next configured server, or the same URL when there is one) while the old one keeps
+  publishing, and the held frames move over once the new one answers.
 
 Supports ``nats://[user:pass@|token@]host:port``; TLS is not implemented on this path.
 """
@@ -35,6 +41,7 @@ from urllib.parse import unquote, urlparse
 import orjson
 
 from ingest_daemons.backoff import Backoff
+from ingest_daemons.frame_chunks import split_frame
 from ingest_daemons.logs import get_logger
 
 log = get_logger("ssmd.publisher")
@@ -43,6 +50,7 @@ DEFAULT_MAX_IN_FLIGHT = 50_000
 DEFAULT_ACK_TIMEOUT_S = 5.0
 DEFAULT_PING_INTERVAL_S = 5.0
 DEFAULT_MAX_OUTSTANDING_PINGS = 3
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, assumed until the server's INFO says otherwise
 _CRLF = b"\r\n"
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
 # An ack: ``MSG <inbox>.<token> <sid> <size>\r\n`` (no reply subject on acks).
@@ -107,6 +115,8 @@ class _Protocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pongs = 0
         self.pong = asyncio.Event()
+        self.max_payload: int | None = None
+        self.lame_duck = asyncio.Event()
         # ``MSG <inbox><token> `` lines: the token of every ack in a buffer, found in one pass
         self.ack_tokens = re.compile(b"^MSG " + re.escape(owner._inbox_b) + rb"(\d+) ", re.MULTILINE).findall
 
@@ -116,15 +126,18 @@ class _Protocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._set_write_paused(False)
+        if self.owner._proto is self:
+            self.owner._set_write_paused(False)
         if not self.closed.done():
             self.closed.set_result(None)
 
     def pause_writing(self) -> None:
-        self.owner._set_write_paused(True)
+        if self.owner._proto is self:
+            self.owner._set_write_paused(True)
 
     def resume_writing(self) -> None:
-        self.owner._set_write_paused(False)
+        if self.owner._proto is self:
+            self.owner._set_write_paused(False)
 
     def _ack_run(self, buf: bytearray) -> int:
         """Settle a buffer that holds nothing but successful acks in a few C-level passes; return where the
@@ -152,6 +165,19 @@ class _Protocol(asyncio.Protocol):
             return 0
         self.owner._on_acks(tokens)
         return end
+
+    def _on_info(self, body: bytes) -> None:
+        """The server's INFO: on connect, and again when something changes (lame-duck mode, cluster)."""
+        try:
+            info = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            log.warning("unreadable INFO from the nats server", detail=body[:200].decode(errors="replace"))
+            return
+        if isinstance(info.get("max_payload"), int) and info["max_payload"] > 0:
+            self.max_payload = int(info["max_payload"])
+            self.owner._on_max_payload(self, self.max_payload)
+        if info.get("ldm") and not self.lame_duck.is_set():
+            self.lame_duck.set()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -198,6 +224,8 @@ class _Protocol(asyncio.Protocol):
                 elif line == b"PONG":
                     self.pongs += 1
                     self.pong.set()
+                elif line.startswith(b"INFO "):
+                    self._on_info(line[5:])
                 elif line.startswith(b"-ERR"):
                     log.warning("nats server error", detail=line[5:].decode(errors="replace"))
         del buf[:pos]
@@ -216,7 +244,11 @@ class JetStreamPublisher:
         ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
         on_ack: Callable[[str, int, bytes], None] | None = None,
     ) -> None:
-        self.address = NatsAddress.parse(url)
+        self.addresses = [NatsAddress.parse(part.strip()) for part in url.split(",") if part.strip()]
+        if not self.addresses:
+            raise ValueError("no NATS server URL given")
+        self.address = self.addresses[0]
+        self._next_address = 0
         self.url = url
         self.name = name
         self.max_in_flight = max_in_flight
@@ -243,11 +275,16 @@ class JetStreamPublisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._backoff = Backoff(initial_s=0.2, max_s=5.0)
+        # The current server's max_payload (from INFO). A message whose HPUB size (headers included)
+        # is larger goes through _publish_chunked; every other one pays a single comparison.
+        self.max_payload = DEFAULT_MAX_PAYLOAD
         # counters, read by metrics and tests
         self.acked = 0
         self.retried = 0
         self.errors = 0
         self.reconnects = 0
+        self.lame_duck_moves = 0  # connections replaced because their server entered lame-duck mode
+        self.chunked_frames = 0
         self._no_stream_logged: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -298,13 +335,17 @@ class JetStreamPublisher:
         ``Nats-Msg-Id`` unique to this frame. Afterwards, when :attr:`full` is true, the caller must
         ``await wait_room()`` before publishing more: that is the backpressure.
         """
+        hdr_len = len(headers)
+        size = hdr_len + len(payload)
+        if size > self.max_payload:
+            self._publish_chunked(subject, payload, headers)
+            return
         token = self._next_token
         self._next_token = token + 1
         prefix = self._prefixes.get(subject)
         if prefix is None:
             prefix = self._prefix_of(subject)
-        hdr_len = len(headers)
-        wire = b"%s%d %d %d\r\n%s%s\r\n" % (prefix, token, hdr_len, hdr_len + len(payload), headers, payload)
+        wire = b"%s%d %d %d\r\n%s%s\r\n" % (prefix, token, hdr_len, size, headers, payload)
         pending = self._pending
         if not pending:
             self._empty.clear()
@@ -318,6 +359,40 @@ class JetStreamPublisher:
         if len(pending) >= self.max_in_flight or self._write_paused:
             self.full = True
             self._has_room.clear()
+
+    def _publish_chunked(self, subject: str, payload: bytes, headers: bytes) -> None:
+        """A frame the server would refuse as too large: held and sent as ordered chunks, each acked
+        and retried on its own (see ``ingest_daemons.frame_chunks``)."""
+        chunks = split_frame(payload, headers, self.max_payload)
+        self.chunked_frames += 1
+        log.info("frame larger than max_payload published in chunks", subject=subject, bytes=len(payload),
+                 chunks=len(chunks), max_payload=self.max_payload)
+        for chunk_headers, chunk in chunks:
+            self.publish_nowait(subject, chunk, chunk_headers)
+
+    def _on_max_payload(self, proto: _Protocol, max_payload: int) -> None:
+        """A later INFO on the live connection may change the limit; a new connection's applies when it
+        becomes the live one (``_activate``)."""
+        if proto is self._proto:
+            self.max_payload = max_payload
+
+    def _split_oversized_held(self) -> None:
+        """After connecting: held frames that this server's max_payload would refuse are re-held as chunks
+        (they were published while another limit applied), in place, before anything is re-sent."""
+        if not any(len(entry[_WIRE]) > self.max_payload for entry in self._pending.values()):
+            return
+        held = list(self._pending.items())
+        self._pending.clear()
+        for token, entry in held:
+            wire = entry[_WIRE]
+            line_end = wire.index(_CRLF)
+            fields = wire[:line_end].split(b" ")
+            hdr_len, total = int(fields[-2]), int(fields[-1])
+            if total <= self.max_payload:
+                self._pending[token] = entry
+                continue
+            body = wire[line_end + 2 : line_end + 2 + total]
+            self._publish_chunked(entry[_SUBJECT], body[hdr_len:], body[:hdr_len])
 
     async def wait_room(self) -> None:
         """Wait until fewer than ``max_in_flight`` frames are unacked and the socket takes writes."""
@@ -434,49 +509,102 @@ class JetStreamPublisher:
                 log.warning("re-sending unacknowledged frames", count=len(overdue), in_flight=len(self._pending))
                 self._flush()
 
-    async def _connection_loop(self) -> None:
+    async def _connect(self, address: NatsAddress) -> _Protocol | None:
+        """One attempt: TCP, CONNECT, the inbox subscription, and a PONG proving the server took them."""
         loop = asyncio.get_running_loop()
-        first = True
-        while not self._closing:
-            try:
-                _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.address.host, self.address.port), 5.0
-                )
-            except (OSError, TimeoutError) as exc:
-                delay = self._backoff.next_delay()
-                log.warning("nats unreachable; retrying", url=self._safe_url(), error=type(exc).__name__,
-                            retry_in_s=round(delay, 2), held=len(self._pending))
-                await asyncio.sleep(delay)
-                continue
-            assert proto.transport is not None
-            proto.transport.write(
-                self.address.connect_line(self.name) + b"SUB " + self._inbox_b + b"* 1\r\nPING\r\n"
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self), address.host, address.port), 5.0
             )
-            if not await self._await_pong(proto, 5.0):
-                proto.transport.close()
-                await asyncio.sleep(self._backoff.next_delay())
-                continue
-            self._proto = proto
-            self._backoff.reset()
+        except (OSError, TimeoutError) as exc:
+            log.warning("nats unreachable", url=self._safe_url(address), error=type(exc).__name__,
+                        held=len(self._pending))
+            return None
+        assert proto.transport is not None
+        proto.transport.write(address.connect_line(self.name) + b"SUB " + self._inbox_b + b"* 1\r\nPING\r\n")
+        if not await self._await_pong(proto, 5.0) or proto.closed.done():
+            proto.transport.close()
+            return None
+        return proto
+
+    def _rotate(self) -> NatsAddress:
+        """The next configured server (the same one when only one is configured)."""
+        address = self.addresses[self._next_address % len(self.addresses)]
+        self._next_address += 1
+        return address
+
+    def _activate(self, proto: _Protocol, address: NatsAddress, first: bool) -> None:
+        """Make ``proto`` the connection every frame goes to, and re-send everything held, oldest first."""
+        self._proto = proto
+        self.address = address
+        self._backoff.reset()
+        if proto.max_payload is not None:
+            self.max_payload = proto.max_payload
+        self._split_oversized_held()
+        self._out = [entry[_WIRE] for entry in self._pending.values()]
+        now = time.monotonic_ns()
+        for token, entry in self._pending.items():
+            self._pending[token] = (entry[_WIRE], now, entry[_SUBJECT], entry[_ATTEMPTS])
+        self._connected.set()
+        self._connected_flag = True
+        self._flush()
+        log.info("publisher connected", url=self._safe_url(), resent=len(self._pending), first=first,
+                 max_payload=self.max_payload)
+
+    async def _connection_loop(self) -> None:
+        first = True
+        proto: _Protocol | None = None
+        address = self.address
+        while not self._closing:
+            if proto is None:
+                address = self._rotate()
+                proto = await self._connect(address)
+                if proto is None:
+                    delay = self._backoff.next_delay()
+                    log.warning("retrying nats", retry_in_s=round(delay, 2), held=len(self._pending))
+                    await asyncio.sleep(delay)
+                    continue
             if not first:
                 self.reconnects += 1
-            # Re-send everything still held, oldest first, then resume normal flushing.
-            self._out = [entry[_WIRE] for entry in self._pending.values()]
-            now = time.monotonic_ns()
-            for token, entry in self._pending.items():
-                self._pending[token] = (entry[_WIRE], now, entry[_SUBJECT], entry[_ATTEMPTS])
-            self._connected.set()
-            self._connected_flag = True
-            self._flush()
-            log.info("publisher connected", url=self._safe_url(), resent=len(self._pending), first=first)
+            self._activate(proto, address, first)
             first = False
             await self._watch(proto)
+            successor = None
+            if proto.lame_duck.is_set() and not proto.closed.done() and not self._closing:
+                successor = await self._replace_lame_duck(proto)
             self._connected.clear()
             self._connected_flag = False
             self._proto = None
             self._out.clear()
+            if proto.transport is not None:
+                proto.transport.close()
+            if successor is not None:
+                self.lame_duck_moves += 1
+                proto, address = successor
+                continue
+            proto = None
             if not self._closing:
                 log.warning("publisher disconnected; frames held until reconnected", held=len(self._pending))
+
+    async def _replace_lame_duck(self, old: _Protocol) -> tuple[_Protocol, NatsAddress] | None:
+        """Make a new connection while ``old`` (lame duck) still publishes; None if ``old`` closed first.
+
+        Tries the next configured server first; a single URL is retried (behind a load balancer it
+        reaches the server that replaces this one). Frames keep flowing on ``old`` meanwhile.
+        """
+        log.warning("nats server entering lame-duck mode; moving to another connection", url=self._safe_url())
+        while not old.closed.done() and not self._closing:
+            address = self._rotate()
+            new = await self._connect(address)
+            if new is not None:
+                if not old.closed.done():
+                    self._flush()
+                return new, address
+            try:
+                await asyncio.wait_for(asyncio.shield(old.closed), self._backoff.next_delay())
+            except TimeoutError:
+                pass
+        return None
 
     async def _await_pong(self, proto: _Protocol, timeout_s: float) -> bool:
         try:
@@ -485,26 +613,37 @@ class JetStreamPublisher:
             return False
         return True
 
-    async def _watch(self, proto: _Protocol) -> None:
-        """Keepalive: PING every interval; too many unanswered means the link is dead."""
-        missed = 0
-        while not proto.closed.done():
-            before = proto.pongs
-            if proto.transport is not None:
-                proto.transport.write(b"PING\r\n")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proto.closed), self.ping_interval_s)
-            if proto.closed.done():
-                return
-            missed = 0 if proto.pongs > before else missed + 1
-            if missed >= DEFAULT_MAX_OUTSTANDING_PINGS:
-                log.warning("nats not answering pings; reconnecting", missed=missed)
-                if proto.transport is not None:
-                    proto.transport.abort()
-                return
+    @staticmethod
+    async def _lame_duck_signal(proto: _Protocol) -> None:
+        await proto.lame_duck.wait()
 
-    def _safe_url(self) -> str:
-        return f"nats://{self.address.host}:{self.address.port}"
+    async def _watch(self, proto: _Protocol) -> None:
+        """Keepalive: PING every interval; too many unanswered means the link is dead. Returns when the
+        connection closed, died, or its server announced lame-duck mode."""
+        missed = 0
+        lame_duck: asyncio.Future[None] = asyncio.ensure_future(self._lame_duck_signal(proto))
+        try:
+            while not proto.closed.done() and not proto.lame_duck.is_set():
+                before = proto.pongs
+                if proto.transport is not None:
+                    proto.transport.write(b"PING\r\n")
+                closed: asyncio.Future[None] = asyncio.shield(proto.closed)
+                await asyncio.wait([closed, lame_duck], timeout=self.ping_interval_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if proto.closed.done() or proto.lame_duck.is_set():
+                    return
+                missed = 0 if proto.pongs > before else missed + 1
+                if missed >= DEFAULT_MAX_OUTSTANDING_PINGS:
+                    log.warning("nats not answering pings; reconnecting", missed=missed)
+                    if proto.transport is not None:
+                        proto.transport.abort()
+                    return
+        finally:
+            lame_duck.cancel()
+
+    def _safe_url(self, address: NatsAddress | None = None) -> str:
+        address = address or self.address
+        return f"nats://{address.host}:{address.port}"
 
 
 def header_block(fields: dict[str, str]) -> bytes:

@@ -26,6 +26,7 @@ HDR_RECEIVED_NS: Final = "Ssmd-Received-Ns"  # connector's receive time, Unix ns
 HDR_SHARD: Final = "Ssmd-Shard"
 HDR_CONNECTION: Final = "Ssmd-Conn"  # connection id, unique per connector process and socket
 HDR_MARKER: Final = "Ssmd-Marker"  # present (value = marker kind) on marker messages only
+HDR_CHUNK: Final = "Ssmd-Chunk"  # one chunk of a frame larger than max_payload (see frame_chunks)
 
 # Subject message types ssmd itself produces.
 TYPE_GAP: Final = "gap"
