@@ -67,6 +67,10 @@ class NatsServer:
         extra_args: list[str] | None = None,
         max_file_store: int | None = None,
         max_memory_store: int | None = None,
+        max_payload: int | None = None,
+        lame_duck_duration_s: float | None = None,
+        lame_duck_grace_period_s: float | None = None,
+        jetstream: bool = True,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -77,6 +81,13 @@ class NatsServer:
         # default is a share of the disk's free space at start-up: set it explicitly where that matters.
         self.max_file_store = max_file_store
         self.max_memory_store = max_memory_store
+        # Largest message the server accepts (default 1 MiB): frames above it are published in chunks.
+        self.max_payload = max_payload
+        # Lame-duck mode (``lame_duck()``): how long the server lingers, and the wait before it starts
+        # closing clients (defaults 2 min and 10 s).
+        self.lame_duck_duration_s = lame_duck_duration_s
+        self.lame_duck_grace_period_s = lame_duck_grace_period_s
+        self.jetstream = jetstream
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,8 +110,7 @@ class NatsServer:
             find_nats_server(),
             "-a", self.host,
             "-p", str(self.port),
-            "-js",
-            "-sd", str(self.store_dir),
+            *(["-js", "-sd", str(self.store_dir)] if self.jetstream else []),
             *self._config_args(),
             *self.extra_args,
         ]
@@ -116,17 +126,46 @@ class NatsServer:
         return self
 
     def _config_args(self) -> list[str]:
-        if self.max_file_store is None and self.max_memory_store is None:
-            return []
+        top = []
+        if self.max_payload is not None:
+            top.append(f"max_payload: {self.max_payload}")
+        if self.lame_duck_duration_s is not None:
+            top.append(f'lame_duck_duration: "{self.lame_duck_duration_s}s"')
+        if self.lame_duck_grace_period_s is not None:
+            top.append(f'lame_duck_grace_period: "{self.lame_duck_grace_period_s}s"')
         limits = []
         if self.max_file_store is not None:
             limits.append(f"max_file_store: {self.max_file_store}")
         if self.max_memory_store is not None:
             limits.append(f"max_memory_store: {self.max_memory_store}")
+        if not top and not limits:
+            return []
         config = self.store_dir / "nats-server.conf"
         # store_dir stays on the command line (-sd); the file carries only the limits.
-        config.write_text("jetstream {\n  " + "\n  ".join(limits) + "\n}\n")
+        text = "".join(line + "\n" for line in top)
+        if limits and self.jetstream:
+            text += "jetstream {\n  " + "\n  ".join(limits) + "\n}\n"
+        config.write_text(text)
         return ["-c", str(config)]
+
+    def lame_duck(self) -> None:
+        """Put the server into lame-duck mode (``nats-server --signal ldm=PID``): it stops accepting
+        clients, tells connected ones (INFO ``ldm``), closes them over ``lame_duck_duration`` and exits."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise NatsServerError("nats-server is not running")
+        subprocess.run([find_nats_server(), "--signal", f"ldm={self._proc.pid}"], check=True, capture_output=True,
+                       timeout=10)
+
+    def wait_exited(self, timeout_s: float) -> bool:
+        """True once the process has exited by itself (after lame-duck mode), False at the deadline."""
+        proc = self._proc
+        if proc is None:
+            return True
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def _wait_ready(self, timeout_s: float) -> None:
         """Ready = accepts a TCP connection and greets with INFO (JetStream is up by then)."""

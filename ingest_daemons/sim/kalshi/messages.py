@@ -164,6 +164,23 @@ class FrameBuilder:
         return b'{"type":"orderbook_snapshot","sid":%d,"seq":%d,"msg":{%s}}' % (sid, seq, b",".join(parts))
 
 
+def deep_snapshot(sid: int, seq: int, m: SimMarket, min_bytes: int) -> bytes:
+    """An ``orderbook_snapshot`` of at least ``min_bytes``: a very deep book in sub-cent prices (six
+    decimals), far larger than a NATS server's ``max_payload`` — the frame chunked publishing exists for."""
+    levels = []
+    size = 0
+    price = 1
+    while size < min_bytes:
+        level = b'["0.%06d","%d.00"]' % (price % 1_000_000, 100 + price % 9_900)
+        levels.append(level)
+        size += len(level) + 1
+        price += 1
+    half = len(levels) // 2
+    return b'{"type":"orderbook_snapshot","sid":%d,"seq":%d,"msg":{%s,"yes_dollars_fp":[%s],"no_dollars_fp":[%s]}}' % (
+        sid, seq, m.ids_json, b",".join(levels[:half]), b",".join(levels[half:]),
+    )
+
+
 def envelope(type_: str, sid: int, seq: int | None, msg: Mapping[str, Any]) -> bytes:
     """A data message built from a dict (lifecycle messages; not on the hot path)."""
     if seq is None:

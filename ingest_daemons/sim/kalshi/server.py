@@ -3,7 +3,7 @@
 ``/trade-api/ws/v2`` upgrades to the WebSocket API after checking the signed ``KALSHI-ACCESS-*``
 headers (401 with a short reason otherwise); everything else under ``/trade-api/v2/`` is the public
 REST API. Tests drive it through the methods below: wait for connections and subscriptions, change
-the rate, pause, inject faults (close, stall, malformed frame, sequence gap, terminal errors,
+the rate, pause, inject faults (close, stall, malformed frame, oversized frame, sequence gap, terminal errors,
 unanswered pings, failing REST) and change markets (``add_market``, ``set_market_status``), which
 emits the matching ``market_lifecycle_v2`` / ``event_lifecycle`` messages and changes REST.
 
@@ -287,6 +287,15 @@ class KalshiSimulator:
         for s in self._targets(conn_id):
             s.send_raw(data)
         await asyncio.sleep(0)
+
+    async def send_oversized_frame(self, min_bytes: int = 1 << 20, conn_id: int | None = None) -> list[str]:
+        """A deep-book ``orderbook_snapshot`` of at least ``min_bytes`` among the normal frames of every
+        connection with an orderbook subscription (larger than a NATS server's ``max_payload``); returns
+        the markets it was sent for. Recorded in ``sent_frames`` like any data frame."""
+        tickers = [t for s in self._targets(conn_id) if (t := s.send_oversized_snapshot(min_bytes)) is not None]
+        log.info("fault_oversized_frame", conns=len(tickers), min_bytes=min_bytes)
+        await asyncio.sleep(0)
+        return tickers
 
     def skip_seq(self, n: int = 1, conn_id: int | None = None) -> None:
         """The next data message on every seq-carrying sid jumps by ``n`` (those seqs are never sent)."""

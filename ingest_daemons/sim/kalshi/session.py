@@ -224,6 +224,19 @@ class Session:
                 self.processor.drop(sid)
         return sids
 
+    def send_oversized_snapshot(self, min_bytes: int) -> str | None:
+        """One ``orderbook_snapshot`` of at least ``min_bytes`` on the first orderbook sid, in its seq order
+        (no gap); returns the market, or None when no orderbook subscription has a market."""
+        for sub in self.processor.subs.values():
+            if sub.channel != spec.CH_ORDERBOOK or not sub.markets:
+                continue
+            market = next(iter(sub.markets.values()))
+            seq = sub.next_seq()
+            data = messages.deep_snapshot(sub.sid, seq, market, min_bytes)
+            self.send([(data, sub.channel, "orderbook_snapshot", market.ticker, sub.sid, seq)])
+            return market.ticker
+        return None
+
     def send_raw(self, data: bytes, type_: str = "malformed") -> None:
         self.send([(data, type_, type_, None, None, None)])
 
