@@ -10,6 +10,10 @@ Line format (keys always in this order, one line per message, ``\\n``-terminated
 * ``subject``: the NATS subject (its 5th token is the message type, see ``ingest_daemons.naming``).
 * ``recv_ns``: the connector's receive time from the ``Ssmd-Received-Ns`` header, integer Unix ns,
   or ``null`` when the message has no such header (or it is not an integer).
+* ``chunk_seqs`` (only on a frame that was stored in chunks, see ``archive.reassembly``): every
+  stream seq the frame was stored in, in chunk order; the line's ``seq`` is the first of them.
+  ``chunk`` (only on a chunk that could not be made part of a whole frame): its ``Ssmd-Chunk``
+  header, and the frame key holds that chunk's bytes alone.
 * Exactly one of, always the last key:
 
   - ``frame``: the payload itself, spliced in unparsed, when it is valid JSON (checked with
@@ -66,12 +70,15 @@ def frame_kind(payload: bytes) -> str:
         return FRAME_B64
 
 
-def encode_line(seq: int, ts_ns: int, subject: bytes, recv: bytes, payload: bytes) -> tuple[bytes, str]:
-    """One archive line and the frame key used. ``subject`` and ``recv`` are already JSON text.
+def encode_line(
+    seq: int, ts_ns: int, subject: bytes, recv: bytes, payload: bytes, extra: bytes = b""
+) -> tuple[bytes, str]:
+    """One archive line and the frame key used. ``subject`` and ``recv`` are already JSON text;
+    ``extra`` is envelope text put just before the frame key (``"chunk_seqs":[…],``).
 
     The hot path of the archiver inlines the ``frame`` case; this function is the reference.
     """
-    head = b'{"seq":%d,"ts":%d,"subject":%s,"recv_ns":%s,' % (seq, ts_ns, subject, recv)
+    head = b'{"seq":%d,"ts":%d,"subject":%s,"recv_ns":%s,%s' % (seq, ts_ns, subject, recv, extra)
     kind = frame_kind(payload)
     if kind == FRAME:
         return head + b'"frame":' + payload + b"}\n", kind
@@ -95,8 +102,8 @@ def raw_frame(line: bytes) -> bytes:
     body = line.rstrip(b"\n")
     record = _loads(body)
     if FRAME in record:
-        # `,"frame":` cannot occur earlier: the keys before it are numbers and a JSON-escaped
-        # subject, in which every quote is escaped.
+        # `,"frame":` cannot occur earlier: the keys before it are numbers, lists of numbers and
+        # JSON strings, in which every quote is escaped.
         start = body.index(_FRAME_MARK) + len(_FRAME_MARK)
         return body[start:-1]
     if FRAME_TEXT in record:

@@ -105,6 +105,8 @@ class PartitionManifest:
     marker_events: list[MarkerEvent]
     marker_events_truncated: bool
     tickers: dict[str, int]
+    # Frames stored in chunks (archive.reassembly.ChunkReport); absent from the JSON when there were none.
+    chunks: dict[str, Any] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
 
     @property
@@ -117,6 +119,16 @@ class PartitionManifest:
         return self.first_seq if self.first_seq is not None else self.next_seq
 
     @property
+    def skipped_chunk_seqs(self) -> list[int]:
+        """Leading continuation chunks: in this window, but part of a frame the previous day holds."""
+        return list(self.chunks.get("skipped", []))
+
+    @property
+    def borrowed_chunk_seqs(self) -> list[int]:
+        """Chunks past this window's end that finish a frame begun in it (the next day skips them)."""
+        return list(self.chunks.get("borrowed", []))
+
+    @property
     def gap_markers(self) -> int:
         return self.markers.get(wire.TYPE_GAP, 0)
 
@@ -126,6 +138,8 @@ class PartitionManifest:
 
     def to_json(self) -> builtins.bytes:
         body = asdict(self)
+        if not body["chunks"]:
+            del body["chunks"]
         body["window_start"] = format_ns(self.window_start_ns)
         body["window_end"] = format_ns(self.window_end_ns)
         return orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

@@ -29,6 +29,7 @@ from ingest_daemons.archive.manifest import (
 )
 from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.archive.reader import StreamReader, WindowScan
+from ingest_daemons.archive.reassembly import FrameReassembler, covered_holes, whole_frames
 from ingest_daemons.archive.writer import DEFAULT_LEVEL, PartitionWriter, compression_label
 from ingest_daemons.logs import get_logger
 
@@ -122,17 +123,24 @@ def archive_window(
     seq = ts = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     subject_json, recv_json, fallback = envelope.subject_json, envelope.recv_json, envelope.encode_fallback
+    # Frames stored in chunks come out whole, one line each; `extras` holds their envelope keys and
+    # `covered` the in-window seqs that have no line of their own (archive.reassembly).
+    reassembler = FrameReassembler(scan.window)
+    extras, covered = reassembler.extras, reassembler.covered
 
     with PartitionWriter(paths, level) as writer:
         lines: list[bytes] = []
         pending = 0
-        for batch in scan:
+        for batch in whole_frames(scan, reassembler):
             for seq, ts, subject, recv, payload in batch:
                 if seq != expected:
                     if expected is None:
-                        first_seq, first_ts = seq, ts
+                        first_ts = ts
+                        first_seq = reassembler.first_seq
+                        assert first_seq is not None
+                        holes.extend(covered_holes(first_seq, seq, covered))
                     else:
-                        holes.append(SeqRange(expected, seq - 1))
+                        holes.extend(covered_holes(expected, seq, covered))
                 expected = seq + 1
                 info = subjects.get(subject)
                 if info is None:
@@ -146,6 +154,15 @@ def archive_window(
                     rec = recv
                 else:
                     rec = recv_json(recv)
+                if extras and seq in extras:
+                    line, frame_key = envelope.encode_line(seq, ts, info[0], rec, payload, extras.pop(seq))
+                    if frame_key == envelope.FRAME:
+                        embedded += 1
+                    else:
+                        fallback_kinds[frame_key] += 1
+                    lines.append(line)
+                    pending += len(line)
+                    continue
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
                         raise decode_error("line break", "", 0)
@@ -173,6 +190,13 @@ def archive_window(
                 next_report = time.monotonic() + progress_every_s
         if lines:
             writer.write(b"".join(lines))
+        last_seq = reassembler.last_seq
+        if first_seq is None:  # no line at all: the window may still hold skipped chunks
+            first_seq = reassembler.first_seq
+            if first_seq is not None:
+                holes.extend(covered_holes(first_seq, (last_seq or first_seq) + 1, covered))
+        elif expected is not None and last_seq is not None and last_seq >= expected:
+            holes.extend(covered_holes(expected, last_seq + 1, covered))
         sha256 = writer.finish()
         assert scan.next_seq is not None
         types, tickers = summarise_subjects({subject: info[1] for subject, info in subjects.items()})
@@ -190,7 +214,7 @@ def archive_window(
             sha256=sha256,
             compression=compression_label(level),
             first_seq=first_seq,
-            last_seq=seq if count else None,
+            last_seq=last_seq,
             first_ts_ns=first_ts,
             last_ts_ns=ts if count else None,
             next_seq=scan.next_seq,
@@ -201,6 +225,7 @@ def archive_window(
             marker_events=markers.events,
             marker_events_truncated=markers.truncated,
             tickers=tickers,
+            chunks=reassembler.report.as_manifest(),
         )
         writer.commit(manifest.to_json())
     duration = time.monotonic() - started

@@ -20,7 +20,10 @@ already and the scan cannot miss one that is still being written.
 
 Records are tuples ``(seq, ts_ns, subject, recv_ns, payload)`` (``subject`` and ``recv_ns`` raw
 bytes; ``recv_ns`` is None without an ``Ssmd-Received-Ns`` header) handed out in lists, because
-one object per message would cost more than the rest of the archive pipeline.
+one object per message would cost more than the rest of the archive pipeline. A chunk of a frame
+larger than ``max_payload`` (``ingest_daemons.frame_chunks``: its ``Ssmd-Chunk`` header comes
+first) is a record like any other; its header value goes into :attr:`WindowScan.chunks`, keyed by
+seq, for ``archive.reassembly``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import orjson
 from ingest_daemons.archive.errors import ArchiveReadError, StreamNotFound
 from ingest_daemons.archive.layout import TimeWindow, format_ns, to_ns
 from ingest_daemons.archive.nats_wire import NatsWireClient
+from ingest_daemons.frame_chunks import HEADER_PREFIX as _CHUNK_PREFIX
 from ingest_daemons.logs import get_logger
 
 log = get_logger("ssmd.archive.reader")
@@ -196,6 +200,12 @@ class StreamReader:
 
     # ------------------------------------------------------------------ consumers
 
+    def scan_after(self, seq: int, until_ns: int, subjects: list[bytes]) -> WindowScan:
+        """Messages on ``subjects`` from ``seq`` on, up to the first stored at or after ``until_ns``
+        (the look-ahead that finishes chunked frames open at a window's end)."""
+        return WindowScan(self, TimeWindow(0, until_ns), start_seq=seq,
+                          subjects=[s.decode("utf-8", "replace") for s in subjects])
+
     def open_consumer(self, start: dict[str, Any]) -> tuple[str, bytes, int]:
         """Create an ephemeral push consumer from ``start`` (deliver policy fields).
 
@@ -294,9 +304,13 @@ class WindowScan:
     stream's last sequence + 1. The next window's scan starts there unless messages were removed.
     """
 
-    def __init__(self, reader: StreamReader, window: TimeWindow) -> None:
+    def __init__(self, reader: StreamReader, window: TimeWindow, start_seq: int | None = None,
+                 subjects: list[str] | None = None) -> None:
         self.reader = reader
         self.window = window
+        self.start_seq = start_seq
+        self.subjects = subjects
+        self.chunks: dict[int, bytes] = {}  # seq -> Ssmd-Chunk value, for the consumer to take
         self.stream_state: StreamState | None = None
         self.next_seq: int | None = None
         self.stopped_by: StopReason | None = None
@@ -313,11 +327,14 @@ class WindowScan:
             return
         last_seen: int | None = None
         while True:
-            start: dict[str, Any] = (
-                {"deliver_policy": "by_start_sequence", "opt_start_seq": last_seen + 1}
-                if last_seen is not None
-                else {"deliver_policy": "by_start_time", "opt_start_time": format_ns(self.window.start_ns)}
-            )
+            start: dict[str, Any]
+            if last_seen is not None or self.start_seq is not None:
+                first = last_seen + 1 if last_seen is not None else self.start_seq
+                start = {"deliver_policy": "by_start_sequence", "opt_start_seq": first}
+            else:
+                start = {"deliver_policy": "by_start_time", "opt_start_time": format_ns(self.window.start_ns)}
+            if self.subjects:
+                start["filter_subjects"] = self.subjects
             name, sid, pending = reader.open_consumer(start)
             try:
                 if pending == 0:
@@ -341,6 +358,7 @@ class WindowScan:
         The hot loop of the archive: one reply-subject split and a header search per message.
         """
         client, end_ns = self.reader.client, self.window.end_ns
+        chunks = self.chunks
         expected = 1  # consumer sequence of the next delivery
         last_seq = 0
         for frames in client.frame_lists():
@@ -391,6 +409,8 @@ class WindowScan:
                     if start >= 0:
                         start += 20
                         recv = headers[start : headers.find(b"\r", start)]
+                    if headers.startswith(_CHUNK_PREFIX):
+                        chunks[seq] = headers[len(_CHUNK_PREFIX) : headers.find(b"\r", len(_CHUNK_PREFIX))]
                 batch.append((seq, ts, subject, recv, payload))
                 last_seq = seq
                 if pending == 0:  # the last message the stream holds

@@ -23,6 +23,7 @@ from ingest_daemons.archive.envelope import FRAME_KEYS
 from ingest_daemons.archive.errors import ManifestError
 from ingest_daemons.archive.layout import PartitionPaths
 from ingest_daemons.archive.manifest import PartitionManifest, SeqRange, load_manifest, subject_type
+from ingest_daemons.archive.reassembly import covered_holes
 
 READ_BYTES = 1 << 20
 MAX_PROBLEMS = 20
@@ -90,6 +91,9 @@ def _scan_file(handle: BinaryIO, manifest: PartitionManifest, result: FileVerifi
     window = manifest.window
     rest = b""
     previous: int | None = None
+    # Seqs with no line of their own: later chunks of a frame rebuilt from chunks (its line's
+    # chunk_seqs) and leading chunks of the previous day's frame (the manifest's skipped list).
+    covered = set(manifest.skipped_chunk_seqs)
     gz = result.gzip_problems
     read = handle.read
     try:
@@ -115,13 +119,19 @@ def _scan_file(handle: BinaryIO, manifest: PartitionManifest, result: FileVerifi
                     continue
                 if len(frames) != 1:
                     _problem(gz, f"line {result.lines} (seq {seq}): expected one frame key, got {frames}")
+                chunk_seqs = record.get("chunk_seqs")
+                if chunk_seqs:
+                    covered.update(s for s in chunk_seqs[1:] if s < manifest.next_seq)
                 if previous is not None:
                     if seq <= previous:
                         _problem(gz, f"line {result.lines}: seq {seq} after {previous} (not increasing)")
                     elif seq != previous + 1:
-                        result.holes.append(SeqRange(previous + 1, seq - 1))
+                        result.holes.extend(covered_holes(previous + 1, seq, covered))
                 else:
                     result.first_seq = seq
+                    if covered and min(covered) < seq:
+                        result.first_seq = min(covered)
+                        result.holes.extend(covered_holes(result.first_seq, seq, covered))
                 previous = seq
                 if not window.contains(ts):
                     _problem(gz, f"seq {seq}: timestamp {ts} outside the window {window.describe()}")
@@ -130,6 +140,11 @@ def _scan_file(handle: BinaryIO, manifest: PartitionManifest, result: FileVerifi
                     kind = type_of[subject] = subject_type(subject)
                 types[kind] += 1
         result.last_seq = previous
+        if covered and (previous is None or max(covered) > previous):
+            start = previous + 1 if previous is not None else min(covered)
+            result.first_seq = result.first_seq if result.first_seq is not None else start
+            result.last_seq = max(covered)
+            result.holes.extend(covered_holes(start, max(covered) + 1, covered))
         if not inflater.eof:
             _problem(gz, "gzip stream is truncated (no end of stream)")
         elif inflater.unused_data:
@@ -198,6 +213,17 @@ def check_contiguity(
             )
         if missing:
             return ContiguityFinding(False, "error", _describe_missing(missing), first, expected, missing)
+        # Leading continuation chunks were skipped as the end of a frame the previous day holds:
+        # the previous day must have taken exactly those, or a chunked frame lost its beginning.
+        orphaned = sorted(set(current.skipped_chunk_seqs) - set(previous.borrowed_chunk_seqs))
+        if orphaned:
+            ranges = _ranges(orphaned)
+            return ContiguityFinding(
+                False, "error",
+                f"chunks at seq {', '.join(r.describe() for r in ranges[:10])} were skipped as the end of a frame "
+                f"begun in {previous_key}, which does not hold them (the frame's first chunks are missing)",
+                first, expected, ranges,
+            )
         return ContiguityFinding(True, "error", f"starts at seq {first}, right after {previous_key}",
                                  first, expected, missing)
     if missing:
@@ -214,6 +240,16 @@ def check_contiguity(
         f"{previous_key} is not archived: seq {gap.describe()} is in the stream but in no partition",
         first, stream_first_seq, [gap],
     )
+
+
+def _ranges(seqs: list[int]) -> list[SeqRange]:
+    ranges: list[SeqRange] = []
+    for seq in seqs:
+        if ranges and ranges[-1].last == seq - 1:
+            ranges[-1] = SeqRange(ranges[-1].first, seq)
+        else:
+            ranges.append(SeqRange(seq, seq))
+    return ranges
 
 
 def _describe_missing(missing: list[SeqRange]) -> str:
