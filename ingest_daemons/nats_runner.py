@@ -71,6 +71,7 @@ class NatsServer:
         lame_duck_duration_s: float | None = None,
         lame_duck_grace_period_s: float | None = None,
         jetstream: bool = True,
+        config_lines: list[str] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -88,6 +89,7 @@ class NatsServer:
         self.lame_duck_duration_s = lame_duck_duration_s
         self.lame_duck_grace_period_s = lame_duck_grace_period_s
         self.jetstream = jetstream
+        self.config_lines = config_lines or []  # more top-level config (e.g. server_tags)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,7 +128,7 @@ class NatsServer:
         return self
 
     def _config_args(self) -> list[str]:
-        top = []
+        top = list(self.config_lines)
         if self.max_payload is not None:
             top.append(f"max_payload: {self.max_payload}")
         if self.lame_duck_duration_s is not None:
