@@ -2,7 +2,10 @@
 
 Streams the file (isal gunzip in blocks), so a 10 GB day is read in constant memory. Each
 :class:`ArchivedMessage` keeps its archive line: :attr:`ArchivedMessage.frame` gives the exchange
-frame's exact bytes back (``envelope.raw_frame``), which is what replay publishes.
+frame's exact bytes back (``envelope.raw_frame``), which is what replay publishes. A frame that was
+stored in chunks is already one whole line (``archive.reassembly``); a line holding a lone chunk
+of a frame that could not be rebuilt says so (:attr:`ArchivedMessage.lone_chunk`), and readers
+that hand out frames skip it rather than pass a fragment off as a frame.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class ArchivedMessage:
     subject: str
     recv_ns: int | None  # connector receive time
     line: bytes  # the archive line, without its newline
+    lone_chunk: str | None = None  # the Ssmd-Chunk header of a chunk whose frame could not be rebuilt
 
     @property
     def message_type(self) -> str:
@@ -73,8 +77,9 @@ def iter_lines(path: Path, read_bytes: int = READ_BYTES) -> Iterator[bytes]:
 def parse_line(line: bytes) -> ArchivedMessage:
     try:
         record = orjson.loads(line)
+        chunk = record.get("chunk")
         return ArchivedMessage(int(record["seq"]), int(record["ts"]), str(record["subject"]), record.get("recv_ns"),
-                               line)
+                               line, None if chunk is None else str(chunk))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CorruptPartition(f"not an archive line: {line[:120]!r}") from exc
 

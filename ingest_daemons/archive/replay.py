@@ -11,6 +11,9 @@ messages again, frames byte-for-byte, in stream order, spaced as they were store
 * Headers: ``Nats-Msg-Id`` is ``{msg_id_prefix}{original seq}`` (a retried or repeated replay
   into the same stream is de-duplicated), ``Ssmd-Received-Ns`` keeps the original receive time,
   ``Ssmd-Replay-Seq`` / ``Ssmd-Replay-Ts`` carry the original stream sequence and timestamp.
+* Frames stored in chunks are whole lines in the archive and are published whole; the publisher
+  splits them again if the target server's ``max_payload`` requires it. A lone chunk of a frame that
+  could not be rebuilt is not replayed (it is not a frame); the result counts it.
 * Delivery: with ``acked`` (default) through the connector's pipelined JetStream publisher: every
   message is acknowledged by a stream before replay returns. Without, plain NATS publishes (for
   live subscribers, no stream needed; nothing is guaranteed).
@@ -88,6 +91,7 @@ class ReplayResult:
     first_seq: int | None
     last_seq: int | None
     duration_s: float
+    lone_chunks: int = 0  # chunks of frames that could not be rebuilt: not replayed
 
     @property
     def msgs_per_s(self) -> float:
@@ -120,13 +124,16 @@ async def replay_partition(
     pacer = pacer or Pacer(speed)
     msg_id_prefix = msg_id_prefix if msg_id_prefix is not None else f"replay:{data.parent.name}:{data.name}:"
     started = time.monotonic()
-    count, first, last = 0, None, None
+    count, first, last, lone = 0, None, None, 0
     publisher = JetStreamPublisher(nats_url, name="ssmd-replay") if acked else None
     core = None if acked else await nats.connect(nats_url, name="ssmd-replay", connect_timeout=5)
     try:
         if publisher is not None:
             await publisher.start()
         for message in iter_messages(data, selection):
+            if message.lone_chunk is not None:
+                lone += 1
+                continue
             wait = pacer.delay(message.ts_ns)
             if wait >= MIN_SLEEP_S:
                 await asyncio.sleep(wait)  # pacing is the point here: the original spacing
@@ -150,7 +157,9 @@ async def replay_partition(
             await publisher.close()
         if core is not None:
             await core.close()
-    result = ReplayResult(count, first, last, time.monotonic() - started)
+    result = ReplayResult(count, first, last, time.monotonic() - started, lone)
+    if lone:
+        log.warning("chunks of frames that could not be rebuilt were not replayed", file=data.name, chunks=lone)
     log.info("partition replayed", file=data.name, prefix=prefix, published=count,
              duration_s=round(result.duration_s, 3), speed=speed or "max")
     return result

@@ -133,11 +133,19 @@ def run_cat(args: argparse.Namespace) -> int:
     def cat(paths: PartitionPaths) -> int:
         selection = MessageFilter.of(args.types, args.tickers)
         out = sys.stdout.buffer
-        for n, message in enumerate(iter_messages(paths.data, selection), 1):
+        n = lone = 0
+        for message in iter_messages(paths.data, selection):
+            if args.frames and message.lone_chunk is not None:
+                lone += 1  # a piece of a frame, not a frame: never printed as one
+                continue
             out.write((message.frame if args.frames else message.line) + b"\n")
+            n += 1
             if args.limit is not None and n >= args.limit:
                 break
         out.flush()
+        if lone:
+            print(f"skipped {lone} chunk(s) of frames that could not be rebuilt (seqs in the manifest's "
+                  f"chunks.incomplete; see them with: ssmd archive cat without --frames)", file=sys.stderr)
         return 0
 
     return _run(args, cat)
@@ -172,6 +180,8 @@ def run_replay(args: argparse.Namespace) -> int:
         ))
         print(f"replayed {result.published:,} messages (seq {result.first_seq}..{result.last_seq}) under "
               f"{args.prefix} in {result.duration_s:.1f}s ({result.msgs_per_s:,.0f} msgs/s)")
+        if result.lone_chunks:
+            print(f"not replayed: {result.lone_chunks} chunk(s) of frames that could not be rebuilt", file=sys.stderr)
         return 0
 
     return _run(args, replay)

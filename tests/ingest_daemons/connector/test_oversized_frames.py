@@ -12,8 +12,10 @@ import pytest
 
 from ingest_daemons.archive import TimeWindow, archive_partition, verify_file
 from ingest_daemons.archive.cat import iter_messages
+from ingest_daemons.archive.replay import replay_partition
 from ingest_daemons.cli import main
 from ingest_daemons.nats_runner import NatsServer
+from tests.fixtures.archive import create_stream
 from tests.fixtures.kalshi import BenchFactory
 from tests.fixtures.nats import SMALL_MAX_PAYLOAD
 from tests.helpers import wait_until
@@ -64,3 +66,19 @@ async def test_a_1mib_frame_through_a_64kib_server_is_archived_whole_and_in_orde
     assert await asyncio.to_thread(main, ["archive", "cat", str(big_partition), "--frames", "--type", "orderbook"]) == 0
     printed = capfdbinary.readouterr().out
     assert big.data + b"\n" in printed
+
+    # replay through the same 64 KiB server (the publisher splits the frame again), archive, compare
+    source = [m.frame for m in iter_messages(big_partition)]
+    target_env = f"{bench.env.name}r"
+    target_stream = f"{target_env.upper()}_KALSHI_REPLAY"
+    url = small_payload_nats_server.url
+    await asyncio.to_thread(create_stream, url, target_stream, [f"{target_env}.kalshi.replay.>"])
+    replay_started = time.time_ns()
+    replayed = await replay_partition(big_partition, small_payload_nats_server.url, f"{target_env}.kalshi.replay",
+                                      speed=None)
+    window = TimeWindow(replay_started, time.time_ns() + 1)
+    again = await asyncio.to_thread(archive_partition, url, tmp_path / "replayed", target_env, target_stream,
+                                    "2026-01-01", window, open_window=True, progress=None)
+    assert replayed.published == len(source) and replayed.lone_chunks == 0
+    assert [m.frame for m in iter_messages(again.paths.data)] == source
+    assert again.manifest.chunks["frames"] == 1
