@@ -101,3 +101,23 @@ def test_a_chunk_lost_mid_frame_leaves_every_other_chunk_on_its_own_line(stream:
     assert result.manifest.chunks["incomplete_count"] >= 1 and result.manifest.chunks["frames"] == 0
     assert verify_file(result.paths).manifest_matches
     assert wire.HDR_CHUNK == "Ssmd-Chunk"
+
+
+def test_the_parquet_build_sees_whole_frames_and_rejects_lone_chunks(stream: ArchiveStream, tmp_path: Path) -> None:
+    import polars as pl
+
+    from ingest_daemons.parquet import KALSHI_TABLES, convert_partition
+
+    m = stream.messages
+    start = time.time_ns()
+    whole = chunk_messages(stream, FRAME)
+    broken = chunk_messages(stream, FRAME.replace(b'"seq":9', b'"seq":10'))
+    seqs = publish(stream.url, [m.ticker(1), *whole, *broken, m.ticker(2)])
+    delete_message(stream.url, stream.name, seqs[1 + len(whole) + 1])  # chunk 1 of the second frame
+    result = archive_partition(stream.url, tmp_path, stream.env, stream.name, "2026-03-01",
+                               TimeWindow(start, FAR_FUTURE), progress=None)
+    converted = convert_partition(result.paths.data, tmp_path / "parquet", KALSHI_TABLES, manifest=result.manifest)
+    assert sum(converted.rows.values()) + converted.rejects == result.manifest.count
+    book = pl.read_parquet(converted.files["orderbook"])
+    assert book.filter(pl.col("seq") == seqs[1]).height >= 1  # the whole frame, at its first chunk's seq
+    assert converted.rejects == len(broken) - 1  # the second frame's chunks, each alone, never a row
