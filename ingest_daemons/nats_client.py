@@ -41,6 +41,11 @@ async def _log_reconnected() -> None:
     log.info("nats reconnected")
 
 
+def server_list(url: str) -> list[str]:
+    """``NATS_URL`` may name several servers, comma-separated (as the connector's publisher takes it)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect_daemon(url: str, name: str, **overrides: Any) -> Client:
     """A connection that never gives up reconnecting and notices a dead server within ~15 s."""
     options: dict[str, Any] = {
@@ -58,7 +63,7 @@ async def connect_daemon(url: str, name: str, **overrides: Any) -> Client:
         "reconnected_cb": _log_reconnected,
     }
     options.update(overrides)
-    return await nats.connect(url, **options)
+    return await nats.connect(server_list(url), **options)
 
 
 async def connect_once(url: str, name: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Client:
@@ -70,7 +75,7 @@ async def connect_once(url: str, name: str, timeout_s: float = DEFAULT_CONNECT_T
     try:
         # nats-py treats max_reconnect_attempts=0 as "no limit" on the first connect: bound it ourselves.
         return await asyncio.wait_for(
-            nats.connect(url, name=name, connect_timeout=timeout_s, allow_reconnect=False,
+            nats.connect(server_list(url), name=name, connect_timeout=timeout_s, allow_reconnect=False,
                          max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet),
             timeout_s * 2,
         )
