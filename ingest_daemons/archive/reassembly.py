@@ -198,6 +198,11 @@ class FrameReassembler:
                 return
             self._stray(record, value, "continuation chunk of a frame whose earlier chunks are not here")
             return
+        if header.index < len(frame.parts) and record[4] == frame.parts[header.index] and self._fits(frame, header):
+            # the same chunk stored twice (a retry that outlived the duplicate window): kept, listed,
+            # and the frame goes on
+            self._stray(record, value, f"chunk {header.index} stored again")
+            return
         if header.index != len(frame.parts) or not self._fits(frame, header):
             self._give_up(frame, f"chunk {len(frame.parts)} of {frame.header.count} missing "
                                  f"(got chunk {header.index} at seq {record[0]})")

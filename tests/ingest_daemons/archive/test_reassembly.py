@@ -106,3 +106,14 @@ def test_chunks_that_do_not_rebuild_the_frame_are_not_glued() -> None:
     r = FrameReassembler(TimeWindow(0, 100))
     out = r.feed(stream, {1: parts[0][0], 2: bad[0]}) + r.finish()
     assert out == stream and r.report.incomplete_count == 1 and "CRC-32" in r.report.incomplete[0]["reason"]
+
+
+def test_a_chunk_stored_twice_does_not_break_its_frame() -> None:
+    parts = chunked(FRAME, 3)
+    stream = [(1, 10, SUBJECT, b"5", parts[0][1]), (2, 11, SUBJECT, b"5", parts[1][1]),
+              (3, 12, SUBJECT, b"5", parts[1][1]), (4, 13, SUBJECT, b"5", parts[2][1])]
+    r = FrameReassembler(TimeWindow(0, 100))
+    out = r.feed(stream, {1: parts[0][0], 2: parts[1][0], 3: parts[1][0], 4: parts[2][0]}) + r.finish()
+    assert out == [(1, 10, SUBJECT, b"5", FRAME), stream[2]]  # the whole frame, and the repeat kept apart
+    assert r.report.frames == 1 and r.report.incomplete_count == 1
+    assert "stored again" in r.report.incomplete[0]["reason"]
