@@ -228,6 +228,14 @@ def check_contiguity(
                                  first, expected, missing)
     if missing:
         return ContiguityFinding(False, "error", _describe_missing(missing), first, stream_first_seq, missing)
+    if current.skipped_chunk_seqs:
+        ranges = _ranges(sorted(current.skipped_chunk_seqs))
+        return ContiguityFinding(
+            False, "warn",
+            f"chunks at seq {', '.join(r.describe() for r in ranges[:10])} were skipped as the end of a frame "
+            f"begun in {previous_key}, which is not archived",
+            first, stream_first_seq, ranges,
+        )
     if first == 1 or (stream_first_seq is not None and first <= stream_first_seq):
         return ContiguityFinding(True, "error", f"starts at seq {first}: the stream holds nothing earlier",
                                  first, stream_first_seq)

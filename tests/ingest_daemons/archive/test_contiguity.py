@@ -57,3 +57,15 @@ def test_without_a_previous_partition_the_stream_start_decides() -> None:
     assert not finding.passed and finding.severity == "warn"
     assert finding.missing == [SeqRange(420, 499)] and "2026-03-01 is not archived" in finding.reason
     assert check_contiguity(current, None, "2026-03-01", None).severity == "warn"
+
+
+def test_skipped_leading_chunks_must_be_what_the_previous_day_borrowed() -> None:
+    previous = replace(manifest(1, 10, 11), chunks={"frames": 1, "chunk_messages": 3, "borrowed": [12],
+                                                     "skipped": [], "incomplete": [], "incomplete_count": 0})
+    current = replace(manifest(11, 20, 21), chunks={"frames": 0, "chunk_messages": 0, "borrowed": [],
+                                                    "skipped": [12], "incomplete": [], "incomplete_count": 0})
+    assert check_contiguity(current, previous, "2026-03-01", None).passed
+    finding = check_contiguity(current, manifest(1, 10, 11), "2026-03-01", None)
+    assert not finding.passed and finding.severity == "error" and finding.missing == [SeqRange(12, 12)]
+    alone = check_contiguity(current, None, "2026-03-01", 11)
+    assert not alone.passed and alone.severity == "warn" and "not archived" in alone.reason
