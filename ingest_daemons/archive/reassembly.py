@@ -135,7 +135,7 @@ class FrameReassembler:
             if value is None:
                 self._queue.append(record)
             else:
-                self._chunk(record, value, in_window=True)
+                self._chunk(record, value)
             if len(self._queue) > self.max_held and self._open:
                 self._give_up(self._oldest_open(), f"over {self.max_held} records waited behind it")
             self._release(out)
@@ -175,7 +175,7 @@ class FrameReassembler:
 
     # ------------------------------------------------------------------ rules
 
-    def _chunk(self, record: Record, value: bytes, in_window: bool) -> None:
+    def _chunk(self, record: Record, value: bytes) -> None:
         try:
             header = ChunkHeader.parse(value)
         except ChunkHeaderError as exc:
@@ -249,6 +249,8 @@ class FrameReassembler:
         """Not glued: chunk 0 and every chunk taken so far become lines of their own."""
         self._open.pop(frame.header.frame_id, None)
         self._given_up.add(frame.header.frame_id)
+        if frame.borrowed:  # not taken after all: the next day's contiguity check must see them missing
+            self.report.borrowed = [s for s in self.report.borrowed if s not in frame.borrowed]
         frame.line = frame.first
         self.extras[frame.first[0]] = _chunk_extra(frame.value)
         self._note_incomplete(frame.header, frame.seqs, reason)

@@ -117,3 +117,14 @@ def test_a_chunk_stored_twice_does_not_break_its_frame() -> None:
     assert out == [(1, 10, SUBJECT, b"5", FRAME), stream[2]]  # the whole frame, and the repeat kept apart
     assert r.report.frames == 1 and r.report.incomplete_count == 1
     assert "stored again" in r.report.incomplete[0]["reason"]
+
+
+def test_a_frame_open_at_midnight_that_never_completes_borrows_nothing() -> None:
+    parts = chunked(FRAME, 3)
+    chunks = {2: parts[0][0], 4: parts[1][0]}
+    day = FrameReassembler(TimeWindow(0, 100))
+    out = day.feed([other(1, 10), (2, 99, SUBJECT, b"5", parts[0][1])], chunks)
+    out += day.feed_beyond([(4, 101, SUBJECT, b"5", parts[1][1])], chunks) + day.finish()
+    assert out == [other(1, 10), (2, 99, SUBJECT, b"5", parts[0][1])]  # chunk 0 alone, as a chunk
+    assert day.report.borrowed == []  # so the next day's skipped chunk 4 fails its contiguity check
+    assert day.report.incomplete[0]["seqs"] == [2, 4]
