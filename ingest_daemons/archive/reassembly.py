@@ -228,8 +228,10 @@ class FrameReassembler:
                                  f"{header.crc32:08x}")
             return
         del self._open[header.frame_id]
-        seq, ts, subject, recv, _ = frame.first
-        frame.line = (seq, ts, subject, recv, payload)
+        seq = frame.first[0]
+        # chunk 0's record with the whole frame as payload (fields after the payload, if a reader adds
+        # any, are chunk 0's too)
+        frame.line = (*frame.first[:4], payload, *frame.first[5:])
         frame.whole = True
         self.extras[seq] = b'"chunk_seqs":%s,' % orjson.dumps(frame.seqs)
         self.covered.update(s for s in frame.seqs[1:] if s not in frame.borrowed)
