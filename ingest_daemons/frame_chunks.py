@@ -26,9 +26,10 @@ from typing import Final
 from ingest_daemons.wire import HDR_CHUNK, HDR_MSG_ID
 
 HEADER_PREFIX: Final = f"NATS/1.0\r\n{HDR_CHUNK}: ".encode()
-# The longest Ssmd-Chunk line the publisher can add, past the frame id: "Ssmd-Chunk: " plus
-# "{index}/{count} {bytes} {crc} " with 10-digit numbers, plus ".c{index}" on the message id.
-_CHUNK_LINE_OVERHEAD: Final = len(HDR_CHUNK) + 2 + 10 + 1 + 10 + 1 + 20 + 1 + 8 + 1 + 2 + 2 + 12
+# What a chunk's header block adds to the frame's, besides the frame id (an upper bound): the
+# "Ssmd-Chunk: {index}/{count} {bytes} {crc32} " line with its CRLF, numbers at their widest, and
+# ".c{index}" appended to the message id.
+_CHUNK_LINE_OVERHEAD: Final = len(f"{HDR_CHUNK}: {10**10}/{10**10} {10**20} {0:08x} \r\n") + len(f".c{10**10}")
 MIN_CHUNK_BYTES: Final = 1024
 
 
