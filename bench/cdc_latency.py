@@ -32,9 +32,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ingest_daemons.adapters.venues import venue_factory  # noqa: E402
 from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
 from ingest_daemons.connector.directory import build_directory, discover_kalshi_catalog  # noqa: E402
-from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector  # noqa: E402
+from ingest_daemons.connector.runner import Connector, ConnectorOptions  # noqa: E402
 from ingest_daemons.logs import configure_logging  # noqa: E402
 from ingest_daemons.nats_client import connect_once  # noqa: E402
 from ingest_daemons.nats_runner import NatsServer  # noqa: E402
@@ -83,7 +84,7 @@ async def main(args: argparse.Namespace) -> None:
         added_at: dict[str, float] = {}
         connectors = []
         for shard in range(args.shards):
-            connector = KalshiConnector(env, feed, [m.ticker for m in catalog.markets], directory, None,
+            connector = Connector(env, feed, [m.ticker for m in catalog.markets], directory, venue_factory(feed.feed),
                                         ConnectorOptions(shard=shard, metrics_port=None, use_registry=True,
                                                          follow_cdc=True, heartbeat_interval_s=30))
             connector.catalog = catalog

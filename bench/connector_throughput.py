@@ -38,9 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E402
+from ingest_daemons.adapters.venues import venue_factory  # noqa: E402
 from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
 from ingest_daemons.connector.directory import build_directory, discover_kalshi_markets  # noqa: E402
-from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector  # noqa: E402
+from ingest_daemons.connector.runner import Connector, ConnectorOptions  # noqa: E402
 from ingest_daemons.naming import SubjectBuilder  # noqa: E402
 from ingest_daemons.nats_client import connect_once, list_streams  # noqa: E402
 from ingest_daemons.nats_runner import NatsServer, free_port  # noqa: E402
@@ -142,7 +143,7 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
     feed = env.feeds["kalshi"]
     discovered = await discover_kalshi_markets(sim.rest)
     directory = build_directory(feed.stream_categories(), discovered)
-    connector = KalshiConnector(env, feed, [m.ticker for m in discovered], directory, None,
+    connector = Connector(env, feed, [m.ticker for m in discovered], directory, venue_factory(feed.feed),
                                 ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30))
     recv_to_ack: list[int] = []
     send_to_ack: list[float] = []

@@ -8,12 +8,12 @@ Classification reads just enough of a frame to route it — its type, market tic
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from enum import Enum
 from typing import Any, NamedTuple
 
 import orjson
 
 from ingest_daemons.config.models import MessageTypeConfig
+from ingest_daemons.connector.venue import FrameKind as FrameKind  # the engine's kinds, used by classify()
 from ingest_daemons.naming import slug
 
 # A4: errors after which the subscription is gone and must be re-made.
@@ -38,12 +38,6 @@ DEFAULT_MESSAGE_TYPES: dict[str, MessageTypeConfig] = {
     "event_fee_update": MessageTypeConfig(channel=LIFECYCLE_CHANNEL, subject_type="event_lifecycle",
                                           ticker_field="msg.event_ticker", sequence_field="seq"),
 }
-
-
-class FrameKind(Enum):
-    DATA = "data"
-    CONTROL = "control"
-    UNPARSED = "unparsed"
 
 
 class Classified(NamedTuple):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ingest_daemons.adapters.kalshi_auth import load_credentials
+from ingest_daemons.adapters.venues import venue_factory
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report, run_daemon
 from ingest_daemons.config.settings import ResolvedFeed
 from ingest_daemons.connector.directory import (
@@ -14,7 +15,7 @@ from ingest_daemons.connector.directory import (
     build_directory,
     discover_kalshi_catalog,
 )
-from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector, shard_markets
+from ingest_daemons.connector.runner import Connector, ConnectorOptions, shard_markets
 from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
 
@@ -110,15 +111,16 @@ async def _run(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
         lifecycle=args.lifecycle, use_registry=args.follow_cdc, follow_cdc=args.follow_cdc,
     )
+    venues = venue_factory(feed.feed, credentials)
     if args.lifecycle:
         if feed.feed.lifecycle_channel is None:
             print(f"feed {feed.name!r} has no lifecycle_channel")
             return 1
-        return await KalshiConnector(env, feed, [], MarketDirectory(), credentials, options).run_until_signalled()
+        return await Connector(env, feed, [], MarketDirectory(), venues, options).run_until_signalled()
     rest_url = args.rest_url or feed.endpoint.rest
     # Health first: REST discovery can take minutes, and the probes should see a live process that
     # reports "discovering markets" rather than a closed port.
-    connector = KalshiConnector(env, feed, [], MarketDirectory(), credentials, options)
+    connector = Connector(env, feed, [], MarketDirectory(), venues, options)
     connector.starting = "discovering markets"
     await connector.serve_health()
     try:

@@ -1,4 +1,6 @@
-"""Assembles a connector process: markets → sessions → publisher, plus metrics, health and signals.
+"""Assembles a connector process for any venue: markets → sessions → publisher, plus metrics, health,
+shard membership, CDC following and signals. The venue comes in as a factory
+(:func:`ingest_daemons.adapters.venues.venue_factory`); nothing here knows which exchange it serves.
 
 Shutdown (SIGTERM/SIGINT): sessions unsubscribe and read until the exchange confirms, then the
 publisher drains every held frame to JetStream; the process exits 0 only when nothing is left.
@@ -14,13 +16,12 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client
 
-from ingest_daemons.adapters.kalshi import KalshiAdapter
-from ingest_daemons.adapters.kalshi_auth import KalshiCredentials
+from ingest_daemons.adapters.venues import VenueFactory
 from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
 from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
 from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
-from ingest_daemons.connector.kalshi_session import KalshiSession, SessionSettings, ready_reason
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
+from ingest_daemons.connector.session import SessionSettings, VenueSession, ready_reason
 from ingest_daemons.connector.shard_membership import ShardMembership
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import LIFECYCLE, SubjectBuilder
@@ -68,14 +69,14 @@ def beyond_layout_reason(shard: int, layout: ShardLayout) -> str:
     )
 
 
-class KalshiConnector:
+class Connector:
     def __init__(
         self,
         env: ResolvedEnvironment,
         feed: ResolvedFeed,
         markets: list[str],
         directory: MarketDirectory,
-        credentials: KalshiCredentials | None,
+        venues: VenueFactory,
         options: ConnectorOptions,
     ) -> None:
         self.env = env
@@ -104,10 +105,9 @@ class KalshiConnector:
             channels, markets = (feed.feed.lifecycle_channel,), []
             # Every lifecycle message goes to the lifecycle stream, whatever its market.
             directory = MarketDirectory(stream_categories={LIFECYCLE}, fallback=LIFECYCLE)
+        self.channels = channels
         settings = SessionSettings(
             url=options.ws_url or feed.endpoint.ws,
-            channels=channels,
-            markets_per_subscription=limits.markets_per_subscription,
             commands_per_second=limits.commands_per_second,
             idle_timeout_s=options.idle_timeout_s,
             heartbeat_s=options.heartbeat_s,
@@ -115,12 +115,11 @@ class KalshiConnector:
             backoff_max_s=options.backoff_max_s,
         )
         self.settings = settings
-        self.adapter = KalshiAdapter(feed.feed.message_types)
+        self.venues = venues
         self.builder = SubjectBuilder(env.name, feed.name)
-        self.credentials = credentials
         self.directory = directory
         self.candidates = markets
-        self.sessions: list[KalshiSession] = []
+        self.sessions: list[VenueSession] = []
         self.catalog: KalshiCatalog | None = None  # set by the caller to seed CDC following
         self.registry: ShardRegistry | None = None
         self.follower: CdcFollower | None = None
@@ -141,13 +140,13 @@ class KalshiConnector:
         if self._acks % LATENCY_SAMPLE == 0:
             self.metrics.latency.observe(latency_ns / 1e9)
 
-    def _make_sessions(self, markets: list[str]) -> list[KalshiSession]:
+    def _make_sessions(self, markets: list[str]) -> list[VenueSession]:
         per_socket = self.feed.feed.limits.markets_per_connection
         groups = [markets[i : i + per_socket] for i in range(0, len(markets), per_socket)] or [[]]
         return [
-            KalshiSession(
+            VenueSession(
                 index=i, run_id=self.run_id, shard=self.options.shard, settings=self.settings, markets=group,
-                credentials=self.credentials, adapter=self.adapter, directory=self.directory, builder=self.builder,
+                venue=self.venues(self.channels), directory=self.directory, builder=self.builder,
                 publisher=self.publisher, metrics=self.metrics,
             )
             for i, group in enumerate(groups)

@@ -339,6 +339,10 @@ class WebSocket:
     async def send_str(self, text: str) -> None:
         self._write(OP_TEXT, text.encode())
 
+    def send_text(self, payload: bytes) -> None:
+        """A text frame of already-encoded UTF-8 (commands are built as bytes; no round trip through str)."""
+        self._write(OP_TEXT, payload)
+
     async def ping(self, payload: bytes = b"") -> None:
         self._write(OP_PING, payload)
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import nats
 
 from ingest_daemons.connector.directory import discover_kalshi_catalog
-from ingest_daemons.connector.runner import KalshiConnector
+from ingest_daemons.connector.runner import Connector
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import parse_subject
 from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
@@ -89,7 +89,7 @@ async def test_two_shards_only_the_owner_subscribes(kalshi_bench: BenchFactory, 
     cdc_task = asyncio.create_task(cdc.run(stop))
     catalog = await discover_kalshi_catalog(bench.sim.rest_url)
     shard0 = bench.connector
-    shard1 = KalshiConnector(bench.env, shard0.feed, shard0.candidates, shard0.directory, shard0.credentials,
+    shard1 = Connector(bench.env, shard0.feed, shard0.candidates, shard0.directory, shard0.venues,
                              replace(shard0.options, shard=1))
     shard0.catalog = shard1.catalog = catalog
     try:
@@ -122,7 +122,7 @@ async def test_restarted_connector_resumes_its_shard_and_the_changes_it_missed(
     cdc_task = asyncio.create_task(cdc.run(stop))
     first = bench.connector
     first.catalog = await discover_kalshi_catalog(bench.sim.rest_url)
-    second = KalshiConnector(bench.env, first.feed, [], first.directory, first.credentials, first.options)
+    second = Connector(bench.env, first.feed, [], first.directory, first.venues, first.options)
     try:
         await first.start()
         await first.wait_subscribed(10)

@@ -11,9 +11,10 @@ from pathlib import Path
 import nats
 
 from ingest_daemons.adapters.kalshi_auth import load_credentials
+from ingest_daemons.adapters.venues import venue_factory
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.connector.directory import build_directory, discover_kalshi_catalog
-from ingest_daemons.connector.runner import ConnectorOptions, KalshiConnector
+from ingest_daemons.connector.runner import Connector, ConnectorOptions
 from ingest_daemons.logs import get_logger
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
@@ -46,11 +47,11 @@ async def test_created_event_to_subscription(
     credentials = load_credentials(kalshi_keys.key_id, kalshi_keys.pkcs8_path)
     catalog = await discover_kalshi_catalog(sim.rest_url)
     quick = {"metrics_port": None, "backoff_initial_s": 0.05, "backoff_max_s": 0.5, "ack_timeout_s": 1.0}
-    lifecycle = KalshiConnector(env, feed, [], build_directory([], []), credentials,
-                                ConnectorOptions(lifecycle=True, **quick))
-    market_data = KalshiConnector(env, feed, [m.ticker for m in catalog.markets if m.category],
-                                  build_directory(feed.stream_categories(), catalog.markets), credentials,
-                                  ConnectorOptions(use_registry=True, follow_cdc=True, **quick))
+    venues = venue_factory(feed.feed, credentials)
+    lifecycle = Connector(env, feed, [], build_directory([], []), venues, ConnectorOptions(lifecycle=True, **quick))
+    market_data = Connector(env, feed, [m.ticker for m in catalog.markets if m.category],
+                            build_directory(feed.stream_categories(), catalog.markets), venues,
+                            ConnectorOptions(use_registry=True, follow_cdc=True, **quick))
     market_data.catalog = catalog
     stop = asyncio.Event()
     consumer = LifecycleConsumer(LifecycleOptions(env=unique_env, database_url=secmaster_db, nats_url=nats_server.url,

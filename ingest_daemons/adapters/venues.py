@@ -1,0 +1,30 @@
+"""Which venue module speaks a feed's protocol (``protocol:`` in ``exchanges/feeds/{feed}.yaml``).
+
+The one place the connector learns about venues: it asks for a factory here and hands it to the
+venue-neutral engine. A new venue adds its branch and nothing else in the connector changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ingest_daemons.adapters.kalshi import KalshiAdapter
+from ingest_daemons.adapters.kalshi_auth import KalshiCredentials
+from ingest_daemons.adapters.kalshi_venue import KalshiVenue
+from ingest_daemons.config.models import FeedConfig
+from ingest_daemons.connector.venue import VenueProtocol
+
+# One venue object per connection, for the channels that connection serves.
+VenueFactory = Callable[[Sequence[str]], VenueProtocol]
+
+
+def venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None) -> VenueFactory:
+    if feed.protocol == "kalshi_v2":
+        adapter = KalshiAdapter(feed.message_types)  # route tables built once, shared by every connection
+        size = feed.limits.markets_per_subscription
+
+        def kalshi(channels: Sequence[str]) -> VenueProtocol:
+            return KalshiVenue(adapter, channels, credentials, size)
+
+        return kalshi
+    raise ValueError(f"feed {feed.name}: no venue module speaks protocol {feed.protocol!r}")
