@@ -10,14 +10,18 @@ Runs three measurements on this machine, each against a fresh nats-server (file 
                frame's ``ts_ms``, 1 ms resolution) and from the connector's receive time to the
                JetStream ack.
 
-Usage: ``python bench/connector_throughput.py [--seconds 10] [--markets 100]``. Prints a table and a
-JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
+With ``--compare-framing`` a second flood runs with the ``websockets`` library's sans-I/O parser in
+place of the connector's own (:mod:`ingest_daemons.connector.ws_reference`), against the same ceiling.
+
+Usage: ``python bench/connector_throughput.py [--seconds 10] [--markets 100] [--compare-framing]``.
+Prints a table and a JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -40,8 +44,11 @@ sys.path.insert(0, str(REPO))
 from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E402
 from ingest_daemons.adapters.venues import venue_factory  # noqa: E402
 from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
+from ingest_daemons.connector import session as session_module  # noqa: E402
+from ingest_daemons.connector import ws_client  # noqa: E402
 from ingest_daemons.connector.directory import build_directory, discover_kalshi_markets  # noqa: E402
 from ingest_daemons.connector.runner import Connector, ConnectorOptions  # noqa: E402
+from ingest_daemons.connector.ws_reference import LibraryFrameParser  # noqa: E402
 from ingest_daemons.naming import SubjectBuilder  # noqa: E402
 from ingest_daemons.nats_client import connect_once, list_streams  # noqa: E402
 from ingest_daemons.nats_runner import NatsServer, free_port  # noqa: E402
@@ -203,6 +210,8 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring (default 2)")
     parser.add_argument("--markets", type=int, default=100, help="markets in the simulated universe (default 100)")
     parser.add_argument("--frames", type=int, default=300_000, help="frames for the ceiling run (default 300000)")
+    parser.add_argument("--compare-framing", action="store_true",
+                        help="also flood with the websockets library's frame parser in place of the own one")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ssmd-bench-"))
     nats = NatsServer(tmp / "nats").start()
@@ -224,6 +233,14 @@ async def main() -> None:
         await purge(nats.url)
         print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
         results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+        if args.compare_framing:
+            await purge(nats.url)
+            print(f"flood, websockets framing, for {args.seconds:g}s ...", flush=True)
+            session_module.connect = functools.partial(ws_client.connect, parser_factory=LibraryFrameParser)
+            try:
+                results["flood_websockets_framing"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+            finally:
+                session_module.connect = ws_client.connect
         flood.stop()
         await purge(nats.url)
         paced = Simulator(args.markets, 10_000)
@@ -241,6 +258,12 @@ async def main() -> None:
     print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
           f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
           f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
+    library = results.get("flood_websockets_framing")
+    if isinstance(library, dict):
+        print(f"flood, websockets framing        {library['acked_per_s']:>10,.0f} acked msgs/s "
+              f"({100 * library['acked_per_s'] / ceiling_rate:.0f}% of ceiling, "
+              f"{100 * library['acked_per_s'] / flood_r['acked_per_s']:.0f}% of the own parser's flood), "
+              f"connector CPU {library['connector_cpu_us_per_msg']:.1f} us/msg")
     print(f"latency at 10k msgs/s            send->ack p50 {lat['send_to_ack_p50_ms']:.1f} ms, "
           f"p99 {lat['send_to_ack_p99_ms']:.1f} ms; recv->ack p50 {lat['recv_to_ack_p50_ms']:.2f} ms, "
           f"p99 {lat['recv_to_ack_p99_ms']:.2f} ms; achieved {lat['acked_per_s']:,.0f} msgs/s")

@@ -466,7 +466,7 @@ class VenueSession:
         if self.sockets_opened > 1:
             await self.markers.status(wire.STATUS_RESUBSCRIBED, self.markets, markets=len(self.markets), **summary)
         log.info("subscribed", feed=self.feed, shard=self.shard, conn=self._conn_id, markets=len(self.markets),
-                 **summary)
+                 channels=",".join(self.venue.channels), **summary)
 
     async def _run_all(self, commands: Sequence[Command]) -> dict[str, Any]:
         """Send commands in order, each after the previous one's replies; what they achieved, merged."""

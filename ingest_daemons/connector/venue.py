@@ -112,6 +112,7 @@ class VenueProtocol(Protocol):
     """
 
     feed: str
+    channels: tuple[str, ...]  # what this connection subscribes (for logs)
     markets_per_command: int
     auth_hint: str  # appended to "handshake refused with HTTP 401/403": which credentials to check
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import contextlib
 import hashlib
 import os
 import ssl
 import struct
-from collections.abc import Mapping
-from typing import NamedTuple, cast
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, Protocol, cast
 from urllib.parse import urlsplit
 
 OP_CONTINUATION = 0x0
@@ -34,6 +35,7 @@ OP_PONG = 0xA
 
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007  # a text message that is not UTF-8
 CLOSE_TOO_BIG = 1009
 CLOSE_NO_STATUS = 1005  # a close frame without a code (RFC 6455 7.1.5)
 CLOSE_ABNORMAL = 1006  # the connection ended without a close frame
@@ -57,9 +59,13 @@ class HandshakeError(WebSocketError):
 
 
 class ProtocolError(WebSocketError):
+    """The peer broke RFC 6455; ``close_code`` is what to close with, ``messages`` what the same read
+    completed before the violation (delivered first: nothing that arrived intact is lost)."""
+
     def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.close_code = close_code
+        self.messages: list[bytes | Control] = []
 
 
 class Control(NamedTuple):
@@ -74,14 +80,29 @@ class Control(NamedTuple):
         return int.from_bytes(self.payload[:2], "big") if len(self.payload) >= 2 else CLOSE_NO_STATUS
 
 
+_OPCODES = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG})
+# Codes a peer may send in a close frame (RFC 6455 7.4; 1004-1006 and 1015 are reserved, 3000-4999 registered
+# or private).
+_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def _utf8_error(exc: UnicodeDecodeError) -> ProtocolError:
+    return ProtocolError(f"invalid UTF-8 in a text message: {exc.reason} at byte {exc.start}", CLOSE_INVALID_DATA)
+
+
 class FrameParser:
     """Server-to-client frames → complete messages, for any split of the byte stream into reads.
 
     :meth:`feed` returns, in order, every message the bytes complete: a text or binary message as its
     payload (fragments joined), a control frame as :class:`Control`. Pure: no I/O, no clock.
+
+    It agrees with the ``websockets`` library's sans-I/O parser on every stream, valid or not
+    (``tests/ingest_daemons/connector/test_ws_differential.py``): text must be UTF-8 (close 1007), close
+    frames must carry a sendable code and a UTF-8 reason. (What follows a close frame is still parsed;
+    the connection ends there anyway.)
     """
 
-    __slots__ = ("_frag", "_frag_op", "_frag_size", "_have", "_need", "_parts", "max_size")
+    __slots__ = ("_frag", "_frag_op", "_frag_size", "_have", "_need", "_parts", "_utf8", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
@@ -91,6 +112,7 @@ class FrameParser:
         self._frag: list[bytes] = []
         self._frag_op: int | None = None
         self._frag_size = 0
+        self._utf8: codecs.IncrementalDecoder | None = None  # validates a fragmented text message as it comes
 
     def feed(self, data: bytes) -> list[bytes | Control]:
         if self._parts:
@@ -103,82 +125,114 @@ class FrameParser:
         else:
             buf = data
         out: list[bytes | Control] = []
-        append = out.append
-        max_size = self.max_size
-        end = len(buf)
-        pos = 0
-        need = 0
-        while pos < end:
-            if end - pos < 2:
-                need = 2
-                break
-            b0 = buf[pos]
-            size = buf[pos + 1]
-            if size < 126:
-                start = pos + 2
-            elif size == 126:
-                start = pos + 4
-                if start > end:
-                    need = 4
-                    break
-                size = (buf[pos + 2] << 8) | buf[pos + 3]
-            elif size == 127:
-                start = pos + 10
-                if start > end:
-                    need = 10
-                    break
-                size = int.from_bytes(buf[pos + 2 : start], "big")
-            else:
-                raise ProtocolError("the server sent a masked frame")
-            if size > max_size:
-                raise ProtocolError(f"frame of {size} bytes exceeds the {max_size}-byte limit", CLOSE_TOO_BIG)
-            stop = start + size
-            if stop > end:
-                need = stop - pos
-                break
-            if (b0 == 0x81 or b0 == 0x82) and self._frag_op is None:  # a whole text/binary message: the usual case
-                append(buf[start:stop])
-            else:
-                self._frame(b0, buf[start:stop], out)
-            pos = stop
-        if pos < end:
+        try:
+            pos, need = self._parse(buf, out)
+        except ProtocolError as exc:
+            exc.messages = out
+            raise
+        if pos < len(buf):
             rest = buf[pos:]
             self._parts = [rest]
             self._have = len(rest)
             self._need = need
         return out
 
+    def _parse(self, buf: bytes, out: list[bytes | Control]) -> tuple[int, int]:
+        """Complete frames of ``buf`` into ``out``; returns where the incomplete rest starts and how many bytes
+        from there a frame needs at least."""
+        append = out.append
+        end = len(buf)
+        pos = 0
+        while pos < end:
+            if end - pos < 2:
+                return pos, 2
+            b0 = buf[pos]
+            if b0 != 0x81 and b0 != 0x82 and b0 & 0x0F not in _OPCODES:
+                raise ProtocolError(f"unknown opcode {b0 & 0x0F:#x}")
+            size = buf[pos + 1]
+            if size < 126:
+                start = pos + 2
+            elif size == 126:
+                start = pos + 4
+                if start > end:
+                    return pos, 4
+                size = (buf[pos + 2] << 8) | buf[pos + 3]
+            elif size == 127:
+                start = pos + 10
+                if start > end:
+                    return pos, 10
+                size = int.from_bytes(buf[pos + 2 : start], "big")
+            else:
+                raise ProtocolError("the server sent a masked frame")
+            room = self.max_size - self._frag_size
+            if size > room:
+                raise ProtocolError(f"message of at least {size} bytes exceeds the {self.max_size}-byte limit",
+                                    CLOSE_TOO_BIG)
+            stop = start + size
+            if stop > end:
+                return pos, stop - pos
+            if b0 == 0x81 and self._frag_op is None:  # a whole text message: the usual case
+                payload = buf[start:stop]
+                if not payload.isascii():
+                    try:
+                        payload.decode()
+                    except UnicodeDecodeError as exc:
+                        raise _utf8_error(exc) from None
+                append(payload)
+            elif b0 == 0x82 and self._frag_op is None:
+                append(buf[start:stop])
+            else:
+                self._frame(b0, buf[start:stop], out)
+            pos = stop
+        return pos, 0
+
     def _frame(self, b0: int, payload: bytes, out: list[bytes | Control]) -> None:
         fin, opcode = b0 & 0x80, b0 & 0x0F
         if b0 & 0x70:
             raise ProtocolError("reserved bits set, but no extension was negotiated")
         if opcode >= 0x8:
-            if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
-                raise ProtocolError(f"unknown control opcode {opcode:#x}")
             if not fin or len(payload) > 125:
                 raise ProtocolError("control frames must be final and at most 125 bytes")
+            if opcode == OP_CLOSE:
+                _check_close(payload)
+                if self._frag_op is not None:
+                    raise ProtocolError("close frame inside a fragmented message")
             out.append(Control(opcode, payload))
             return
         if opcode == OP_CONTINUATION:
             if self._frag_op is None:
                 raise ProtocolError("continuation frame without a message to continue")
+        elif self._frag_op is not None:
+            raise ProtocolError("a new message started inside a fragmented one")
+        else:
+            self._frag_op = opcode
+            self._utf8 = codecs.getincrementaldecoder("utf-8")() if opcode == OP_TEXT else None
+        if self._utf8 is not None:
+            try:
+                self._utf8.decode(payload, final=bool(fin))
+            except UnicodeDecodeError as exc:
+                raise _utf8_error(exc) from None
+        if fin:
+            message = b"".join((*self._frag, payload)) if self._frag else payload
+            self._frag, self._frag_op, self._frag_size, self._utf8 = [], None, 0, None
+            out.append(message)
+        else:
             self._frag.append(payload)
             self._frag_size += len(payload)
-            if self._frag_size > self.max_size:
-                raise ProtocolError(f"message exceeds the {self.max_size}-byte limit", CLOSE_TOO_BIG)
-            if fin:
-                message = b"".join(self._frag)
-                self._frag, self._frag_op, self._frag_size = [], None, 0
-                out.append(message)
-            return
-        if opcode not in (OP_TEXT, OP_BINARY):
-            raise ProtocolError(f"unknown data opcode {opcode:#x}")
-        if self._frag_op is not None:
-            raise ProtocolError("a new message started inside a fragmented one")
-        if fin:
-            out.append(payload)
-        else:
-            self._frag, self._frag_op, self._frag_size = [payload], opcode, len(payload)
+
+
+def _check_close(payload: bytes) -> None:
+    """RFC 6455 5.5.1 / 7.4: no payload, or a sendable code and a UTF-8 reason."""
+    if len(payload) == 1:
+        raise ProtocolError("close frame too short")
+    if len(payload) >= 2:
+        code = int.from_bytes(payload[:2], "big")
+        try:
+            payload[2:].decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"invalid UTF-8 in a close reason: {exc.reason}", CLOSE_INVALID_DATA) from None
+        if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code < 5000:
+            raise ProtocolError(f"invalid close code {code}")
 
 
 def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
@@ -201,14 +255,20 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()  # SHA-1 by RFC 6455 4.2.2
 
 
+class MessageParser(Protocol):
+    """What the client reads frames with: :class:`FrameParser`, or the ``websockets`` reference to measure it."""
+
+    def feed(self, data: bytes) -> list[bytes | Control]: ...
+
+
 class _Protocol(asyncio.Protocol):
-    def __init__(self, request: bytes, key: str, max_size: int, high_water: int) -> None:
+    def __init__(self, request: bytes, key: str, parser: MessageParser, high_water: int) -> None:
         loop = asyncio.get_running_loop()
         self.request = request
         self.expected_accept = accept_key(key).encode()
         self.handshake: asyncio.Future[None] = loop.create_future()
         self.ended: asyncio.Future[None] = loop.create_future()
-        self.parser = FrameParser(max_size)
+        self.parser = parser
         self.high_water = high_water
         self.transport: asyncio.Transport | None = None
         self.head = b""
@@ -232,8 +292,8 @@ class _Protocol(asyncio.Protocol):
         try:
             items = self.parser.feed(data)
         except ProtocolError as exc:
+            items = exc.messages
             self._fail(exc)
-            return
         if items:
             self.batch += items
             waiter = self.waiter
@@ -403,12 +463,13 @@ async def connect(
     open_timeout_s: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     high_water: int = DEFAULT_HIGH_WATER,
+    parser_factory: Callable[[int], MessageParser] = FrameParser,
 ) -> WebSocket:
     """Open a WebSocket; raises :class:`HandshakeError` (with the HTTP status) when the upgrade is refused."""
     key = base64.b64encode(os.urandom(16)).decode()
     host, port, secure, request = _handshake_request(url, headers or {}, key)
     loop = asyncio.get_running_loop()
-    protocol = _Protocol(request, key, max_size, high_water)
+    protocol = _Protocol(request, key, parser_factory(max_size), high_water)
     context = (ssl_context or ssl.create_default_context()) if secure else None
     async with asyncio.timeout(open_timeout_s):
         transport, _ = await loop.create_connection(
