@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.gcs",
     "tests.fixtures.webhook",
+    "tests.fixtures.array_exchange",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
