@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
+import hashlib
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
@@ -32,6 +34,7 @@ from ingest_daemons.connector.ws_client import (
     HandshakeError,
     ProtocolError,
     WebSocket,
+    WebSocketError,
     connect,
     encode_frame,
 )
@@ -284,3 +287,39 @@ async def test_wss_verifies_the_server_and_carries_frames(tmp_path: Path) -> Non
             await connect(url)  # the system's trust store does not know this certificate
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------------- the upgrade response, checked by websockets
+
+
+async def answer_upgrade(extra_lines: Callable[[str], list[str]]) -> tuple[asyncio.Server, str]:
+    """A raw TCP server answering the upgrade with ``101`` and the header lines ``extra_lines(accept)``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = (await reader.readuntil(b"\r\n\r\n")).decode()
+        key = next(line.split(":", 1)[1].strip() for line in request.split("\r\n")
+                   if line.lower().startswith("sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
+                 *extra_lines(accept.decode())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + server_frame(OP_TEXT, b"hello"))
+        await writer.drain()
+        await reader.read()  # until the client goes
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"ws://127.0.0.1:{port}/trade-api/ws/v2"
+
+
+async def test_a_repeated_accept_header_is_refused_not_collapsed() -> None:
+    server, url = await answer_upgrade(lambda accept: [f"Sec-WebSocket-Accept: {accept}"])
+    async with server:
+        ws = await connect(url)  # the well-formed answer is accepted, and the frame after it read
+        assert await receive_until(ws, 1) == [b"hello"]
+        ws.abort()
+    server, url = await answer_upgrade(lambda accept: ["Sec-WebSocket-Accept: d3Jvbmc=",
+                                                       f"Sec-WebSocket-Accept: {accept}"])
+    async with server:
+        with pytest.raises(WebSocketError, match="Sec-WebSocket-Accept"):
+            await connect(url)
