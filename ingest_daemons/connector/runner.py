@@ -21,6 +21,7 @@ from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
 from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
 from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
+from ingest_daemons.connector.pool import SessionPool
 from ingest_daemons.connector.session import SessionSettings, VenueSession, ready_reason
 from ingest_daemons.connector.shard_membership import ShardMembership
 from ingest_daemons.logs import get_logger
@@ -120,6 +121,7 @@ class Connector:
         self.directory = directory
         self.candidates = markets
         self.sessions: list[VenueSession] = []
+        self.pool = SessionPool(self.sessions, feed.feed.limits.markets_per_connection, self._open_session)
         self.catalog: KalshiCatalog | None = None  # set by the caller to seed CDC following
         self.registry: ShardRegistry | None = None
         self.follower: CdcFollower | None = None
@@ -143,14 +145,23 @@ class Connector:
     def _make_sessions(self, markets: list[str]) -> list[VenueSession]:
         per_socket = self.feed.feed.limits.markets_per_connection
         groups = [markets[i : i + per_socket] for i in range(0, len(markets), per_socket)] or [[]]
-        return [
-            VenueSession(
-                index=i, run_id=self.run_id, shard=self.options.shard, settings=self.settings, markets=group,
-                venue=self.venues(self.channels), directory=self.directory, builder=self.builder,
-                publisher=self.publisher, metrics=self.metrics,
-            )
-            for i, group in enumerate(groups)
-        ]
+        return [self._session(i, group) for i, group in enumerate(groups)]
+
+    def _session(self, index: int, markets: list[str]) -> VenueSession:
+        return VenueSession(
+            index=index, run_id=self.run_id, shard=self.options.shard, settings=self.settings, markets=markets,
+            venue=self.venues(self.channels), directory=self.directory, builder=self.builder,
+            publisher=self.publisher, metrics=self.metrics,
+        )
+
+    def _open_session(self, markets: list[str]) -> VenueSession:
+        """One more connection, for live additions that no open connection has room for."""
+        session = self._session(len(self.sessions), markets)
+        self.sessions.append(session)
+        self._tasks.append(asyncio.create_task(session.run(), name=f"session-{session.index}"))
+        log.info("connection opened for new markets", feed=self.feed.name, shard=self.options.shard,
+                 connection=session.index, markets=len(markets))
+        return session
 
     @property
     def is_assigner(self) -> bool:
@@ -222,6 +233,7 @@ class Connector:
                 await self.membership.follow()
             markets = await self._assigned_markets()
         self.sessions = self._make_sessions(markets)
+        self.pool = SessionPool(self.sessions, self.feed.feed.limits.markets_per_connection, self._open_session)
         self._tasks = [asyncio.create_task(s.run(), name=f"session-{s.index}") for s in self.sessions]
         if self.registry is not None and self._nc is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
@@ -229,7 +241,7 @@ class Connector:
                 membership = self.membership
                 self.metrics.gauge_fn("ssmd_shard_membership_pending", "Assignment changes not yet applied to the "
                                       "exchange subscription", lambda: membership.pending)
-                self._tasks.append(asyncio.create_task(self.membership.run(self.sessions[-1]), name="membership"))
+                self._tasks.append(asyncio.create_task(self.membership.run(self.pool), name="membership"))
             if self.is_assigner:
                 view = SecmasterView(self.feed.name)
                 if self.catalog is not None:

@@ -25,7 +25,8 @@ ADD_BATCH_WINDOW_S = 0.05
 class MarketSession(Protocol):
     """What membership changes need of a session."""
 
-    markets: list[str]
+    @property
+    def markets(self) -> list[str]: ...
 
     async def add_markets(self, tickers: list[str]) -> list[str]: ...
 

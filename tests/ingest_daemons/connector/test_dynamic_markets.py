@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from ingest_daemons.naming import parse_subject
 from tests.fixtures.kalshi import BenchFactory
@@ -78,3 +79,31 @@ async def test_updates_are_paced_per_subscription(kalshi_bench: BenchFactory) ->
     assert len(updates) == 6 and len({c["params"]["sids"][0] for c in updates}) == 3
     assert same_sids >= 0.45, "a second update to the same sid waits for the pace"
     assert across_sids < 0.9, f"three sids, no pause between them (paced per connection: >= 1.0 s): {across_sids:.2f}"
+
+
+async def test_additions_past_the_connection_limit_open_another_connection(
+    kalshi_bench: BenchFactory, exchanges_dir: Path
+) -> None:
+    """A venue's per-socket limit (Polymarket: 500 assets) holds for live additions too."""
+    feed_file = exchanges_dir / "feeds" / "kalshi.yaml"
+    feed_file.write_text(feed_file.read_text().replace("markets_per_connection: 2000", "markets_per_connection: 10"))
+    bench = await kalshi_bench(markets=8, rate=100)
+    await bench.connector.wait_subscribed(10)
+    connector = bench.connector
+    [first] = connector.sessions
+    room = 10 - len(first.markets)
+    new = [await bench.sim.add_market() for _ in range(room + 3)]
+    for market in new:
+        first.directory.assign(market.ticker, market.category)
+    tickers = [m.ticker for m in new]
+
+    assert await connector.pool.add_markets(tickers) == tickers
+    assert len(first.markets) == 10 and first.markets[-room:] == tickers[:room]
+    assert len(connector.sessions) == 2 and connector.sessions[1].markets == tickers[room:]
+    await connector.wait_subscribed(10)
+    await wait_until(lambda: all(any(f.market_ticker == t for f in bench.sim.sent_frames) for t in tickers), 10,
+                     "frames for every added market")
+    assert await connector.pool.remove_markets([tickers[-1], tickers[0]]) == sorted([tickers[-1], tickers[0]])
+    assert tickers[0] not in first.markets and tickers[-1] not in connector.sessions[1].markets
+    bench.assert_exactly_once(await bench.stop_and_collect())
+    assert first.sockets_opened == 1 and connector.sessions[1].sockets_opened == 1
