@@ -228,7 +228,7 @@ class VenueSession:
         self._counter = 0
         self._frames_this_socket = 0
         self.venue.reset()
-        self._last_seq.clear()  # sequences start again on a new socket (protocols D3)
+        self._last_seq.clear()  # sequences start again on a new socket (protocols D3, D9)
         log.info("connected", feed=self.feed, shard=self.shard, conn=self._conn_id, url=url,
                  markets=len(self.markets))
         await self.markers.status(wire.STATUS_CONNECTED, self.markets, url=url, markets=len(self.markets))
