@@ -4,8 +4,8 @@ Why not aiohttp's client: its ``receive()`` costs a coroutine, a message object 
 frame, which at a flood of small frames is a large share of the connector's CPU. Here the frames of a
 whole socket read are parsed in one pass (:class:`FrameParser`) and handed over as one batch, so the
 reader handles many frames per ``await``. Why not the ``websockets`` library's parser: measured in its
-place it cost more than half the flood throughput (``docs/connector.md``, *Framing*); it does the
-opening handshake here, and a differential test holds :class:`FrameParser` to its behaviour.
+place it cost a third to three fifths of the flood throughput (``docs/connector.md``, *Framing*); it
+does the opening handshake here, and a differential test holds :class:`FrameParser` to its behaviour.
 
 Deliberately narrow: the client offers no extensions (so no permessage-deflate can be negotiated and
 every reserved bit is a protocol error), answers nothing by itself (pings are surfaced; the caller
