@@ -108,7 +108,7 @@ def both(stream: bytes, cuts: list[int], max_size: int) -> tuple[Result, Result]
 SIZES = st.sampled_from([1 << 20, 1 << 20, 24])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frames(), min_size=1, max_size=8).map(b"".join), SIZES)
 @example(frame_bytes(OP_TEXT, "é".encode()[:1]), 1 << 20)  # invalid UTF-8 in a whole text frame
 @example(frame_bytes(OP_TEXT, "€".encode()[:2], fin=False) + frame_bytes(OP_PING, b"x")
@@ -123,7 +123,7 @@ def test_every_split_point_agrees(stream: bytes, max_size: int) -> None:
         assert own == library, f"cut at {cut} of {stream!r}"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(frames(), min_size=1, max_size=12).map(b"".join), st.lists(st.integers(0, 400), max_size=20), SIZES)
 def test_any_chunking_agrees(stream: bytes, cuts: list[int], max_size: int) -> None:
     own, library = both(stream, [c for c in cuts if c < len(stream)], max_size)
