@@ -62,12 +62,18 @@ class HandshakeError(WebSocketError):
 
 class ProtocolError(WebSocketError):
     """The peer broke RFC 6455; ``close_code`` is what to close with, ``messages`` what the same read
-    completed before the violation (delivered first: nothing that arrived intact is lost)."""
+    completed before the violation (delivered first: nothing that arrived intact is lost).
 
-    def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+    ``invalid`` holds a text message that is not UTF-8 (so far as it arrived): the RFC says to fail the
+    connection, and the connector does, but it still hands these bytes on to be stored as ``unparsed``, since
+    a frame the exchange sent is never silently dropped.
+    """
+
+    def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL_ERROR, invalid: bytes | None = None) -> None:
         super().__init__(message)
         self.close_code = close_code
         self.messages: list[bytes | Control] = []
+        self.invalid = invalid
 
 
 class Control(NamedTuple):
@@ -88,8 +94,9 @@ _OPCODES = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP
 _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
-def _utf8_error(exc: UnicodeDecodeError) -> ProtocolError:
-    return ProtocolError(f"invalid UTF-8 in a text message: {exc.reason} at byte {exc.start}", CLOSE_INVALID_DATA)
+def _utf8_error(exc: UnicodeDecodeError, message: bytes) -> ProtocolError:
+    return ProtocolError(f"invalid UTF-8 in a text message: {exc.reason} at byte {exc.start}", CLOSE_INVALID_DATA,
+                         invalid=message)
 
 
 class FrameParser:
@@ -179,7 +186,7 @@ class FrameParser:
                     try:
                         payload.decode()
                     except UnicodeDecodeError as exc:
-                        raise _utf8_error(exc) from None
+                        raise _utf8_error(exc, payload) from None
                 append(payload)
             elif b0 == 0x82 and self._frag_op is None:
                 append(buf[start:stop])
@@ -213,7 +220,7 @@ class FrameParser:
             try:
                 self._utf8.decode(payload, final=bool(fin))
             except UnicodeDecodeError as exc:
-                raise _utf8_error(exc) from None
+                raise _utf8_error(exc, b"".join((*self._frag, payload))) from None
         if fin:
             message = b"".join((*self._frag, payload)) if self._frag else payload
             self._frag, self._frag_op, self._frag_size, self._utf8 = [], None, 0, None
@@ -290,7 +297,7 @@ class _Protocol(asyncio.Protocol):
         try:
             items = self.parser.feed(data)
         except ProtocolError as exc:
-            items = exc.messages
+            items = exc.messages if exc.invalid is None else [*exc.messages, exc.invalid]
             self._fail(exc)
         if items:
             self.batch += items

@@ -292,8 +292,10 @@ async def test_wss_verifies_the_server_and_carries_frames(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------- the upgrade response, checked by websockets
 
 
-async def answer_upgrade(extra_lines: Callable[[str], list[str]]) -> tuple[asyncio.Server, str]:
-    """A raw TCP server answering the upgrade with ``101`` and the header lines ``extra_lines(accept)``."""
+async def answer_upgrade(extra_lines: Callable[[str], list[str]],
+                         frames: bytes = server_frame(OP_TEXT, b"hello")) -> tuple[asyncio.Server, str]:
+    """A raw TCP server answering the upgrade with ``101`` and the header lines ``extra_lines(accept)``,
+    then sending ``frames``."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = (await reader.readuntil(b"\r\n\r\n")).decode()
@@ -302,7 +304,7 @@ async def answer_upgrade(extra_lines: Callable[[str], list[str]]) -> tuple[async
         accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
         lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
                  *extra_lines(accept.decode())]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + server_frame(OP_TEXT, b"hello"))
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + frames)
         await writer.drain()
         await reader.read()  # until the client goes
         writer.close()
@@ -323,3 +325,33 @@ async def test_a_repeated_accept_header_is_refused_not_collapsed() -> None:
     async with server:
         with pytest.raises(WebSocketError, match="Sec-WebSocket-Accept"):
             await connect(url)
+
+
+NOT_UTF8 = b'{"type":"trade","msg":{"market_ticker":"\xff"}}'
+
+
+def test_a_text_message_that_is_not_utf8_is_kept_on_the_error() -> None:
+    whole = server_frame(OP_TEXT, b"ok") + server_frame(OP_TEXT, NOT_UTF8)
+    with pytest.raises(ProtocolError) as caught:
+        FrameParser(1 << 20).feed(whole)
+    assert caught.value.close_code == 1007
+    assert (caught.value.messages, caught.value.invalid) == ([b"ok"], NOT_UTF8)
+    fragmented = server_frame(OP_TEXT, NOT_UTF8[:10], fin=False) + server_frame(OP_CONTINUATION, NOT_UTF8[10:])
+    with pytest.raises(ProtocolError) as caught:
+        FrameParser(1 << 20).feed(fragmented)
+    assert caught.value.invalid == NOT_UTF8
+
+
+async def test_a_text_message_that_is_not_utf8_is_delivered_before_the_connection_fails() -> None:
+    """RFC 6455 says fail the connection (1007); the bytes still reach the reader, to be stored as unparsed."""
+    frames = server_frame(OP_TEXT, b"hello") + server_frame(OP_TEXT, NOT_UTF8) + server_frame(OP_TEXT, b"after")
+    server, url = await answer_upgrade(lambda accept: [f"Sec-WebSocket-Accept: {accept}"], frames)
+    async with server:
+        ws = await connect(url)
+        got: list[bytes | Control] = []
+        async with asyncio.timeout(5):
+            while batch := await ws.receive_batch():
+                got += batch
+        assert got == [b"hello", NOT_UTF8]
+        assert isinstance(ws.exception(), ProtocolError)
+        ws.abort()
