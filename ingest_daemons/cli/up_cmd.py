@@ -121,6 +121,7 @@ def add_dagster(stack: LocalStack, env: ResolvedEnvironment, port: int) -> None:
     """`dagster dev` on a local instance under DATA_DIR/dagster, loading workspace.yaml from the repository."""
     home = env.data_dir / "dagster"
     home.mkdir(parents=True, exist_ok=True)
+    env.archive_start_date()  # `first_run`: record today under the data dir before Dagster reads it
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     stack.add(
         "dagster",

@@ -7,7 +7,8 @@ the feed does not know) live in :mod:`ingest_daemons.config.loader`.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import date, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -155,6 +156,70 @@ class StreamLimitsOverride(_Model):
         return base.model_copy(update=changes)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Streams that carry no market data of their own by default: judged only when configured.
+UNJUDGED_BY_DEFAULT = ("uncategorized", "lifecycle")
+
+
+def _minutes(value: str) -> int:
+    match = _CLOCK_RE.match(value)
+    if match is None:
+        raise ValueError(f"bad time {value!r}: expected HH:MM (UTC, 00:00-23:59)")
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+class QuietHours(_Model):
+    """A daily UTC period when a feed is expected to be silent (``end`` before ``start`` wraps midnight)."""
+
+    start: str
+    end: str
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+
+    @model_validator(mode="after")
+    def _valid_clock(self) -> QuietHours:
+        if _minutes(self.start) == _minutes(self.end):
+            raise ValueError(f"quiet hours {self.start}-{self.end} are empty; start and end must differ")
+        return self
+
+    @property
+    def start_minute(self) -> int:
+        return _minutes(self.start)
+
+    @property
+    def end_minute(self) -> int:
+        return _minutes(self.end)
+
+
+class FreshnessConfig(_Model):
+    """How long a feed's streams may go without a message before that is an outage.
+
+    ``max_silence`` applies to every stream of the feed; ``streams`` overrides it per stream
+    (category slug, ``uncategorized`` or ``lifecycle``), ``null`` meaning "not judged". The
+    uncategorized and lifecycle streams carry no regular data and are not judged unless listed.
+    """
+
+    max_silence: Duration | None = timedelta(minutes=15)
+    quiet_hours: list[QuietHours] = Field(default_factory=list)
+    streams: dict[str, Duration | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _positive(self) -> FreshnessConfig:
+        overrides = [(f"streams.{k}", v) for k, v in self.streams.items()]
+        for where, value in [("max_silence", self.max_silence), *overrides]:
+            if value is not None and value <= timedelta(0):
+                raise ValueError(f"{where} must be longer than 0s (or null: not judged)")
+        return self
+
+    def threshold_for(self, stream_key: str) -> timedelta | None:
+        """The silence allowed on one stream (key: category slug, ``uncategorized``, ``lifecycle``)."""
+        if stream_key in self.streams:
+            return self.streams[stream_key]
+        if stream_key in UNJUDGED_BY_DEFAULT:
+            return None
+        return self.max_silence
+
+
 class EnvironmentFeedConfig(_Model):
     """One feed as an environment runs it."""
 
@@ -165,6 +230,7 @@ class EnvironmentFeedConfig(_Model):
     shard_size: int = Field(default=500, gt=0)
     endpoint: Endpoint | None = None
     streams: StreamLimitsOverride = Field(default_factory=StreamLimitsOverride)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
 
     @model_validator(mode="after")
     def _one_filter(self) -> EnvironmentFeedConfig:
@@ -181,8 +247,31 @@ class EnvironmentFeedConfig(_Model):
         return True
 
 
+FIRST_RUN = "first_run"
+
+
+def _start_date(value: object) -> str:
+    """``YYYY-MM-DD`` (a real date) or ``first_run``; YAML may hand over a date object."""
+    if isinstance(value, date):
+        value = value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError(f"bad start_date {value!r}: expected a date like 2026-01-01 or {FIRST_RUN}")
+    if value == FIRST_RUN:
+        return value
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(value) != 10:
+        raise ValueError(f"bad start_date {value!r}: expected a date like 2026-01-01 or {FIRST_RUN}")
+    return value
+
+
 class ArchiveConfig(_Model):
     path: str = "archive"
+    # First day of the archive's daily partitions; `first_run`: the day this data dir first served
+    # the environment (recorded under the data dir, see ResolvedEnvironment.archive_start_date).
+    start_date: Annotated[str, BeforeValidator(_start_date)] = FIRST_RUN
 
 
 class GcsConfig(_Model):

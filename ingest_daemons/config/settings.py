@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest_daemons.config.loader import ExchangeConfig, load_exchanges
 from ingest_daemons.config.models import (
+    FIRST_RUN,
     Endpoint,
     EnvironmentConfig,
     EnvironmentFeedConfig,
@@ -21,6 +23,8 @@ from ingest_daemons.config.models import (
     StreamLimits,
 )
 
+ARCHIVE_START_ENV = "SSMD_ARCHIVE_START"  # overrides archive.start_date (YYYY-MM-DD)
+FIRST_RUN_DIR = "first_run"
 DEFAULT_ENV = "dev"
 DEFAULT_DATA_DIR = "var"
 _PACKAGED_EXCHANGES = Path(__file__).resolve().parents[2] / "exchanges"
@@ -95,6 +99,42 @@ class ResolvedEnvironment:
     def archive_root(self) -> Path:
         path = Path(self.config.archive.path)
         return path if path.is_absolute() else self.settings.data_dir / path
+
+    def archive_start_date(self, today: datetime | None = None) -> str:
+        """First day (``YYYY-MM-DD``) of the archive's partitions.
+
+        ``$SSMD_ARCHIVE_START`` overrides ``archive.start_date``. ``first_run`` is the UTC day this
+        data dir first asked, written once to ``DATA_DIR/first_run/{env}`` and read back by every
+        later process (Dagster's webserver, daemon and runs must agree on the partitions), so it
+        needs a data dir that persists and is shared; a deployment without one sets a date.
+        """
+        override = os.environ.get(ARCHIVE_START_ENV)
+        if override:
+            return _checked_date(override, ARCHIVE_START_ENV)
+        configured = self.config.archive.start_date
+        if configured != FIRST_RUN:
+            return configured
+        record = self.settings.data_dir / FIRST_RUN_DIR / self.name
+        if not record.exists():
+            day = (today or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
+            record.parent.mkdir(parents=True, exist_ok=True)
+            temp = record.with_name(f".{record.name}.{os.getpid()}")
+            temp.write_text(day + "\n")
+            try:
+                os.link(temp, record)  # atomic and exclusive: the first writer wins, whole
+            except FileExistsError:
+                pass
+            finally:
+                temp.unlink()
+        return _checked_date(record.read_text().strip(), str(record))
+
+
+def _checked_date(value: str, where: str) -> str:
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise ValueError(f"{where}: {value!r} is not a date like 2026-01-01") from None
+    return value
 
 
 def resolve_environment(settings: Settings | None = None, env_name: str | None = None) -> ResolvedEnvironment:

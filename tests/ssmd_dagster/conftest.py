@@ -31,7 +31,7 @@ def ssmd_env(write_env: WriteEnv, unique_env: str, nats_server: NatsServer, tmp_
     root = write_env(
         unique_env,
         nats_url=nats_server.url,
-        archive={"path": str(tmp / "archive")},
+        archive={"path": str(tmp / "archive"), "start_date": "2026-01-01"},
         streams={"max_age": "1h", "max_bytes": "64MiB", "duplicate_window": "1m"},
         feeds={"kalshi": {"categories": ["Economics"]}},
     )

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_groups_jobs_sensors_and_checks(tmp_path: Path) -> None:
     assert graph.get(AssetKey("jetstream_streams")).group_name == "streams"
     economics = AssetKey(["archive", "prod", "kalshi", "economics"])
     assert {k.name for k in graph.get_check_keys_for_assets({economics})} == {
-        "contiguity", "manifest_matches_file", "gzip_integrity"
+        "contiguity", "manifest_matches_file", "gzip_integrity", "freshness"
     }
     assert "PROD_KALSHI_ECONOMICS" in (graph.get(economics).description or "")
     jobs = {j.name for j in defs.resolve_all_job_defs()}
@@ -82,10 +83,33 @@ def test_groups_jobs_sensors_and_checks(tmp_path: Path) -> None:
             "archive_reverify", "shard_headroom", "archive_pipeline_prod_kalshi"} <= jobs
     assert {s.name for s in defs.sensors or []} == {  # type: ignore[union-attr]
         "exchange_config_changed", "archive_day_close", "archive_retention_risk", "shard_headroom",
-        "archive_copies_automation", "archive_partition_failure_alert",
+        "archive_copies_automation", "archive_partition_failure_alert", "stream_freshness",
     }
     assert defs.resolve_schedule_def("archive_reverify_nightly").cron_schedule == "30 3 * * *"
     assert defs.resolve_schedule_def("secmaster_sync_hourly").cron_schedule.endswith("* * * *")
+
+
+def archive_partition_keys(defs: Definitions) -> list[str]:
+    partitions = defs.resolve_asset_graph().get(AssetKey(["archive", "dev", "kalshi", "economics"])).partitions_def
+    assert partitions is not None
+    return list(partitions.get_partition_keys())
+
+
+def test_a_fresh_local_stack_has_partitions_from_the_day_it_first_ran(tmp_path: Path) -> None:
+    """dev.yaml says `start_date: first_run`: a new data dir shows today's partition only, not a year."""
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert archive_partition_keys(repo_definitions("dev", tmp_path)) == [today]
+    assert (tmp_path / "first_run" / "dev").read_text().strip() == today
+    (tmp_path / "first_run" / "dev").write_text("2026-11-30\n")  # as if first run on that day
+    keys = archive_partition_keys(repo_definitions("dev", tmp_path))
+    assert keys[0] == "2026-11-30" and keys[-1] == today
+
+
+def test_prod_partitions_start_at_the_configured_date(tmp_path: Path) -> None:
+    partitions = repo_definitions("prod", tmp_path).resolve_asset_graph().get(
+        AssetKey(["archive", "prod", "kalshi", "economics"])).partitions_def
+    assert partitions is not None and partitions.get_first_partition_key() == "2026-01-01"
+    assert not (tmp_path / "first_run").exists()
 
 
 def test_workspace_loads_with_the_local_instance_config(tmp_path: Path) -> None:

@@ -119,3 +119,48 @@ def test_category_tags_map_first_tag_in_event_order() -> None:
     assert feed.category_for_tags(["unknown-tag", "bitcoin"]) == "Crypto"
     assert feed.category_for_tags(["unknown-tag"]) is None
     assert set(feed.category_tags.values()) <= set(feed.categories)
+
+
+def test_archive_start_date_is_a_date_or_first_run(write_env: WriteEnv) -> None:
+    assert not issues_of_ok(write_env("fine", archive={"start_date": "2026-02-28"}))
+    for bad in ("2026-02-30", "yesterday", "2026-2-1"):
+        [issue] = issues_of(write_env("broken", archive={"start_date": bad}))
+        assert "environments/broken.yaml:" in issue and "archive.start_date" in issue and "first_run" in issue
+
+
+def test_first_run_start_date_is_recorded_once_under_the_data_dir(
+    write_env: WriteEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    monkeypatch.delenv("SSMD_ARCHIVE_START", raising=False)
+    root = write_env("local", archive={"start_date": "first_run"})
+    env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp_path), env_name="local")
+    assert env.archive_start_date(datetime(2026, 5, 1, 23, tzinfo=UTC)) == "2026-05-01"
+    assert env.archive_start_date(datetime(2026, 5, 9, tzinfo=UTC)) == "2026-05-01"  # what was recorded
+    assert (tmp_path / "first_run" / "local").read_text() == "2026-05-01\n"
+    monkeypatch.setenv("SSMD_ARCHIVE_START", "2026-04-01")
+    assert env.archive_start_date() == "2026-04-01"
+
+
+def test_freshness_thresholds_and_quiet_hours_are_validated(write_env: WriteEnv) -> None:
+    good = {"max_silence": "2m", "quiet_hours": [{"start": "22:00", "end": "06:00", "days": ["sat", "sun"]}],
+            "streams": {"economics": "10m", "lifecycle": "1h"}}
+    env = load_exchanges(write_env("fine", feeds={"kalshi": {"freshness": good}})).environment("fine")
+    freshness = env.feeds["kalshi"].freshness
+    assert freshness.threshold_for("crypto") is not None and freshness.threshold_for("crypto").total_seconds() == 120
+    assert freshness.threshold_for("uncategorized") is None  # not judged unless listed
+    assert freshness.threshold_for("lifecycle") is not None
+    [issue] = issues_of(write_env("broken", feeds={"kalshi": {"freshness": {"max_silence": "0s"}}}))
+    assert "feeds.kalshi.freshness" in issue and "max_silence must be longer than 0s" in issue
+    quiet = [{"start": "25:00", "end": "06:00"}, {"start": "01:00", "end": "01:00"},
+             {"start": "01:00", "end": "02:00", "days": ["someday"]}]
+    issues = issues_of(write_env("broken", feeds={"kalshi": {"freshness": {"quiet_hours": quiet}}}))
+    text = "\n".join(issues)
+    assert "feeds.kalshi.freshness.quiet_hours.0" in text and "bad time '25:00'" in text
+    assert "quiet_hours.1" in text and "are empty" in text and "someday" in text
+
+
+def issues_of_ok(root: Path) -> list[str]:
+    load_exchanges(root)
+    return []
