@@ -3,8 +3,10 @@
 Materialising a partition writes ``{archive_root}/{env}/{stream}/{day}.jsonl.gz`` and its manifest
 with exactly the stream's messages whose JetStream timestamp falls in the day (see
 ``ingest_daemons.archive``). A day that has not ended is refused unless ``allow_open_day`` is set
-(tests, ad-hoc looks at today): then it is archived up to "now" and marked ``open_window``, and the
-next materialisation after midnight replaces it.
+(tests, ad-hoc looks at today): then it is archived up to "now" as a *provisional snapshot*
+(metadata ``provisional``/``open_window``, materialisation tag ``ssmd/provisional``; see
+``ssmd_dagster/archive_status.py``): copies wait for the closed day, and the day-close sensor
+archives the day again once it has ended.
 """
 
 # No `from __future__ import annotations`: Dagster reads config and resource types from the
@@ -30,6 +32,7 @@ from ingest_daemons.archive import ArchiveResult, Progress, TimeWindow, archive_
 from ingest_daemons.archive.layout import format_ns, to_ns
 from ingest_daemons.archive.writer import DEFAULT_LEVEL
 from ingest_daemons.config.units import format_duration
+from ssmd_dagster.archive_status import PROVISIONAL_TAG
 from ssmd_dagster.resources import ArchiveStorageResource, NatsResource
 from ssmd_dagster.targets import ArchiveTarget
 
@@ -116,9 +119,12 @@ def build_archive_asset(
                 raise Failure(
                     description=f"{key} has not ended yet (window {window.describe()}); it is archived once it "
                     "closes, or now with run config allow_open_day: true",
+                    allow_retries=False,
+                    metadata={"alert": False},  # a launch to redo with the flag, not an outage to page about
                 )
             window = window.clipped(now_ns)
-            context.log.warning(f"{key} is still open: archiving up to {format_ns(window.end_ns)}")
+            context.log.info(f"{key} is still open: provisional snapshot up to {format_ns(window.end_ns)}; "
+                             "archived again once the day closes, copies wait for that")
 
         def report(progress: Progress) -> None:
             context.log.info(progress.describe())
@@ -140,6 +146,9 @@ def build_archive_asset(
             f"{target.stream} {key}: {m.count:,} messages, seq {m.first_seq}..{m.last_seq}, "
             f"{m.bytes:,} bytes, {result.msgs_per_s:,.0f} msgs/s, {len(m.holes)} holes"
         )
+        if open_window:
+            return MaterializeResult(metadata={**archive_metadata(result), "provisional": True},
+                                     tags={PROVISIONAL_TAG: "true"})
         return MaterializeResult(metadata=archive_metadata(result))
 
     return _archive

@@ -8,13 +8,16 @@ when it differs, and refused when the local files are not a complete partition.
 
 Automation (:func:`archived_day_condition`), shared with the Parquet assets: a day is copied once
 its archive partition exists (catching up on every archived day within the lookback), and again
-whenever the archive is re-materialised. A failed day is not requested again by automation (its
+whenever the archive is re-materialised, never while its archive is a provisional snapshot of an
+open day (that waits, without a run, for the day to close and be archived again; a copy launched by
+hand on such a snapshot ends without materialising and says so). A failed day is not requested again by automation (its
 retries are the asset's :data:`DEFAULT_RETRY_POLICY`); it alerts and waits for a re-run or backfill.
 """
 
 # No `from __future__ import annotations`: Dagster reads config and resource types from the
 # signatures of the decorated functions at definition time.
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -34,8 +37,9 @@ from dagster import (
     asset,
 )
 
-from ingest_daemons.archive import partition_paths
+from ingest_daemons.archive import load_manifest, partition_paths
 from ingest_daemons.gcs import IncompletePartition, PartitionCopy, copy_partition
+from ssmd_dagster.archive_status import ProvisionalArchive
 from ssmd_dagster.resources import ArchiveStorageResource
 from ssmd_dagster.resources_gcs import ArchiveCopyResource
 from ssmd_dagster.targets import ArchiveTarget
@@ -62,9 +66,16 @@ def archived_day_condition(lookback: timedelta = DEFAULT_LOOKBACK) -> Automation
     )
     first_time = AutomationCondition.missing() & ~AutomationCondition.execution_failed()
     refresh = AutomationCondition.any_deps_updated().since_last_handled()
-    return (AutomationCondition.in_latest_time_window(lookback) & (first_time | refresh) & ready).with_label(
+    # Last, so it reads the instance only for partitions that would otherwise run.
+    closed = ~AutomationCondition.any_deps_match(ProvisionalArchive()).with_label("archive is not provisional")
+    return (AutomationCondition.in_latest_time_window(lookback) & (first_time | refresh) & ready & closed).with_label(
         "archived day ready"
     )
+
+
+def provisional_note(stream: str, day: str) -> str:
+    return (f"{stream} {day} is archived as a provisional snapshot of an open day; it is copied and converted "
+            "once the day has closed and been archived again")
 
 
 def copy_metadata(result: PartitionCopy, destination: str) -> dict[str, Any]:
@@ -112,6 +123,7 @@ def build_gcs_asset(
         kinds={"gcs"},
         retry_policy=retry_policy,
         automation_condition=automation_condition or archived_day_condition(),
+        output_required=False,  # a provisional archive is not copied: the step ends without materialising
         description=(
             f"Off-site copy of `{target.asset_key.to_user_string()}` (stream `{target.stream}`): the day's "
             "JSONL.gz and manifest in the archive bucket (a local folder when no bucket is configured), "
@@ -124,9 +136,13 @@ def build_gcs_asset(
         context: AssetExecutionContext,
         archive_storage: ArchiveStorageResource,
         archive_copy: ArchiveCopyResource,
-    ) -> MaterializeResult[None]:
+    ) -> Iterator[MaterializeResult[None]]:
         key = context.partition_key
         paths = partition_paths(archive_storage.root_path(), target.env, target.stream, key)
+        manifest = load_manifest(paths.manifest)
+        if manifest is not None and manifest.open_window:
+            context.log.info(provisional_note(target.stream, key))
+            return
         try:
             result = copy_partition(paths, archive_copy.store(), archive_copy.naming())
         except IncompletePartition as exc:
@@ -136,6 +152,6 @@ def build_gcs_asset(
             f"{target.stream} {key}: {result.data.action} {result.data.uri} ({result.data.local.size:,} bytes), "
             f"manifest {result.manifest_object.action}"
         )
-        return MaterializeResult(metadata=copy_metadata(result, archive_copy.describe()))
+        yield MaterializeResult(metadata=copy_metadata(result, archive_copy.describe()))
 
     return _copy

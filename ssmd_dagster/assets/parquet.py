@@ -19,7 +19,8 @@ from the CLI with the feed's pipeline job (one run per day: archive, then copy, 
 # No `from __future__ import annotations`: Dagster reads config and resource types from the
 # signatures of the decorated functions at definition time.
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dagster import (
@@ -30,6 +31,7 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
+    BetaWarning,
     Config,
     DagsterEventType,
     DefaultSensorStatus,
@@ -52,7 +54,7 @@ from pydantic import Field
 from ingest_daemons.archive import load_manifest, partition_paths
 from ingest_daemons.parquet import ConversionError, ConversionResult, convert_partition, parquet_dir, tables_for
 from ssmd_dagster.alerts import Alert, AlertWebhookResource
-from ssmd_dagster.assets.gcs import DEFAULT_RETRY_POLICY, archived_day_condition, copy_key
+from ssmd_dagster.assets.gcs import DEFAULT_RETRY_POLICY, archived_day_condition, copy_key, provisional_note
 from ssmd_dagster.resources import ArchiveStorageResource
 from ssmd_dagster.resources_gcs import ParquetStorageResource
 from ssmd_dagster.targets import ArchiveTarget
@@ -113,6 +115,7 @@ def build_parquet_asset(
         kinds={"parquet", "polars"},
         retry_policy=retry_policy,
         automation_condition=automation_condition or archived_day_condition(),
+        output_required=False,  # a provisional archive is converted only when asked (allow_open_day)
         description=(
             f"Typed Parquet tables ({names}, and rejects) of `{target.asset_key.to_user_string()}` (stream "
             f"`{target.stream}`), one folder per UTC day: exchange and receive times as timestamps, prices "
@@ -126,7 +129,7 @@ def build_parquet_asset(
         config: ParquetPartitionConfig,
         archive_storage: ArchiveStorageResource,
         parquet_storage: ParquetStorageResource,
-    ) -> MaterializeResult[None]:
+    ) -> Iterator[MaterializeResult[None]]:
         key = context.partition_key
         paths = partition_paths(archive_storage.root_path(), target.env, target.stream, key)
         manifest = load_manifest(paths.manifest)
@@ -134,9 +137,8 @@ def build_parquet_asset(
             raise Failure(description=f"{target.stream} {key} is not archived (no {paths.manifest.name})",
                           allow_retries=False)
         if manifest.open_window and not config.allow_open_day:
-            raise Failure(description=f"{target.stream} {key} was archived before the day ended; it is "
-                          "converted once re-archived (or now with run config allow_open_day: true)",
-                          allow_retries=False)
+            context.log.info(provisional_note(target.stream, key) + " (or now with run config allow_open_day: true)")
+            return
         out = parquet_dir(parquet_storage.root_path(), target.env, target.stream, key)
         try:
             result = convert_partition(paths.data, out, tables, manifest=manifest, force=config.force)
@@ -146,7 +148,7 @@ def build_parquet_asset(
             f"{target.stream} {key}: {result.lines:,} lines → {result.rows} + {result.rejects} rejects"
             + (" (already converted)" if result.skipped else f", {result.msgs_per_s:,.0f} msgs/s")
         )
-        return MaterializeResult(metadata=parquet_metadata(result))
+        yield MaterializeResult(metadata=parquet_metadata(result))
 
     return _tables
 
@@ -176,13 +178,18 @@ def make_archive_copies_automation_sensor(
     keys: Sequence[AssetKey], *, interval_s: int = AUTOMATION_INTERVAL_S
 ) -> AutomationConditionSensorDefinition:
     """Evaluates the copies' automation conditions (running by default: closed days flow unattended)."""
-    return AutomationConditionSensorDefinition(
-        AUTOMATION_SENSOR,
-        target=AssetSelection.assets(*keys),
-        default_status=DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=interval_s,
-        description="Copies and converts each archived day (and again when a day is re-archived).",
-    )
+    with warnings.catch_warnings():  # use_user_code_server is a beta parameter in Dagster 1.13 (pinned)
+        warnings.simplefilter("ignore", BetaWarning)
+        return AutomationConditionSensorDefinition(
+            AUTOMATION_SENSOR,
+            target=AssetSelection.assets(*keys),
+            default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=interval_s,
+            # The conditions read archive materialisations (ProvisionalArchive): Python of this code location.
+            use_user_code_server=True,
+            description="Copies and converts each archived day (and again when a day is re-archived), never a "
+                        "provisional snapshot of an open day.",
+        )
 
 
 def planned_keys(context: RunFailureSensorContext) -> set[AssetKey]:
@@ -197,6 +204,14 @@ def planned_keys(context: RunFailureSensorContext) -> set[AssetKey]:
             if r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.asset_key is not None}
 
 
+def _not_alerted(data: object) -> bool:
+    """A step that failed with ``Failure(metadata={"alert": False})``: a refused launch (e.g. an open day
+    without ``allow_open_day``) the person who launched it sees and redoes, not an outage."""
+    user = getattr(data, "user_failure_data", None)
+    entry = (getattr(user, "metadata", None) or {}).get("alert")
+    return getattr(entry, "value", None) is False
+
+
 def failure_alert(context: RunFailureSensorContext, keys: set[AssetKey]) -> Alert | None:
     """The alert for a failed run that was materialising any of ``keys`` (None for other runs)."""
     run = context.dagster_run
@@ -204,8 +219,11 @@ def failure_alert(context: RunFailureSensorContext, keys: set[AssetKey]) -> Aler
     if not failed:
         return None
     day = run.tags.get("dagster/partition", "?")
+    failures = context.get_step_failure_events()
+    if failures and all(_not_alerted(e.event_specific_data) for e in failures):
+        return None
     steps = [e.event_specific_data.error.message.strip().splitlines()[0]  # type: ignore[union-attr]
-             for e in context.get_step_failure_events()
+             for e in failures
              if getattr(e.event_specific_data, "error", None) is not None]
     reason = steps[0] if steps else (context.failure_event.message or "run failed")
     env, feed = [*failed[0].split("/"), "?", "?"][1:3]

@@ -29,6 +29,7 @@ from dagster import (
 from ingest_daemons.archive import TimeWindow, partition_paths
 from ingest_daemons.config import ResolvedEnvironment
 from ingest_daemons.gcs import ObjectNaming
+from ssmd_dagster.archive_status import PROVISIONAL_TAG
 from ssmd_dagster.assets.archive import build_archive_asset
 from ssmd_dagster.assets.gcs import DEFAULT_RETRY_POLICY, build_gcs_asset, copy_key
 from ssmd_dagster.assets.parquet import (
@@ -95,9 +96,12 @@ class Chain:
             counts[day] = len(batch)
         return counts
 
-    def run_pipeline(self, day: str, raise_on_error: bool = True) -> ExecuteInProcessResult:
+    def run_pipeline(self, day: str, raise_on_error: bool = True, open_day: bool = False) -> ExecuteInProcessResult:
         job = self.defs.resolve_job_def(f"archive_pipeline_{self.env.name}_kalshi")
-        return job.execute_in_process(partition_key=day, instance=self.instance, raise_on_error=raise_on_error)
+        op = self.defs.get_assets_def(self.keys[0]).op.name
+        run_config = {"ops": {op: {"config": {"allow_open_day": True}}}} if open_day else None
+        return job.execute_in_process(partition_key=day, instance=self.instance, raise_on_error=raise_on_error,
+                                      run_config=run_config)
 
     def materialize(self, keys: list[AssetKey], day: str) -> ExecuteInProcessResult:
         assets = [self.defs.get_assets_def(k) for k in keys]
@@ -218,3 +222,38 @@ def test_lineage_groups_and_descriptions(chain: Chain) -> None:
     job = chain.defs.resolve_job_def(f"archive_pipeline_{chain.env.name}_kalshi")
     assert {k for k in job.asset_layer.selected_asset_keys} == set(chain.keys)
     assert isinstance(chain.defs.resources, dict) and Path(str(chain.env.archive_root)).is_absolute()
+
+
+def test_an_open_day_archive_launches_no_copy_run_and_raises_no_alert(chain: Chain, receiver: Receiver) -> None:
+    """Archiving today is a provisional snapshot: tagged, copies wait for the closed day without a
+    failed run, a retry or an alert; once the day is archived again (closed) the copies run."""
+    chain.fill(DAYS[:1])
+    now = time.time_ns()
+    open_day = TimeWindow(chain.windows[DAYS[0]].start_ns, now + 3_600 * 10**9)  # ends in an hour
+    chain.windows[DAYS[0]] = open_day
+    archive = chain.defs.get_assets_def(chain.keys[0])
+    snapshot = materialize([archive], partition_key=DAYS[0], instance=chain.instance, resources=chain.defs.resources,
+                           run_config={"ops": {archive.op.name: {"config": {"allow_open_day": True}}}})
+    [event] = snapshot.get_asset_materialization_events()
+    assert event.materialization.tags is not None and event.materialization.tags[PROVISIONAL_TAG] == "true"
+    assert event.materialization.metadata["provisional"].value is True
+
+    at = datetime(2026, 3, 2, 1, tzinfo=UTC)  # the day is over by the automation's clock: only provisional holds it
+    first = evaluate_automation_conditions(chain.defs, chain.instance, evaluation_time=at)
+    assert first.total_requested == 0
+
+    by_hand = chain.run_pipeline(DAYS[0], open_day=True)  # a backfill of the chain over the open day: no red, nothing copied
+    assert by_hand.success
+    assert chain.materialized(chain.keys[1]) == set() and chain.materialized(chain.keys[2]) == set()
+    assert not [e for e in by_hand.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    runs = chain.instance.get_runs()
+    assert runs and all(r.is_success for r in runs), [r.status for r in runs]  # no red: nothing to alert
+    assert receiver.delivered == []
+
+    chain.windows[DAYS[0]] = TimeWindow(open_day.start_ns, time.time_ns())  # the day has closed
+    assert chain.materialize([chain.keys[0]], DAYS[0]).success
+    closed = evaluate_automation_conditions(chain.defs, chain.instance, evaluation_time=at, cursor=first.cursor)
+    assert set(closed.get_requested_partitions(chain.keys[1])) == {DAYS[0]}
+    assert set(closed.get_requested_partitions(chain.keys[2])) == {DAYS[0]}
+    assert chain.materialize(chain.keys[1:], DAYS[0]).success
+    assert receiver.delivered == []
