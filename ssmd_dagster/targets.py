@@ -10,12 +10,14 @@ from dagster import AssetCheckKey, AssetKey
 
 from ingest_daemons import naming
 from ingest_daemons.config import ResolvedEnvironment
+from ingest_daemons.config.models import QuietHours
 from ingest_daemons.streams import desired_streams
 
 CHECK_CONTIGUITY = "contiguity"
 CHECK_MANIFEST = "manifest_matches_file"
 CHECK_GZIP = "gzip_integrity"
 ARCHIVE_CHECKS = (CHECK_CONTIGUITY, CHECK_MANIFEST, CHECK_GZIP)
+CHECK_FRESHNESS = "freshness"  # of the stream, not of a partition (ssmd_dagster/freshness.py)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class ArchiveTarget:
     subjects: tuple[str, ...]
     max_age: timedelta
     feed_display_name: str
+    max_silence: timedelta | None = None  # freshness threshold; None: silence is not judged
+    quiet_hours: tuple[QuietHours, ...] = ()
 
     @property
     def asset_key(self) -> AssetKey:
@@ -40,7 +44,12 @@ class ArchiveTarget:
         return f"archive_{self.env}_{self.feed}_{self.category}"
 
     def check_keys(self) -> list[AssetCheckKey]:
+        """The per-partition checks that run with each materialisation."""
         return [AssetCheckKey(self.asset_key, name) for name in ARCHIVE_CHECKS]
+
+    @property
+    def freshness_key(self) -> AssetCheckKey:
+        return AssetCheckKey(self.asset_key, CHECK_FRESHNESS)
 
 
 def archive_targets(env: ResolvedEnvironment) -> list[ArchiveTarget]:
@@ -50,6 +59,7 @@ def archive_targets(env: ResolvedEnvironment) -> list[ArchiveTarget]:
         _, feed, category, *_ = spec.subjects[0].split(".")
         if feed == naming.CDC_FEED:
             continue
+        freshness = env.feeds[feed].settings.freshness
         targets.append(
             ArchiveTarget(
                 env=env.name,
@@ -59,6 +69,8 @@ def archive_targets(env: ResolvedEnvironment) -> list[ArchiveTarget]:
                 subjects=spec.subjects,
                 max_age=spec.limits.max_age,
                 feed_display_name=env.feeds[feed].feed.display_name,
+                max_silence=freshness.threshold_for(category),
+                quiet_hours=tuple(freshness.quiet_hours),
             )
         )
     return targets

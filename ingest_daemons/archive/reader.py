@@ -144,6 +144,10 @@ class StreamState:
     last_ts_ns: int | None
     max_age_ns: int
     allow_direct: bool
+    bytes: int = 0
+    max_bytes: int = -1  # -1: no limit (JetStream's convention, as in the environment YAML)
+    max_msgs: int = -1
+    discard: str = "old"  # "old": limits remove the oldest messages; "new": they refuse new ones
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> StreamState:
@@ -164,6 +168,10 @@ class StreamState:
             last_ts_ns=ts("last_ts"),
             max_age_ns=int(config.get("max_age", 0)),
             allow_direct=bool(config.get("allow_direct", False)),
+            bytes=int(state.get("bytes", 0)),
+            max_bytes=int(config.get("max_bytes", -1)),
+            max_msgs=int(config.get("max_msgs", -1)),
+            discard=str(config.get("discard", "old")),
         )
 
 
@@ -247,6 +255,31 @@ class StreamReader:
                         error=str(exc))
 
     # ------------------------------------------------------------------ direct get (small lookups)
+
+    def first_at_or_after(self, *, seq: int | None = None, time_ns: int | None = None) -> tuple[int, int] | None:
+        """``(seq, timestamp ns)`` of the first message held at or after ``seq`` or ``time_ns``
+        (one direct get; None when there is none)."""
+        body: dict[str, Any] = {"batch": 1}
+        if time_ns is not None:
+            body["start_time"] = format_ns(time_ns)
+        else:
+            body["seq"] = max(1, seq or 1)
+        reply = self.client.send_request(f"{self._api}.DIRECT.GET.{self.stream}", orjson.dumps(body))
+        found: tuple[int, int] | None = None
+        for _, _, _, headers, _ in self.client.frames_for(reply):
+            if headers is None:
+                continue
+            if headers[8:9] == b" ":  # status line: "NATS/1.0 204 EOB" ends the batch, 404 = none
+                status = headers[9:12]
+                if status == b"503":
+                    raise ArchiveReadError(f"no direct-get responder for {self.stream}: allow_direct is off")
+                if status not in (b"204", b"404"):
+                    line = headers.split(b"\r", 1)[0].decode("utf-8", "replace")
+                    raise ArchiveReadError(f"direct get on {self.stream}: {line}")
+                break
+            got, ts, _, _ = _message_fields(headers)
+            found = (got, parse_timestamp_ns(ts))
+        return found
 
     def held_in_range(self, first: int, last: int) -> int:
         """How many of the sequences ``first..last`` the stream still holds (for hole reports).

@@ -1,20 +1,25 @@
 """Request every stream's partitions for closed days that are not archived yet.
 
-Cursor: ``{asset key: last day handled}`` (JSON). Each tick looks at closed days after the cursor
-(so it catches up after downtime), skips days already materialised, and asks for at most
-``max_runs_per_tick`` runs, oldest first. ``run_key = "{asset key}:{day}"``: the daemon never starts
-two runs for the same partition from this sensor. A run that fails is not re-requested (its run
-key is spent): re-run it from the UI or a backfill; the retention-risk sensor keeps reporting it.
+Cursor: ``{asset key: last day handled}`` (JSON). Each tick reads every stream's state from
+JetStream and looks at closed days after the cursor (so it catches up after downtime), skips days
+whose archive is final, and asks for at most ``max_runs_per_tick`` runs, oldest first.
+``run_key = "{asset key}:{day}"``: the daemon never starts two runs for the same partition from this
+sensor. A run that fails is not re-requested (its run key is spent): re-run it from the UI or a
+backfill; the retention-risk sensor keeps reporting what it leaves unarchived.
 
-A day is closed ``close_delay`` after midnight UTC (replicas answering direct gets may trail the
-leader by moments). Days whose every message has aged out of the stream (``max_age``) are not
-requested: there is nothing left to archive.
+Only days from the day of the stream's first held message are requested: JetStream stamps messages
+with the time they are stored, so a closed day before that can never gain one. Such days (a new
+stack's past week, days whose every message aged out) are passed over, never written as empty
+partitions. A day whose archive is a provisional snapshot of the open day (``archive_status.py``) is
+requested again once it has closed. A day is closed ``close_delay`` after midnight UTC (replicas
+answering direct gets may trail the leader by moments). A stream that cannot be read is left for the
+next tick.
 """
 
 # No `from __future__ import annotations`: Dagster reads config and resource types from the
 # signatures of the decorated functions at definition time.
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import orjson
 from dagster import (
@@ -29,8 +34,13 @@ from dagster import (
     sensor,
 )
 
-from ingest_daemons.archive.layout import KEY_FORMAT, to_ns, utc_day_window
+from ingest_daemons.archive.errors import ArchiveError
+from ingest_daemons.archive.layout import KEY_FORMAT, from_ns, to_ns, utc_day_window
+from ingest_daemons.archive.reader import StreamState
+from ssmd_dagster.archive_status import final_days
 from ssmd_dagster.assets.archive import Clock, utc_now
+from ssmd_dagster.resources import NatsResource
+from ssmd_dagster.stream_reads import read_states
 from ssmd_dagster.targets import ArchiveTarget
 
 DEFAULT_CLOSE_DELAY = timedelta(minutes=10)
@@ -38,11 +48,11 @@ DEFAULT_MAX_RUNS_PER_TICK = 50
 DEFAULT_INTERVAL_S = 300
 
 
-def oldest_useful_day(now: datetime, max_age: timedelta) -> str | None:
-    """The oldest day that may still have messages in a stream keeping ``max_age`` (None: no limit)."""
-    if not max_age:
+def first_day(state: StreamState) -> str | None:
+    """The UTC day of the stream's first held message (None: it holds none)."""
+    if not state.messages or state.first_ts_ns is None:
         return None
-    return (now - max_age).astimezone(UTC).strftime(KEY_FORMAT)
+    return from_ns(state.first_ts_ns).strftime(KEY_FORMAT)
 
 
 def run_key(target: ArchiveTarget, day: str) -> str:
@@ -67,24 +77,31 @@ def make_day_close_sensor(
         default_status=default_status,
         description="Archives every stream's closed UTC days not materialised yet (catches up after downtime).",
     )
-    def _sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    def _sensor(context: SensorEvaluationContext, nats: NatsResource) -> SensorResult | SkipReason:
         now = clock()
         cutoff_ns = to_ns(now - close_delay)
         keys = partitions_def.get_partition_keys(current_time=now)
         closed = [k for k in keys if utc_day_window(k).end_ns <= cutoff_ns]
         cursor: dict[str, str] = orjson.loads(context.cursor) if context.cursor else {}
+        states = read_states(nats, [t.stream for t in targets], f"ssmd-{name}")
         requests: list[RunRequest] = []
         for target in targets:
             asset = target.asset_key.to_user_string()
-            after, oldest = cursor.get(asset), oldest_useful_day(now, target.max_age)
-            candidates = [k for k in closed if (after is None or k > after) and (oldest is None or k >= oldest)]
+            after = cursor.get(asset)
+            candidates = [k for k in closed if after is None or k > after]
+            state = states[target.stream]
             if not candidates:
                 continue
-            done = context.instance.get_materialized_partitions(target.asset_key)
+            if isinstance(state, ArchiveError):
+                context.log.warning(f"{target.stream}: stream state not readable ({state}); its days wait")
+                continue
+            start = first_day(state)
+            held = [k for k in candidates if start is not None and k >= start]
+            done = final_days(context.instance, target.asset_key, held)
             for day in candidates:
                 if len(requests) >= max_runs_per_tick:
                     break
-                if day not in done:
+                if day in held and day not in done:
                     requests.append(
                         RunRequest(
                             run_key=run_key(target, day),

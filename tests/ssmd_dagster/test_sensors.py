@@ -1,4 +1,5 @@
-"""Sensors evaluated with build_sensor_context: run requests, cursors, no duplicates, catch-up."""
+"""Sensors evaluated with build_sensor_context on a real instance and real streams: run requests,
+cursors, no duplicates, catch-up."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DailyPartitionsDefinition,
     Definitions,
     SensorDefinition,
     build_sensor_context,
@@ -18,23 +20,27 @@ from dagster import (
 )
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from ingest_daemons.config import ResolvedEnvironment, Settings, resolve_environment
+from ingest_daemons.nats_runner import NatsServer
+from ssmd_dagster.archive_status import PROVISIONAL_TAG
 from ssmd_dagster.assets.archive import build_archive_asset
-from ssmd_dagster.partitions import archive_partitions_def
-from ssmd_dagster.resources import ArchiveStorageResource, NatsResource, SsmdConfigResource
+from ssmd_dagster.resources import ArchiveStorageResource, NatsResource, SsmdConfigResource, default_resources
 from ssmd_dagster.sensors.day_close import make_day_close_sensor
 from ssmd_dagster.sensors.exchange_config import make_exchange_config_sensor
-from ssmd_dagster.sensors.retention_risk import make_retention_risk_sensor
-from ssmd_dagster.targets import ArchiveTarget
+from ssmd_dagster.targets import ArchiveTarget, archive_targets
+from tests.fixtures.archive import MessageFactory, publish
+from tests.fixtures.config import WriteEnv
+from tests.ssmd_dagster.conftest import provision
 
-PARTITIONS = archive_partitions_def("2026-01-01")
+# The sensors' clocks run days ahead of the real one (JetStream stamps messages with the real time);
+# partitions reach that far so the run requests' keys exist. The sensors still ask only for closed days.
+PARTITIONS = DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC", fmt="%Y-%m-%d", end_offset=10)
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def target(category: str, max_age: timedelta = timedelta(days=7)) -> ArchiveTarget:
-    return ArchiveTarget("dev", "kalshi", category, f"DEV_KALSHI_{category.upper()}",
-                         (f"dev.kalshi.{category}.>",), max_age, "Kalshi")
-
-
-ECON, CRYPTO = target("economics"), target("crypto")
+def day(offset: int) -> str:
+    """A UTC day relative to the real today (JetStream stamps messages with the real time)."""
+    return (TODAY + timedelta(days=offset)).strftime("%Y-%m-%d")
 
 
 class Clock:
@@ -45,120 +51,126 @@ class Clock:
         return self.now
 
 
-def tick(sensor: SensorDefinition, instance: DagsterInstance, cursor: str | None, **resources: object
-         ) -> SensorExecutionData:
-    """One evaluation, with the archive assets in scope (asset-targeting sensors resolve against them)."""
-    config = SsmdConfigResource(env_name="dev")  # never resolved: sensors under test read no config
-    definitions = Definitions(
-        assets=[build_archive_asset(t, PARTITIONS) for t in (ECON, CRYPTO)],
-        sensors=[sensor],
-        resources={"ssmd_config": config, "nats": NatsResource(config=config),
-                   "archive_storage": ArchiveStorageResource(config=config)},
-    )
-    context = build_sensor_context(
-        instance=instance, cursor=cursor, resources=resources or None, definitions=definitions
-    )
-    return sensor.evaluate_tick(context)
+def tick(sensor: SensorDefinition, instance: DagsterInstance, cursor: str | None,
+         env: ResolvedEnvironment | None = None, **resources: object) -> SensorExecutionData:
+    """One evaluation with the environment's archive assets and resources in scope."""
+    if env is None:
+        config = SsmdConfigResource(env_name="dev")  # never resolved: the sensor under test reads no config
+        scope: dict[str, object] = {"ssmd_config": config, "nats": NatsResource(config=config),
+                                    "archive_storage": ArchiveStorageResource(config=config)}
+        assets = []
+    else:
+        scope = dict(default_resources(env))
+        assets = [build_archive_asset(t, PARTITIONS) for t in archive_targets(env)]
+    definitions = Definitions(assets=assets, sensors=[sensor], resources={**scope, **resources})
+    with build_sensor_context(instance=instance, cursor=cursor, resources={**scope, **resources},
+                              definitions=definitions) as context:
+        return sensor.evaluate_tick(context)
 
 
 def requested(data: SensorExecutionData) -> list[tuple[str, str]]:
     return [(r.asset_selection[0].to_user_string(), r.partition_key) for r in data.run_requests or []]  # type: ignore[index]
 
 
-def days(first: str, last: str) -> list[str]:
-    start, end = datetime.fromisoformat(first), datetime.fromisoformat(last)
-    return [(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((end - start).days + 1)]
+def econ(env: ResolvedEnvironment) -> ArchiveTarget:
+    return next(t for t in archive_targets(env) if t.category == "economics")
 
 
-def test_day_close_requests_closed_days_within_retention_once() -> None:
-    clock = Clock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
-    sensor = make_day_close_sensor([ECON, CRYPTO], PARTITIONS, clock=clock)
+def publish_economics(env: ResolvedEnvironment, n: int = 3) -> list[int]:
+    factory = MessageFactory(env.name)
+    return publish(env.nats_url, [factory.ticker(i) for i in range(n)])
+
+
+@pytest.fixture
+def week_env(write_env: WriteEnv, unique_env: str, nats_server: NatsServer, tmp_path: Path) -> ResolvedEnvironment:
+    """Streams that keep 7 days, as the local stack's do; provisioned and empty."""
+    root = write_env(unique_env, nats_url=nats_server.url,
+                     archive={"path": str(tmp_path / "archive"), "start_date": "2026-01-01"},
+                     streams={"max_age": "7d", "max_bytes": "64MiB", "duplicate_window": "1m"},
+                     feeds={"kalshi": {"categories": ["Economics"]}})
+    env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp_path / "data"), env_name=unique_env)
+    provision(env)
+    return env
+
+
+def test_a_fresh_stack_launches_no_run_for_days_before_its_first_message(week_env: ResolvedEnvironment) -> None:
+    targets = archive_targets(week_env)
+    clock = Clock(datetime.now(UTC))
+    sensor = make_day_close_sensor(targets, PARTITIONS, clock=clock)
     instance = DagsterInstance.ephemeral()
 
-    first = tick(sensor, instance, None)
-    expected_days = days("2026-03-03", "2026-03-09")  # oldest day the 7d stream can hold .. yesterday
-    assert requested(first) == [("archive/dev/kalshi/economics", d) for d in expected_days] + [
-        ("archive/dev/kalshi/crypto", d) for d in expected_days
-    ]
-    request = first.run_requests[0]  # type: ignore[index]
-    assert request.run_key == "archive/dev/kalshi/economics:2026-03-03"
-    assert set(request.asset_check_keys or []) == set(ECON.check_keys())
-    assert orjson.loads(first.cursor or "") == {"archive/dev/kalshi/crypto": "2026-03-09",
-                                                "archive/dev/kalshi/economics": "2026-03-09"}
-    assert len({r.run_key for r in first.run_requests or []}) == 14
+    first = tick(sensor, instance, None, week_env)  # empty streams: no day can hold a message
+    assert requested(first) == [] and first.skip_message
 
-    again = tick(sensor, instance, first.cursor)
+    publish_economics(week_env)
+    assert requested(tick(sensor, instance, first.cursor, week_env)) == []  # today is still open
+    clock.now = TODAY + timedelta(days=1, minutes=11)
+    closed = tick(sensor, instance, first.cursor, week_env)
+    assert requested(closed) == [(econ(week_env).asset_key.to_user_string(), day(0))]
+
+
+def test_day_close_requests_each_closed_day_from_the_first_message_once(ssmd_env: ResolvedEnvironment) -> None:
+    provision(ssmd_env)
+    publish_economics(ssmd_env)
+    targets = archive_targets(ssmd_env)
+    economics = econ(ssmd_env).asset_key.to_user_string()
+    clock = Clock(TODAY + timedelta(days=3, hours=12))
+    sensor = make_day_close_sensor(targets, PARTITIONS, clock=clock)
+    instance = DagsterInstance.ephemeral()
+
+    first = tick(sensor, instance, None, ssmd_env)
+    assert requested(first) == [(economics, day(0)), (economics, day(1)), (economics, day(2))]
+    request = first.run_requests[0]  # type: ignore[index]
+    assert request.run_key == f"{economics}:{day(0)}"
+    assert set(request.asset_check_keys or []) == set(econ(ssmd_env).check_keys())
+    assert orjson.loads(first.cursor or "") == {t.asset_key.to_user_string(): day(2) for t in targets}
+
+    again = tick(sensor, instance, first.cursor, ssmd_env)
     assert requested(again) == [] and again.skip_message and again.cursor == first.cursor
 
-    clock.now = datetime(2026, 3, 11, 0, 5, tzinfo=UTC)  # 2026-03-10 ended 5 minutes ago: not yet
-    assert requested(tick(sensor, instance, first.cursor)) == []
-    clock.now = datetime(2026, 3, 11, 0, 11, tzinfo=UTC)
-    later = tick(sensor, instance, first.cursor)
-    assert requested(later) == [("archive/dev/kalshi/economics", "2026-03-10"),
-                                ("archive/dev/kalshi/crypto", "2026-03-10")]
+    clock.now = TODAY + timedelta(days=4, minutes=5)  # day 3 ended 5 minutes ago: not yet
+    assert requested(tick(sensor, instance, first.cursor, ssmd_env)) == []
+    clock.now = TODAY + timedelta(days=4, minutes=11)
+    assert requested(tick(sensor, instance, first.cursor, ssmd_env)) == [(economics, day(3))]
 
 
-def test_day_close_catches_up_after_days_of_downtime_skipping_archived_days() -> None:
+def test_day_close_catches_up_skipping_final_days_and_redoing_provisional_ones(ssmd_env: ResolvedEnvironment) -> None:
+    provision(ssmd_env)
+    publish_economics(ssmd_env)
+    target = econ(ssmd_env)
     instance = DagsterInstance.ephemeral()
-    instance.report_runless_asset_event(AssetMaterialization(ECON.asset_key, partition="2026-03-07"))
-    cursor = orjson.dumps({"archive/dev/kalshi/economics": "2026-03-04"}).decode()
-    clock = Clock(datetime(2026, 3, 10, 1, 0, tzinfo=UTC))
-    sensor = make_day_close_sensor([ECON], PARTITIONS, clock=clock)
-    data = tick(sensor, instance, cursor)
-    assert [d for _, d in requested(data)] == ["2026-03-05", "2026-03-06", "2026-03-08", "2026-03-09"]
-    assert orjson.loads(data.cursor or "") == {"archive/dev/kalshi/economics": "2026-03-09"}
+    instance.report_runless_asset_event(AssetMaterialization(target.asset_key, partition=day(2)))
+    instance.report_runless_asset_event(AssetMaterialization(  # archived while open, by hand
+        target.asset_key, partition=day(3), metadata={"open_window": True, "provisional": True},
+        tags={PROVISIONAL_TAG: "true"}))
+    cursor = orjson.dumps({target.asset_key.to_user_string(): day(0)}).decode()
+    sensor = make_day_close_sensor([target], PARTITIONS, clock=Clock(TODAY + timedelta(days=5, hours=1)))
+    data = tick(sensor, instance, cursor, ssmd_env)
+    assert [d for _, d in requested(data)] == [day(1), day(3), day(4)]
+    assert orjson.loads(data.cursor or "") == {target.asset_key.to_user_string(): day(4)}
 
 
-def test_day_close_spreads_a_long_catch_up_over_ticks() -> None:
+def test_day_close_spreads_a_long_catch_up_over_ticks(ssmd_env: ResolvedEnvironment) -> None:
+    provision(ssmd_env)
+    publish_economics(ssmd_env)
+    sensor = make_day_close_sensor(archive_targets(ssmd_env), PARTITIONS,
+                                   clock=Clock(TODAY + timedelta(days=5, hours=12)), max_runs_per_tick=2)
     instance = DagsterInstance.ephemeral()
-    clock = Clock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
-    sensor = make_day_close_sensor([ECON, CRYPTO], PARTITIONS, clock=clock, max_runs_per_tick=5)
     seen: list[tuple[str, str]] = []
     cursor = None
     for _ in range(4):
-        data = tick(sensor, instance, cursor)
-        assert len(data.run_requests or []) <= 5
+        data = tick(sensor, instance, cursor, ssmd_env)
+        assert len(data.run_requests or []) <= 2
         seen += requested(data)
         cursor = data.cursor
-    assert len(seen) == len(set(seen)) == 14  # every partition exactly once
+    assert len(seen) == len(set(seen)) == 5  # days 0..4 of the one stream that holds messages, once each
 
 
-def test_unlimited_retention_starts_at_the_partitions_start() -> None:
-    forever = target("economics", max_age=timedelta(0))
-    data = tick(make_day_close_sensor([forever], PARTITIONS, clock=Clock(datetime(2026, 1, 4, 1, tzinfo=UTC))),
-                DagsterInstance.ephemeral(), None)
-    assert [d for _, d in requested(data)] == ["2026-01-01", "2026-01-02", "2026-01-03"]
-
-
-def test_retention_risk_reports_unarchived_days_about_to_age_out() -> None:
-    short = target("economics", max_age=timedelta(days=2))
-    instance = DagsterInstance.ephemeral()
-    clock = Clock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
-    sensor = make_retention_risk_sensor([short, CRYPTO], PARTITIONS, margin=timedelta(hours=24), clock=clock)
-
-    data = tick(sensor, instance, None)
-    # 2d stream: 03-07 is gone entirely, 03-08 and 03-09 lose messages within 24 h, 03-10 not yet.
-    # 7d stream: 03-02 is gone, 03-03 and 03-04 are losing messages.
-    assert orjson.loads(data.cursor or "") == [
-        "archive/dev/kalshi/crypto|2026-03-03", "archive/dev/kalshi/crypto|2026-03-04",
-        "archive/dev/kalshi/economics|2026-03-08", "archive/dev/kalshi/economics|2026-03-09",
-    ]
-    events = {e.asset_key: e for e in data.asset_events}
-    assert set(events) == {short.asset_key, CRYPTO.asset_key}
-    assert events[short.asset_key].metadata["partitions_at_risk"].value == 2
-    assert events[short.asset_key].metadata["days"].value == "2026-03-08, 2026-03-09"
-    assert events[short.asset_key].metadata["hours_left"].value == -12.0  # 03-08's first messages left at 00:00
-
-    assert not tick(sensor, instance, data.cursor).asset_events  # unchanged: not reported again
-
-    for asset, day in ((short, "2026-03-08"), (short, "2026-03-09"), (CRYPTO, "2026-03-03")):
-        instance.report_runless_asset_event(AssetMaterialization(asset.asset_key, partition=day))
-    changed = tick(sensor, instance, data.cursor)
-    assert orjson.loads(changed.cursor or "") == ["archive/dev/kalshi/crypto|2026-03-04"]
-    assert [e.asset_key for e in changed.asset_events] == [CRYPTO.asset_key]
-    instance.report_runless_asset_event(AssetMaterialization(CRYPTO.asset_key, partition="2026-03-04"))
-    cleared = tick(sensor, instance, changed.cursor)
-    assert cleared.cursor == "[]" and not cleared.asset_events
+def test_an_unreadable_stream_keeps_its_days_for_the_next_tick(ssmd_env: ResolvedEnvironment) -> None:
+    target = econ(ssmd_env)  # never provisioned: the stream does not exist
+    sensor = make_day_close_sensor([target], PARTITIONS, clock=Clock(TODAY + timedelta(days=2)))
+    data = tick(sensor, DagsterInstance.ephemeral(), None, ssmd_env)
+    assert requested(data) == [] and orjson.loads(data.cursor or "") == {}
 
 
 @pytest.fixture
