@@ -31,6 +31,7 @@ from ssmd_dagster.assets.secmaster import (
 from ssmd_dagster.assets.shards import build_shards_asset, shard_targets
 from ssmd_dagster.assets.streams import jetstream_streams
 from ssmd_dagster.checks.archive import build_archive_checks
+from ssmd_dagster.checks.freshness import build_freshness_check
 from ssmd_dagster.checks.streams import streams_match_config
 from ssmd_dagster.jobs import archive_jobs, reverify_job, streams_job
 from ssmd_dagster.jobs_shards import build_shard_headroom_job, shard_resources
@@ -40,6 +41,7 @@ from ssmd_dagster.resources_gcs import copy_resources
 from ssmd_dagster.schedules import reverify_schedule
 from ssmd_dagster.sensors.day_close import make_day_close_sensor
 from ssmd_dagster.sensors.exchange_config import make_exchange_config_sensor
+from ssmd_dagster.sensors.freshness import make_freshness_sensor
 from ssmd_dagster.sensors.retention_risk import make_retention_risk_sensor
 from ssmd_dagster.sensors.shards import make_shard_headroom_sensor
 from ssmd_dagster.targets import archive_targets
@@ -54,7 +56,7 @@ def build_definitions(
     resources: Mapping[str, object] | None = None,
 ) -> Definitions:
     env = env or resolve_environment()
-    partitions_def = archive_partitions_def(archive_start)
+    partitions_def = archive_partitions_def(archive_start or env.archive_start_date())
     targets = archive_targets(env)
     copies = [build_gcs_asset(t, partitions_def) for t in targets]
     tables = [a for a in (build_parquet_asset(t, partitions_def) for t in targets) if a is not None]
@@ -73,14 +75,19 @@ def build_definitions(
             *copies,
             *tables,
         ],
-        asset_checks=[streams_match_config, *[build_archive_checks(t, partitions_def) for t in targets]],
+        asset_checks=[
+            streams_match_config,
+            *[build_archive_checks(t, partitions_def) for t in targets],
+            *[build_freshness_check(t) for t in targets],
+        ],
         jobs=[
             provision, *archive_jobs(targets), reverify, headroom, *archive_pipeline_jobs(targets, [*copies, *tables]),
         ],
         sensors=[
             make_exchange_config_sensor(provision),
             make_day_close_sensor(targets, partitions_def, clock=clock),
-            make_retention_risk_sensor(targets, partitions_def, clock=clock),
+            make_retention_risk_sensor(targets, clock=clock),
+            make_freshness_sensor(targets),
             make_shard_headroom_sensor(shards, headroom),
             make_archive_copies_automation_sensor(downstream_keys),
             make_partition_failure_sensor([*(t.asset_key for t in targets), *downstream_keys]),
