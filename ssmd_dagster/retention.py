@@ -12,8 +12,8 @@ A JetStream stream with ``discard: old`` removes messages from its head when any
 The bytes ahead of it are estimated at the stream's average stored message size (JetStream reports
 only a stream's total). The write rate is what the stream took over the last hour (fewer when it is
 younger, or holds less than an hour: over the span it holds, counted as at least a minute so a
-first burst of a few messages is not taken for a sustained rate). The forecast is the earliest of the three, never negative: a
-message that is still held has not been discarded yet.
+first burst of a few messages is not taken for a sustained rate). The forecast is the earliest of
+the three, never negative: a message that is still held has not been discarded yet.
 """
 
 from __future__ import annotations

@@ -242,7 +242,7 @@ def test_an_open_day_archive_launches_no_copy_run_and_raises_no_alert(chain: Cha
     first = evaluate_automation_conditions(chain.defs, chain.instance, evaluation_time=at)
     assert first.total_requested == 0
 
-    by_hand = chain.run_pipeline(DAYS[0], open_day=True)  # a backfill of the chain over the open day: no red, nothing copied
+    by_hand = chain.run_pipeline(DAYS[0], open_day=True)  # the chain over the open day: no red, nothing copied
     assert by_hand.success
     assert chain.materialized(chain.keys[1]) == set() and chain.materialized(chain.keys[2]) == set()
     assert not [e for e in by_hand.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
