@@ -14,17 +14,20 @@ from dagster import (
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
+    build_run_status_sensor_context,
     materialize,
 )
 
 from ingest_daemons.archive import PartitionPaths, TimeWindow, partition_paths
 from ingest_daemons.archive.envelope import raw_frame
 from ingest_daemons.config import ResolvedEnvironment
+from ssmd_dagster.archive_status import PROVISIONAL_TAG
 from ssmd_dagster.checks.archive import evaluate_partition
 from ssmd_dagster.definitions import build_definitions
 from ssmd_dagster.targets import CHECK_CONTIGUITY, CHECK_GZIP, CHECK_MANIFEST, archive_targets
 from tests.fixtures.archive import MessageFactory, delete_message, publish, sample_frames
-from tests.ssmd_dagster.conftest import provision
+from tests.fixtures.webhook import Receiver
+from tests.ssmd_dagster.conftest import fast_alerts, provision
 
 DAY1, DAY2 = "2026-03-01", "2026-03-02"
 
@@ -136,9 +139,9 @@ def test_a_corrupted_file_fails_manifest_and_gzip_checks_on_rerun_of_checks(arch
     assert not outcomes[CHECK_GZIP].passed
 
 
-def test_an_open_day_is_refused_unless_allowed(ssmd_env: ResolvedEnvironment) -> None:
+def test_an_open_day_is_refused_unless_allowed(ssmd_env: ResolvedEnvironment, receiver: Receiver) -> None:
     provision(ssmd_env)
-    defs = build_definitions(ssmd_env)  # real UTC days
+    defs = build_definitions(ssmd_env, resources={"alert_webhook": fast_alerts(receiver.url)})  # real UTC days
     target = next(t for t in archive_targets(ssmd_env) if t.category == "economics")
     seqs = publish(ssmd_env.nats_url, [MessageFactory(ssmd_env.name).ticker(i) for i in range(5)])
     today = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -148,12 +151,20 @@ def test_an_open_day_is_refused_unless_allowed(ssmd_env: ResolvedEnvironment) ->
                           raise_on_error=False)
     assert not refused.success
     assert "has not ended yet" in str(refused.get_step_failure_events()[0].step_failure_data.error)
+    sensor = defs.resolve_sensor_def("archive_partition_failure_alert")
+    context = build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=refused.get_run_failure_event(), dagster_instance=instance,
+        dagster_run=refused.dagster_run, resources={"alert_webhook": fast_alerts(receiver.url)},
+    )
+    sensor(context.for_run_failure())  # type: ignore[operator]
+    assert receiver.delivered == []  # a launch to redo with the flag, not an outage
     allowed = materialize(
         [asset], partition_key=today, instance=instance, resources=defs.resources,
         run_config={"ops": {asset.op.name: {"config": {"allow_open_day": True}}}},
     )
-    metadata = allowed.get_asset_materialization_events()[0].materialization.metadata
-    assert metadata["open_window"].value is True and metadata["count"].value == len(seqs)
+    snapshot = allowed.get_asset_materialization_events()[0].materialization
+    assert snapshot.metadata["open_window"].value is True and snapshot.metadata["count"].value == len(seqs)
+    assert snapshot.metadata["provisional"].value is True and (snapshot.tags or {})[PROVISIONAL_TAG] == "true"
 
 
 def test_nightly_reverification_reports_each_partition_and_fails_on_damage(archive: Archive) -> None:
