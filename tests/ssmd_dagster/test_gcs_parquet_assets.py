@@ -22,9 +22,11 @@ from dagster import (
     ExecuteInProcessResult,
     RetryPolicy,
     build_run_status_sensor_context,
+    build_sensor_context,
     evaluate_automation_conditions,
     materialize,
 )
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from ingest_daemons.archive import TimeWindow, partition_paths
 from ingest_daemons.config import ResolvedEnvironment
@@ -227,33 +229,40 @@ def test_lineage_groups_and_descriptions(chain: Chain) -> None:
 def test_an_open_day_archive_launches_no_copy_run_and_raises_no_alert(chain: Chain, receiver: Receiver) -> None:
     """Archiving today is a provisional snapshot: tagged, copies wait for the closed day without a
     failed run, a retry or an alert; once the day is archived again (closed) the copies run."""
-    chain.fill(DAYS[:1])
-    now = time.time_ns()
-    open_day = TimeWindow(chain.windows[DAYS[0]].start_ns, now + 3_600 * 10**9)  # ends in an hour
-    chain.windows[DAYS[0]] = open_day
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    chain.fill([today])
+    open_day = TimeWindow(chain.windows[today].start_ns, time.time_ns() + 3_600 * 10**9)  # ends in an hour
+    chain.windows[today] = open_day
     archive = chain.defs.get_assets_def(chain.keys[0])
-    snapshot = materialize([archive], partition_key=DAYS[0], instance=chain.instance, resources=chain.defs.resources,
+    snapshot = materialize([archive], partition_key=today, instance=chain.instance, resources=chain.defs.resources,
                            run_config={"ops": {archive.op.name: {"config": {"allow_open_day": True}}}})
     [event] = snapshot.get_asset_materialization_events()
     assert event.materialization.tags is not None and event.materialization.tags[PROVISIONAL_TAG] == "true"
     assert event.materialization.metadata["provisional"].value is True
 
-    at = datetime(2026, 3, 2, 1, tzinfo=UTC)  # the day is over by the automation's clock: only provisional holds it
-    first = evaluate_automation_conditions(chain.defs, chain.instance, evaluation_time=at)
-    assert first.total_requested == 0
+    automation = chain.defs.resolve_sensor_def("archive_copies_automation")  # as the daemon runs it
 
-    by_hand = chain.run_pipeline(DAYS[0], open_day=True)  # the chain over the open day: no red, nothing copied
+    def automation_tick(cursor: str | None) -> SensorExecutionData:
+        with build_sensor_context(instance=chain.instance, definitions=chain.defs, cursor=cursor) as context:
+            return automation.evaluate_tick(context)
+
+    assert evaluate_automation_conditions(chain.defs, chain.instance).total_requested == 0
+    first = automation_tick(None)
+    assert not first.run_requests
+
+    by_hand = chain.run_pipeline(today, open_day=True)  # the chain over the open day: no red, nothing copied
     assert by_hand.success
     assert chain.materialized(chain.keys[1]) == set() and chain.materialized(chain.keys[2]) == set()
     assert not [e for e in by_hand.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
     runs = chain.instance.get_runs()
     assert runs and all(r.is_success for r in runs), [r.status for r in runs]  # no red: nothing to alert
+    assert not automation_tick(first.cursor).run_requests
     assert receiver.delivered == []
 
-    chain.windows[DAYS[0]] = TimeWindow(open_day.start_ns, time.time_ns())  # the day has closed
-    assert chain.materialize([chain.keys[0]], DAYS[0]).success
-    closed = evaluate_automation_conditions(chain.defs, chain.instance, evaluation_time=at, cursor=first.cursor)
-    assert set(closed.get_requested_partitions(chain.keys[1])) == {DAYS[0]}
-    assert set(closed.get_requested_partitions(chain.keys[2])) == {DAYS[0]}
-    assert chain.materialize(chain.keys[1:], DAYS[0]).success
+    chain.windows[today] = TimeWindow(open_day.start_ns, time.time_ns())  # as if the day had closed
+    assert chain.materialize([chain.keys[0]], today).success
+    closed = automation_tick(first.cursor)
+    assert {(r.partition_key, k) for r in closed.run_requests or [] for k in r.asset_selection or []} == {
+        (today, chain.keys[1]), (today, chain.keys[2])}
+    assert chain.materialize(chain.keys[1:], today).success
     assert receiver.delivered == []
