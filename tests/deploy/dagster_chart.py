@@ -112,7 +112,7 @@ def _run_coordinator(values: dict[str, Any]) -> dict[str, Any]:
     unknown = set(queued) - {"maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds"}
     if unknown:
         raise NotTranscribed(f"queuedRunCoordinator keys {sorted(unknown)}")
-    entry: dict[str, Any] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+    entry: dict[str, Any] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
     if any(v is not None for v in queued.values()):
         config: dict[str, Any] = {"max_concurrent_runs": queued.get("maxConcurrentRuns", -1)}
         if queued.get("tagConcurrencyLimits"):
