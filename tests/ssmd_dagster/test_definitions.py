@@ -144,7 +144,12 @@ def test_instance_configs_validate(path: str, tmp_path: Path, monkeypatch: pytes
         if key in config:
             _validate_class(config[key])
     raw = yaml.safe_load((REPO / path).read_text())
-    if "postgres" in raw["storage"]:
+    if "storage" not in raw:  # the chart's layout: one PostgreSQL section per storage
+        for key in ("run_storage", "event_log_storage", "schedule_storage"):
+            assert raw[key]["module"].startswith("dagster_postgres"), key
+            assert raw[key]["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2", key
+            _validate_class(raw[key])
+    elif "postgres" in raw["storage"]:
         from dagster_postgres import DagsterPostgresStorage
 
         assert raw["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
