@@ -286,6 +286,10 @@ class JetStreamPublisher:
         self.lame_duck_moves = 0  # connections replaced because their server entered lame-duck mode
         self.chunked_frames = 0
         self._no_stream_logged: set[str] = set()
+        # The first rejection since clear_rejection(): its detail, and an event for callers that must
+        # stop at once rather than let the frame be retried (an ordered publisher re-syncs instead).
+        self.rejection: str | None = None
+        self._rejected = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -315,6 +319,39 @@ class JetStreamPublisher:
             return True
         except TimeoutError:
             return False
+
+    async def settle(self, timeout_s: float) -> bool | None:
+        """Like :meth:`drain`, but returns early on a rejection: True all acked, False a frame was
+        rejected (see :attr:`rejection`), None the deadline passed first."""
+        self._flush()
+        if self._rejected.is_set():
+            return False
+        waits = {asyncio.ensure_future(self._empty.wait()), asyncio.ensure_future(self._rejected.wait())}
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if self._rejected.is_set():
+            return False
+        return True if self._empty.is_set() else None
+
+    def clear_rejection(self) -> None:
+        self.rejection = None
+        self._rejected.clear()
+
+    def abandon(self) -> int:
+        """Forget every unacknowledged frame (no more re-sends; late acks are ignored); returns how many.
+
+        For a caller that keeps its own copy and will decide what to send again (the CDC outbox).
+        A frame already written may still be stored by the server after this returns.
+        """
+        dropped = len(self._pending)
+        self._pending.clear()
+        self._out.clear()
+        self._empty.set()
+        self._update_room()
+        return dropped
 
     async def close(self) -> None:
         self._closing = True
@@ -480,6 +517,9 @@ class JetStreamPublisher:
     def _note_error(self, entry: _Held, detail: str) -> None:
         """Keep the frame; the retry loop sends it again after the ack timeout."""
         self.errors += 1
+        if self.rejection is None:
+            self.rejection = detail
+        self._rejected.set()
         subject = entry[_SUBJECT]
         if subject not in self._no_stream_logged:
             self._no_stream_logged.add(subject)

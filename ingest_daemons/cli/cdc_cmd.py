@@ -55,9 +55,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"outbox rows read per query (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
-                        help="messages unacknowledged at once (default: 1 = stream order is commit order through "
-                             "any failure; larger is faster but a rejected or lost publish can swap messages "
-                             "within one window)")
+                        help="messages unacknowledged at once (default: 1; 256 is about 4x faster for a "
+                             "back-fill). Any window keeps commit order: each message is fenced on its "
+                             "predecessor, so JetStream refuses it unless the previous change is stored")
     parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL_S,
                         help="seconds between outbox checks when no commit notification arrives "
                              f"(default: {DEFAULT_POLL_INTERVAL_S:g})")

@@ -14,12 +14,17 @@ Why nothing is lost or duplicated whenever the process dies or NATS goes away:
 * during a NATS outage the publisher holds the window and the outbox keeps growing in PostgreSQL;
   nothing is read ahead beyond ``batch_size`` rows.
 
-Order: the outbox's id order is commit order (migrations/0002), and at most ``window`` messages
-are unacknowledged at a time. With the default ``window=1`` every message is stored before the
-next is sent, so the stream's order is commit order through any failure (~4.8k changes/s here).
-A larger window (``--window``) is faster for bulk loads (~18k/s with 256), but a publish rejected
-or lost while a later one in the same window is stored (a stream created mid-window, a clustered
-stream changing leader) can swap those messages; none is lost or duplicated either way.
+Order is enforced by the server, not assumed. Every message carries a fence: the first one after
+the publisher looked at the stream expects the stream's last sequence (``Nats-Expected-Last-Sequence``),
+every later one expects the previous change's dedupe id (``Nats-Expected-Last-Msg-Id``). JetStream
+refuses a message whose predecessor is not the stream's last one, so change k+1 cannot be stored
+unless change k is, whatever the window (``--window``, at most that many unacknowledged; 1 by default,
+~4.8k changes/s here; 256 is ~18k/s). The stream therefore always holds a gap-free prefix of the
+outbox in commit order, and "every row up to the stream's last id" is exactly what it holds — the
+only rows a restart deletes. When JetStream rejects a message (too large for the stream, a fence
+that no longer matches, no stream), the publisher drops the window it holds, reads where the stream
+ends again and resumes from there, backing off while the same change keeps being refused: that
+change and every later one wait in the outbox, nothing is skipped.
 """
 
 from __future__ import annotations
@@ -41,7 +46,16 @@ from ingest_daemons.backoff import Backoff
 from ingest_daemons.connector.metrics import HealthServer
 from ingest_daemons.logs import get_logger
 from ingest_daemons.publisher import JetStreamPublisher
-from ingest_daemons.secmaster.cdc_outbox import HDR_EPOCH, HDR_ID, Outbox, OutboxChange
+from ingest_daemons.secmaster.cdc_outbox import (
+    HDR_EPOCH,
+    HDR_EXPECT_LAST_MSG_ID,
+    HDR_EXPECT_LAST_SEQ,
+    HDR_ID,
+    Expectation,
+    Outbox,
+    OutboxChange,
+    message_id,
+)
 from ingest_daemons.secmaster.migrate import migrate
 from ingest_daemons.secmaster.postgres import safe_url
 
@@ -86,6 +100,10 @@ class CdcMetrics:
         self.registry = CollectorRegistry()
         self.published = Counter("ssmd_cdc_changes_published", "Changes acknowledged by JetStream",
                                  ["env", "table", "operation"], registry=self.registry)
+        self.rejections = Counter(
+            "ssmd_cdc_publish_rejections",
+            "Windows dropped because JetStream rejected a change (the publisher resumes from the stream's end)",
+            ["env"], registry=self.registry).labels(env=env)
         self.skipped = Counter("ssmd_cdc_changes_already_in_stream",
                                "Outbox rows found already published when resuming (dropped, not re-sent)",
                                ["env"], registry=self.registry).labels(env=env)
@@ -113,6 +131,15 @@ class _Stopping(Exception):
     """Shutdown was asked for while waiting."""
 
 
+@dataclass(frozen=True)
+class StreamEnd:
+    """Where the CDC stream ends: the outbox id of its last change of this epoch (0 when none) and
+    its last sequence (the fence of the next message)."""
+
+    last_id: int
+    last_seq: int
+
+
 class CdcPublisher:
     """Run with :meth:`run` until ``stop`` is set (``ssmd cdc`` wires SIGTERM to it)."""
 
@@ -124,6 +151,9 @@ class CdcPublisher:
         self.newest_id = 0
         self.oldest_pending: float | None = None  # wall-clock commit time of the oldest unacked change
         self.state = "starting"
+        self.refused: str | None = None  # why JetStream refuses the next change, while it does
+        self._expect: Expectation = (HDR_EXPECT_LAST_SEQ, "0")
+        self._refusal_backoff = Backoff(initial_s=options.backoff_initial_s, max_s=options.backoff_max_s)
         self.metrics = CdcMetrics(options.env, self)
         self.health: HealthServer | None = None
         self._backoff = Backoff(initial_s=options.backoff_initial_s, max_s=options.backoff_max_s)
@@ -145,6 +175,8 @@ class CdcPublisher:
             return False, self.state
         if not self.nats_connected():
             return False, "nats disconnected; changes held in the outbox"
+        if self.refused is not None:
+            return False, f"JetStream refuses the next change: {self.refused}"
         return True, "publishing"
 
     # ------------------------------------------------------------------ main loop
@@ -198,7 +230,8 @@ class CdcPublisher:
             self.leader = True
             epoch = await outbox.epoch()
             self.state = "finding where the stream ends"
-            self.last_id = await self._resume_point(epoch, stop)
+            end = await self._resume_point(epoch, stop)
+            self.last_id, self._expect = end.last_id, (HDR_EXPECT_LAST_SEQ, str(end.last_seq))
             skipped = await outbox.delete_through(self.last_id)
             self.metrics.skipped.inc(skipped)
             self._backoff.reset()
@@ -229,31 +262,64 @@ class CdcPublisher:
             self.oldest_pending = changes[0].committed_at.timestamp()
             batch_start = acked_through = self.last_id
             step = max(1, self.options.window)
+            rejected = False
             try:
                 for start in range(0, len(changes), step):
                     if stop.is_set():
                         break
                     window = changes[start : start + step]
+                    self.publisher.clear_rejection()
                     for change in window:
-                        await self.publisher.publish(change.subject(env), change.payload(epoch), change.headers(epoch))
-                    await self._await_acks(outbox, stop)
+                        headers = change.headers(epoch, self._expect)
+                        await self.publisher.publish(change.subject(env), change.payload(epoch), headers)
+                        self._expect = (HDR_EXPECT_LAST_MSG_ID, message_id(epoch, change.id))
+                    if not await self._await_acks(outbox, stop):
+                        rejected = True
+                        break
                     for change in window:
                         self.metrics.count(change)
                     acked_through = self.last_id = window[-1].id
+                    self.refused = None
+                    self._refusal_backoff.reset()
                     self.oldest_pending = (changes[start + len(window)].committed_at.timestamp()
                                            if start + len(window) < len(changes) else None)
             finally:
                 if acked_through > batch_start:
                     with contextlib.suppress(psycopg.Error):
                         await outbox.delete_through(acked_through)
+            if rejected:
+                await self._resync(outbox, epoch, stop)
 
-    async def _await_acks(self, outbox: Outbox, stop: asyncio.Event) -> None:
-        """Until JetStream acked everything sent; checks the database meanwhile (a lost session means
-        a lost leader lock: stop publishing at once). Bounded by the shutdown timeout once stopping."""
+    async def _resync(self, outbox: Outbox, epoch: str, stop: asyncio.Event) -> None:
+        """A message was rejected: drop the window, back off, resume from where the stream really ends.
+
+        Messages of the dropped window may still be stored after this (they were written); each is
+        fenced on its predecessor, so the stream stays a gap-free prefix of the outbox whatever lands.
+        """
+        assert self.publisher is not None
+        self.refused = (self.publisher.rejection or "rejected")[:300]
+        dropped = self.publisher.abandon()
+        self.publisher.clear_rejection()
+        self.metrics.rejections.inc()
+        delay = self._refusal_backoff.next_delay()
+        log.error("JetStream rejected a change; it and every later one stay in the outbox until it is accepted",
+                  stream=self.options.stream, after_id=self.last_id, detail=self.refused, dropped=dropped,
+                  retry_in_s=round(delay, 2))
+        await _sleep_unless(stop, delay)
+        end = await self._resume_point(epoch, stop)
+        if end.last_id > self.last_id:  # stored, and so is every change before it (the fences)
+            await outbox.delete_through(end.last_id)
+            self.last_id = end.last_id
+        self._expect = (HDR_EXPECT_LAST_SEQ, str(end.last_seq))
+
+    async def _await_acks(self, outbox: Outbox, stop: asyncio.Event) -> bool:
+        """Until JetStream acked everything sent (True) or rejected something (False); checks the
+        database meanwhile (a lost session means a lost leader lock: stop publishing at once).
+        Bounded by the shutdown timeout once stopping."""
         assert self.publisher is not None
         stopping_since: float | None = None
         waited = 0
-        while not await self.publisher.drain(min(1.0, self.options.ack_timeout_s)):
+        while (settled := await self.publisher.settle(min(1.0, self.options.ack_timeout_s))) is None:
             waited += 1
             if waited % 10 == 0:
                 log.warning("waiting for JetStream acks; changes stay in the outbox meanwhile",
@@ -265,10 +331,11 @@ class CdcPublisher:
                     log.warning("shutdown: unacknowledged changes left in the outbox for the next run",
                                 in_flight=self.publisher.in_flight)
                     raise _Stopping
+        return settled
 
-    async def _resume_point(self, epoch: str, stop: asyncio.Event) -> int:
-        """The outbox id of the stream's last message for this epoch (0 when none); waits for NATS
-        and for the stream to exist (it is provisioned by ``ssmd streams apply``)."""
+    async def _resume_point(self, epoch: str, stop: asyncio.Event) -> StreamEnd:
+        """Where the stream ends; waits for NATS and for the stream to exist (it is provisioned by
+        ``ssmd streams apply``)."""
         backoff = Backoff(initial_s=self.options.backoff_initial_s, max_s=self.options.backoff_max_s)
         while True:
             if stop.is_set():
@@ -282,7 +349,7 @@ class CdcPublisher:
                             error=type(exc).__name__, retry_in_s=round(delay, 2))
                 await _sleep_unless(stop, delay)
 
-    async def _read_stream_end(self, epoch: str) -> int:
+    async def _read_stream_end(self, epoch: str) -> StreamEnd:
         nc = await nats.connect(self.options.nats_url, connect_timeout=2, allow_reconnect=False,
                                 max_reconnect_attempts=0, name=f"ssmd-cdc-resume-{self.options.env}")
         try:
@@ -291,13 +358,18 @@ class CdcPublisher:
             try:
                 last = await js.get_last_msg(self.options.stream, self.options.subjects)
             except NotFoundError:
-                return 0
+                last = None
+            # Read after the last message: a message stored in between only makes the first fence
+            # refuse a change the stream already holds (de-duplicated), never accept one out of order.
+            last_seq = int((await js.stream_info(self.options.stream)).state.last_seq)
+            if last is None:
+                return StreamEnd(0, last_seq)
             headers = last.headers or {}
             if headers.get(HDR_EPOCH) != epoch or not headers.get(HDR_ID, "").isdigit():
                 log.warning("the stream's last message is from another database epoch; resuming from the outbox",
                             stream_epoch=headers.get(HDR_EPOCH), epoch=epoch)
-                return 0
-            return int(headers[HDR_ID])
+                return StreamEnd(0, last_seq)
+            return StreamEnd(int(headers[HDR_ID]), last_seq)
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()

@@ -16,7 +16,9 @@ Message shape (subject ``{env}.secmaster.cdc.{table}.{operation}``, ``naming.cdc
 (numerics keep every digit, timestamps are UTC). ``old_key`` is the primary key before the change
 (updates and deletes). ``committed_at`` is the commit time when the server tracks commit timestamps
 (the embedded one does), else the transaction's start time. Headers: ``Nats-Msg-Id`` =
-``secmaster-{epoch}-{id}`` (the dedupe id), ``Ssmd-Cdc-Id``, ``Ssmd-Cdc-Epoch``.
+``secmaster-{epoch}-{id}`` (the dedupe id), ``Ssmd-Cdc-Id``, ``Ssmd-Cdc-Epoch``, and the ordering
+fence ``Nats-Expected-Last-Msg-Id`` (the previous change's dedupe id) or, for the first message after
+the publisher looked at the stream, ``Nats-Expected-Last-Sequence``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ NOTIFY_CHANNEL = "ssmd_secmaster_cdc"
 HDR_ID = "Ssmd-Cdc-Id"
 HDR_EPOCH = "Ssmd-Cdc-Epoch"
 HDR_MSG_ID = "Nats-Msg-Id"
+# Server-side ordering fences (the stream refuses a message whose predecessor is not its last one).
+HDR_EXPECT_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+HDR_EXPECT_LAST_SEQ = "Nats-Expected-Last-Sequence"
+Expectation = tuple[str, str]  # (one of the two headers above, value)
 
 _SELECT = """
 SELECT id, table_name, operation, row_data::text, old_key::text, changed_columns, txid::text, {committed}
@@ -78,8 +84,10 @@ class OutboxChange:
             "changed": self.changed,
         })
 
-    def headers(self, epoch: str) -> bytes:
-        return header_block({HDR_MSG_ID: message_id(epoch, self.id), HDR_ID: str(self.id), HDR_EPOCH: epoch})
+    def headers(self, epoch: str, expect: Expectation) -> bytes:
+        """``expect`` names what the stream's last message must be for this one to be stored."""
+        return header_block({HDR_MSG_ID: message_id(epoch, self.id), HDR_ID: str(self.id), HDR_EPOCH: epoch,
+                             expect[0]: expect[1]})
 
 
 class Outbox:

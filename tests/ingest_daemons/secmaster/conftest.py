@@ -115,6 +115,19 @@ async def wait_for_count(nats_url: str, env: str, n: int, timeout: float = 20.0)
     raise AssertionError(f"CDC stream holds {count} messages, expected {n}, after {timeout}s")
 
 
+def _read_or_empty(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+async def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in await asyncio.to_thread(_read_or_empty, path):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path.name} never said {text!r} within {timeout}s")
+
+
 def assert_exactly_once_in_order(messages: list[CdcMessage], script: list[Change], env: str) -> None:
     """The stream is the script: same changes, same order, ids 1..n, unique dedupe ids, right subjects."""
     assert [m.op_ticker for m in messages] == script

@@ -15,7 +15,7 @@ import pytest
 
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
-from ingest_daemons.secmaster.cdc_outbox import Outbox
+from ingest_daemons.secmaster.cdc_outbox import HDR_EXPECT_LAST_MSG_ID, HDR_EXPECT_LAST_SEQ, Outbox, message_id
 from tests.helpers import wait_until
 from tests.ingest_daemons.secmaster.conftest import (
     EnvFactory,
@@ -136,9 +136,12 @@ async def test_restart_does_not_republish_what_the_stream_already_has(
         await outbox.close()
     nc = await nats.connect(nats_server.url)
     try:
+        expect = (HDR_EXPECT_LAST_SEQ, "0")
         for change in already:
-            headers = dict(line.split(": ", 1) for line in change.headers(epoch).decode().splitlines()[1:] if line)
+            block = change.headers(epoch, expect).decode()
+            headers = dict(line.split(": ", 1) for line in block.splitlines()[1:] if line)
             await nc.jetstream().publish(change.subject(env.name), change.payload(epoch), headers=headers)
+            expect = (HDR_EXPECT_LAST_MSG_ID, message_id(epoch, change.id))
     finally:
         await nc.close()
 

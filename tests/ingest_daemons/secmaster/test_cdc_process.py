@@ -9,8 +9,10 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import nats
 from psycopg import AsyncConnection
 
+from ingest_daemons import naming
 from ingest_daemons.nats_runner import NatsServer
 from tests.ingest_daemons.secmaster.conftest import (
     CdcProcess,
@@ -22,6 +24,7 @@ from tests.ingest_daemons.secmaster.conftest import (
     change_script,
     stream_count,
     wait_for_count,
+    wait_for_log,
 )
 
 ProcessFactory = Callable[..., CdcProcess]
@@ -129,3 +132,52 @@ async def test_nats_outage_while_changes_are_committed(
     await cdc.wait_status("/readyz", 200)
     assert cdc.terminate() == 0
     assert_exactly_once_in_order(await cdc_messages(nats_url, env.name), script, env.name)
+
+
+async def test_a_refused_change_holds_back_every_later_one_through_a_kill(
+    secmaster_db: str, nats_server: NatsServer, cdc_env: EnvFactory, cdc_process: ProcessFactory
+) -> None:
+    """Window 64, and JetStream refuses one change of it (larger than the stream's ``max_msg_size``).
+
+    The changes after it in the same window must not be stored ahead of it (the server enforces the
+    order), and after a SIGKILL the restart must not forget it: once the stream takes it, every
+    committed change is there once, in commit order.
+    """
+    env = await cdc_env(nats_server.url)
+    stream = naming.cdc_stream_name(env.name)
+    await set_max_msg_size(nats_server.url, stream, 4096)
+    before, after = change_script(10, "A"), change_script(30, "C")
+    cdc = cdc_process(env, secmaster_db, "--window", "64").start()
+    await cdc.wait_status("/readyz", 200)
+    cdc.signal(signal.SIGSTOP)  # one backlog, so the refused change sits inside a window of 64
+    await apply_changes(secmaster_db, before)
+    async with await AsyncConnection.connect(secmaster_db, autocommit=True) as conn:
+        await conn.execute("INSERT INTO markets (feed, ticker, event_ticker, status, title) "
+                           "VALUES ('kalshi', 'BIG', 'EV', 'active', %s)", ("x" * 10_000,))
+    await apply_changes(secmaster_db, after)
+    cdc.signal(signal.SIGCONT)
+
+    await wait_for_log(cdc.log_dir / f"cdc-{cdc.starts}.log", "publish rejected")
+    await wait_for_count(nats_server.url, env.name, len(before))
+    held = await cdc_messages(nats_server.url, env.name)
+    assert [m.op_ticker for m in held] == before, "changes after the refused one were stored ahead of it"
+    await cdc.wait_status("/readyz", 503)
+    cdc.kill()
+
+    await set_max_msg_size(nats_server.url, stream, -1)
+    cdc.start()
+    script = [*before, ("insert", "BIG"), *after]
+    await wait_for_count(nats_server.url, env.name, len(script))
+    assert cdc.terminate() == 0
+    assert_exactly_once_in_order(await cdc_messages(nats_server.url, env.name), script, env.name)
+
+
+async def set_max_msg_size(nats_url: str, stream: str, size: int) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(stream)).config
+        config.max_msg_size = size
+        await js.update_stream(config)
+    finally:
+        await nc.close()
