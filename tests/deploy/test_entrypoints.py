@@ -8,6 +8,7 @@ references are filled the way the kubelet will: from the container's environment
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import re
@@ -86,8 +87,9 @@ def _helm_commands() -> list[tuple[str, list[str]]]:
 COMMANDS = _commands_from_manifests() + _dockerfile_commands() + _helm_commands()
 
 
-def _check_ssmd(argv: list[str]) -> None:
-    parser = build_parser()
+def _check_ssmd(argv: list[str], parser: argparse.ArgumentParser | None = None) -> None:
+    """Every sub-command a manifest runs must be registered: an unknown one fails, it is never skipped."""
+    parser = parser or build_parser()
     try:
         parser.parse_args(argv[1:])
     except SystemExit as exc:
@@ -158,3 +160,16 @@ def test_a_wrong_flag_is_caught() -> None:
         _check_ssmd(["ssmd", "connector", "--env", "prod", "--shards", "0"])
     with pytest.raises(pytest.fail.Exception, match="No such option"):
         _check_dagster(["dagster", "code-server", "start", "--modul", "ssmd_dagster.definitions"])
+
+
+def test_an_unregistered_daemon_command_fails() -> None:
+    """A manifest's daemon whose sub-command is missing from the CLI fails the check (no skip): here
+    `ssmd cdc` as the prod manifest runs it, against the real parser with `cdc` left out."""
+    (argv,) = [argv for where, argv in COMMANDS if where == "prod:ssmd-cdc/cdc"]
+    _check_ssmd(argv)  # registered: parses
+    without_cdc = build_parser()
+    for action in without_cdc._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            del action.choices["cdc"]
+    with pytest.raises(pytest.fail.Exception, match="rejected by ssmd's parser"):
+        _check_ssmd(argv, without_cdc)

@@ -20,7 +20,6 @@ import pytest
 from psycopg import AsyncConnection
 
 from ingest_daemons import naming
-from ingest_daemons.cli import build_parser
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.nats_runner import free_port
@@ -159,15 +158,8 @@ def cdc_env(write_env: WriteEnv, unique_env: str) -> EnvFactory:
 
 
 def _cdc_argv() -> list[str]:
-    """``ssmd cdc`` through the real CLI once it is registered there, else the module's own entry."""
-    parser = build_parser()
-    choices: dict[str, Any] = {}
-    for action in parser._actions:
-        if getattr(action, "choices", None) and isinstance(action.choices, dict):
-            choices = action.choices
-    if "cdc" in choices:
-        return [sys.executable, "-m", "ingest_daemons.cli", "cdc"]
-    return [sys.executable, "-m", "ingest_daemons.cli.cdc_cmd"]
+    """``ssmd cdc`` through the real CLI."""
+    return [sys.executable, "-m", "ingest_daemons.cli", "cdc"]
 
 
 class CdcProcess:
