@@ -11,6 +11,13 @@ Keys (``{feed}`` is the feed name; tickers are escaped into KV-safe tokens, see 
   assignments costs each shard its own markets, not every market of the feed.
 * ``{feed}.waiting.{token}`` — a market that passed the filter but found no shard with room.
 * ``{feed}.heartbeat.{i}`` — the owning connector's state (markets, msgs/s, last message age, time).
+* ``{feed}.load_repair`` — the last time the assigner found a load counter off its membership keys
+  and repaired it (:mod:`ingest_daemons.shard_load`).
+
+Keys are removed with a purge marker that carries a TTL (``DELETE_MARKER_TTL``): it tells live
+followers the key is gone, replaces the key's last value (``history=1``), and then expires, so a
+registry that sees hundreds of thousands of markets come and go does not keep one tombstone per
+market forever. Listings page through any number of keys (:mod:`ingest_daemons.kv_scan`).
 
 Every write that decides something is a compare-and-set: a slot is first *reserved* by moving
 ``load.{i}`` from the revision we read to +1, then the market is *claimed* with a create-only put of
@@ -46,6 +53,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from ingest_daemons.kv_scan import scan_last_per_subject
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import escape_token, unescape_token
 
@@ -56,6 +64,9 @@ FULL_PASSES = 4  # passes over the shards before a market is reported as waiting
 
 
 WRONG_LAST_SEQUENCE = 10071
+# How long a removed key's purge marker stays: long enough for a follower that lost its connection
+# to hear of the removal when it resumes; after that a restarted connector reads members() instead.
+DELETE_MARKER_TTL_S = 24 * 3600
 
 
 def _conflict(exc: Exception) -> bool:
@@ -124,6 +135,7 @@ class ShardRegistry:
         self.kv = kv
         self.bucket = bucket
         self.feed = feed
+        self.delete_marker_ttl_s = DELETE_MARKER_TTL_S
 
     @classmethod
     async def open(cls, js: JetStreamContext, env: str, feed: str, replicas: int = 1) -> ShardRegistry:
@@ -132,6 +144,7 @@ class ShardRegistry:
         except (BucketNotFoundError, NotFoundError):
             kv = await js.create_key_value(bucket=bucket_name(env), history=1, replicas=replicas,
                                            description=f"ssmd {env}: shard assignments and heartbeats")
+        await _allow_marker_ttl(js, f"KV_{bucket_name(env)}")
         return cls(js, kv, bucket_name(env), feed)
 
     # ------------------------------------------------------------------ layout
@@ -188,6 +201,36 @@ class ShardRegistry:
         except KeyNotFoundError:
             return 0, None
         return int(entry.value or b"0"), entry.revision
+
+    async def load_entry(self, shard: int) -> tuple[int, int | None]:
+        """Shard ``shard``'s reservation counter and its revision (None: never written)."""
+        return await self._load(shard)
+
+    async def set_load(self, shard: int, value: int, revision: int | None) -> bool:
+        """Set the counter if it is still at ``revision``; False when somebody moved it first."""
+        key = f"{self.feed}.load.{shard}"
+        try:
+            if revision is None:
+                await self.kv.create(key, str(value).encode())
+            else:
+                await self.kv.update(key, str(value).encode(), last=revision)
+        except APIError as exc:
+            if not _conflict(exc):
+                raise
+            return False
+        return True
+
+    async def record_load_repair(self, repairs: list[dict[str, int]], ts: float) -> None:
+        """What the last counter repair changed, for the Dagster check (``{feed}.load_repair``)."""
+        await self.kv.put(f"{self.feed}.load_repair", orjson.dumps({"ts": ts, "repairs": repairs}))
+
+    async def last_load_repair(self) -> dict[str, Any] | None:
+        try:
+            entry = await self.kv.get(f"{self.feed}.load_repair")
+        except KeyNotFoundError:
+            return None
+        data = orjson.loads(entry.value or b"null")
+        return data if isinstance(data, dict) else None
 
     async def _adjust_load(self, shard: int, delta: int, limit: int | None) -> bool:
         """CAS ``load += delta``; refuse (False) when it would pass ``limit``."""
@@ -353,23 +396,41 @@ class ShardRegistry:
             await self._clear_waiting_key(ticker)
 
     async def _clear_waiting_key(self, ticker: str) -> None:
-        await self.kv.delete(f"{self.feed}.waiting.{kv_token(ticker)}")
+        await self._forget(f"{self.feed}.waiting.{kv_token(ticker)}")
+
+    async def _forget(self, key: str, last: int | None = None) -> None:
+        """Remove ``key`` with a purge marker that expires (``last``: only if still at that revision;
+        a mismatch raises the same conflict as :meth:`KeyValue.update`)."""
+        headers = {"KV-Operation": "PURGE", "Nats-Rollup": "sub", "Nats-TTL": f"{self.delete_marker_ttl_s}s"}
+        if last:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
+        try:
+            await self.js.publish(f"$KV.{self.bucket}.{key}", b"", headers=headers)
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise KeyWrongLastSequenceError(description=exc.description) from None
+            raise
 
     async def _keys_with_history(self, prefix: str) -> list[str]:
-        """Subjects under ``prefix`` that hold a message: live keys and tombstones alike (one request)."""
-        info = await self.js.stream_info(f"KV_{self.bucket}", subjects_filter=prefix + ">")
-        return sorted((info.state.subjects or {}).keys())
+        """Subjects under ``prefix`` that hold a message: live keys and (unexpired) markers alike;
+        headers only, paged, whatever their number."""
+        found = await scan_last_per_subject(self.js, f"KV_{self.bucket}", prefix + ">", headers_only=True)
+        return sorted(record.subject for record in found)
 
     async def _live_keys(self, prefix: str) -> dict[str, bytes]:
         """Tickers (decoded) → value of every non-deleted key under ``prefix`` (a ``$KV.`` subject prefix)."""
-        subjects = await self._keys_with_history(prefix)
-        messages = await asyncio.gather(*(self.js.get_last_msg(f"KV_{self.bucket}", s) for s in subjects))
-        out: dict[str, bytes] = {}
-        for subject, msg in zip(subjects, messages, strict=True):
-            if (msg.headers or {}).get("KV-Operation") in {"DEL", "PURGE"} or not msg.data:
-                continue
-            out[ticker_of(subject[len(prefix):])] = msg.data
-        return out
+        found = await scan_last_per_subject(self.js, f"KV_{self.bucket}", prefix + ">")
+        return {ticker_of(r.subject[len(prefix):]): r.value for r in found if not r.deleted and r.value}
+
+    async def membership_counts(self) -> dict[int, int]:
+        """shard → number of markets in its membership keys, from one headers-only listing."""
+        prefix = f"$KV.{self.bucket}.{self.feed}.shard."
+        counts: dict[int, int] = {}
+        for record in await scan_last_per_subject(self.js, f"KV_{self.bucket}", prefix + ">", headers_only=True):
+            shard = record.subject[len(prefix):].split(".", 1)[0]
+            if not record.deleted and shard.isdigit():
+                counts[int(shard)] = counts.get(int(shard), 0) + 1
+        return counts
 
     async def release(self, ticker: str) -> int | None:
         """Forget a settled/closed market and give its slot back."""
@@ -379,9 +440,9 @@ class ShardRegistry:
         except KeyNotFoundError:
             return None
         shard = parse_assignment(entry.value)[0]
-        await self.kv.delete(f"{self.feed}.shard.{shard}.{kv_token(ticker)}")  # the owner unsubscribes it
+        await self._forget(f"{self.feed}.shard.{shard}.{kv_token(ticker)}")  # the owner unsubscribes it
         try:
-            await self.kv.delete(key, last=entry.revision)
+            await self._forget(key, last=entry.revision)
         except APIError as exc:
             if not _conflict(exc):
                 raise
@@ -392,8 +453,8 @@ class ShardRegistry:
     async def members(self, shard: int) -> dict[str, str | None]:
         """ticker → category slug of shard ``shard``'s markets, from its membership keys only.
 
-        Reads the bucket's stream state per subject rather than nats-py's ``keys()`` watcher, which
-        can report the end of the listing early under load.
+        A paged listing (:func:`scan_last_per_subject`) rather than nats-py's ``keys()`` watcher,
+        which can report the end of the listing early under load.
         """
         live = await self._live_keys(f"$KV.{self.bucket}.{self.feed}.shard.{shard}.")
         return {ticker: orjson.loads(value).get("category") for ticker, value in live.items()}
@@ -435,3 +496,14 @@ class ShardRegistry:
                 heartbeat = None
             states.append(ShardState(shard, load, layout.capacity, heartbeat))
         return states
+
+
+async def _allow_marker_ttl(js: JetStreamContext, stream: str) -> None:
+    """Per-message TTL (nats-server 2.11+) on a bucket created before it was asked for: the purge
+    markers carry one. It can be switched on for an existing stream, never off."""
+    info = await js.stream_info(stream)
+    if info.config.allow_msg_ttl:
+        return
+    info.config.allow_msg_ttl = True
+    await js.update_stream(info.config)
+    log.info("per-message TTL enabled on the shard registry", stream=stream)

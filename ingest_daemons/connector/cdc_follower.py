@@ -12,6 +12,10 @@ A market's category is its series' category. Market rows do not carry it, so the
 small view — event → series and series → category — seeded from the exchange REST API at start and
 kept current from the series and events changes in the same stream (commit order guarantees the
 event's row arrives before its first market's).
+
+The assigner also keeps the shards' load counters honest (:mod:`ingest_daemons.shard_load`): on start
+and every ``reconcile_interval_s`` it compares them with the membership keys, beside the change loop
+so a listing of a large registry never holds up assignments.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Literal
 
 import orjson
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import api as js_api
 from nats.js.errors import FetchTimeoutError
 
@@ -31,6 +36,7 @@ from ingest_daemons.config.models import EnvironmentFeedConfig
 from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import CDC_FEED, cdc_stream_name
+from ingest_daemons.shard_load import DEFAULT_RECONCILE_INTERVAL_S, LoadReconciler
 from ingest_daemons.shards import ShardRegistry
 
 log = get_logger("ssmd.cdc_follower")
@@ -107,6 +113,8 @@ class CdcFollower:
         self.durable = f"ssmd_{view.feed}_assigner"
         self.applied = 0
         self.waiting: dict[str, str | None] = {}  # ticker -> category slug, markets with no shard yet
+        self.reconciler = LoadReconciler(registry)
+        self.reconcile_interval_s = DEFAULT_RECONCILE_INTERVAL_S
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.nc.jetstream()
@@ -123,6 +131,15 @@ class CdcFollower:
         log.info("assigning markets from secmaster changes", env=self.env, durable=self.durable,
                  waiting=len(self.waiting))
         next_retry = time.monotonic() + WAITING_RETRY_S
+        reconciling = asyncio.create_task(self._reconcile_loop(stop), name="shard-load-reconcile")
+        try:
+            await self._follow(subscription, stop, next_retry)
+        finally:
+            reconciling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciling
+
+    async def _follow(self, subscription: Any, stop: asyncio.Event, next_retry: float) -> None:
         while not stop.is_set():
             if self.waiting and time.monotonic() >= next_retry:
                 await self.retry_waiting()
@@ -137,6 +154,17 @@ class CdcFollower:
             self.applied += len(messages)
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+
+    async def _reconcile_loop(self, stop: asyncio.Event) -> None:
+        """Load counters against membership keys, now and every ``reconcile_interval_s``."""
+        while not stop.is_set():
+            try:
+                await self.reconciler.run_once()
+            except (NatsError, TimeoutError, OSError) as exc:  # NATS away: the next pass tries again
+                log.warning("shard load reconcile failed; retrying next pass", feed=self.view.feed,
+                            error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.reconcile_interval_s)
 
     async def retry_waiting(self) -> None:
         """Markets that found no room get another try (a headroom shard may have opened since)."""

@@ -252,6 +252,8 @@ class Connector:
                                       "(cumulative)", lambda: follower.applied)
                 self.metrics.gauge_fn("ssmd_markets_waiting", "Markets that passed the filter and wait for a shard "
                                       "with room", lambda: len(follower.waiting))
+                self.metrics.gauge_fn("ssmd_shard_load_repairs", "Shard load counters the assigner found off their "
+                                      "membership keys and repaired (cumulative)", lambda: follower.reconciler.repairs)
                 self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop), name="cdc-follower"))
         log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
                  run=self.run_id, connections=len(self.sessions), markets=len(markets),

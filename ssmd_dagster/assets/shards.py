@@ -65,6 +65,8 @@ DEFAULT_STALE_AFTER = timedelta(seconds=60)
 STALE_AFTER_ENV = "SSMD_SHARD_HEARTBEAT_STALE_AFTER"  # a duration: "60s", "2m"
 DEFAULT_READ_TIMEOUT_S = 20.0
 MAX_LISTED_WAITING = 20
+# A load counter repair by the assigner is reported on the check for this long after it happened.
+LOAD_REPAIR_REPORTED_FOR = timedelta(hours=24)
 # What "the registry cannot be read" looks like: NATS down, a request timing out, a JetStream error.
 READ_ERRORS: tuple[type[BaseException], ...] = (NatsUnavailable, NatsError, TimeoutError, OSError)
 
@@ -132,6 +134,8 @@ class ShardSnapshot:
     states: tuple[ShardState, ...] = ()
     waiting: tuple[str, ...] = ()
     taken_at: float = field(default_factory=time.time)
+    # The assigner's last load counter repair (``{"ts", "repairs": [{"shard", "was", "now"}]}``), if any.
+    load_repair: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ async def read_snapshot(js: JetStreamContext, target: ShardTarget, now: float) -
         return ShardSnapshot(target, None, waiting=waiting, taken_at=now)
     if states:  # states() re-reads the layout: keep the two consistent if it grew in between
         layout = ShardLayout(len(states), states[0].capacity)
-    return ShardSnapshot(target, layout, states, waiting, now)
+    return ShardSnapshot(target, layout, states, waiting, now, await registry.last_load_repair())
 
 
 def nats_endpoint(url: str) -> str:
@@ -356,12 +360,37 @@ def snapshot_metadata(assessment: ShardAssessment) -> dict[str, Any]:
     }
 
 
+def recent_load_repairs(snapshot: ShardSnapshot) -> list[dict[str, int]]:
+    """The assigner's last counter repairs when younger than ``LOAD_REPAIR_REPORTED_FOR`` (pure)."""
+    record = snapshot.load_repair or {}
+    try:
+        age = snapshot.taken_at - float(record.get("ts", 0))
+        repairs = [{k: int(r[k]) for k in ("shard", "was", "now")} for r in record.get("repairs", [])]
+    except (TypeError, ValueError, KeyError):
+        return []
+    return repairs if 0 <= age <= LOAD_REPAIR_REPORTED_FOR.total_seconds() else []
+
+
+def load_repair_line(snapshot: ShardSnapshot) -> str | None:
+    """One line for the check: which counters drifted from their membership keys and were put right."""
+    repairs = recent_load_repairs(snapshot)
+    if not repairs:
+        return None
+    age = snapshot.taken_at - float((snapshot.load_repair or {})["ts"])
+    changes = ", ".join(f"shard {r['shard']} {r['was']}→{r['now']}" for r in repairs)
+    return (f"{snapshot.target.env} {snapshot.target.feed}: load counters had drifted from the membership keys "
+            f"and were repaired by the assigner {age:.0f}s ago ({changes})")
+
+
 def _check_text(assessment: ShardAssessment) -> str:
     if assessment.incidents:
-        return "; ".join(i.text for i in assessment.incidents)
-    t = assessment.thresholds
-    return (f"every shard at or below {t.saturated_at:.0%}, heartbeats fresher than "
-            f"{format_duration(t.stale_after)}, no market waiting")
+        text = "; ".join(i.text for i in assessment.incidents)
+    else:
+        t = assessment.thresholds
+        text = (f"every shard at or below {t.saturated_at:.0%}, heartbeats fresher than "
+                f"{format_duration(t.stale_after)}, no market waiting")
+    repaired = load_repair_line(assessment.snapshot)
+    return f"{text}\n{repaired}" if repaired else text
 
 
 def _check_metadata(assessment: ShardAssessment) -> dict[str, Any]:
@@ -370,6 +399,7 @@ def _check_metadata(assessment: ShardAssessment) -> dict[str, Any]:
         "saturated_shards": len(assessment.kinds("saturated")),
         "stale_heartbeats": len(assessment.kinds("stale_heartbeat")),
         "waiting_markets": len(assessment.snapshot.waiting),
+        "load_counters_repaired": len(recent_load_repairs(assessment.snapshot)),
     }
 
 

@@ -384,6 +384,23 @@ def test_shards_asset_check(harness: Harness, registry: Registry, load: int, pas
     assert f"| 0 | {load}/100 | {load}% |" in str(metadata["shard_table"].value)
 
 
+def test_shards_asset_check_reports_a_repaired_load_counter(harness: Harness, registry: Registry) -> None:
+    """The assigner repaired a leaked counter: the check (still passing) says which and by how much."""
+    registry.load(0, 40)
+
+    async def record(r: ShardRegistry) -> None:
+        await r.record_load_repair([{"shard": 0, "was": 43, "now": 40}], time.time() - 30)
+
+    registry.run(record)
+    result = materialize([build_shards_asset(harness.target, ShardThresholds())], instance=harness.instance,
+                         resources={"nats": harness.resources["nats"]})
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed
+    assert re.search(r"load counters had drifted from the membership keys and were repaired by the assigner "
+                     r"\d+s ago \(shard 0 43→40\)", evaluation.description or ""), evaluation.description
+    assert evaluation.metadata["load_counters_repaired"].value == 1
+
+
 # ------------------------------------------------------------------------------ webhook poster
 
 
