@@ -243,6 +243,7 @@ class JetStreamPublisher:
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
         ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
         on_ack: Callable[[str, int, bytes], None] | None = None,
+        chunk_oversized: bool = True,
     ) -> None:
         self.addresses = [NatsAddress.parse(part.strip()) for part in url.split(",") if part.strip()]
         if not self.addresses:
@@ -278,6 +279,10 @@ class JetStreamPublisher:
         # The current server's max_payload (from INFO). A message whose HPUB size (headers included)
         # is larger goes through _publish_chunked; every other one pays a single comparison.
         self.max_payload = DEFAULT_MAX_PAYLOAD
+        # False: a message above max_payload is refused here (a rejection, see :attr:`rejection`) rather
+        # than chunked — for a caller whose messages are fenced on their predecessor (the CDC outbox),
+        # where chunks would break the fence and a half-stored message would look stored.
+        self.chunk_oversized = chunk_oversized
         # counters, read by metrics and tests
         self.acked = 0
         self.retried = 0
@@ -375,7 +380,11 @@ class JetStreamPublisher:
         hdr_len = len(headers)
         size = hdr_len + len(payload)
         if size > self.max_payload:
-            self._publish_chunked(subject, payload, headers)
+            if self.chunk_oversized:
+                self._publish_chunked(subject, payload, headers)
+            else:
+                self._refuse(subject, f"message of {size} bytes is larger than the server's max_payload "
+                                      f"{self.max_payload}")
             return
         token = self._next_token
         self._next_token = token + 1
@@ -427,6 +436,10 @@ class JetStreamPublisher:
             hdr_len, total = int(fields[-2]), int(fields[-1])
             if total <= self.max_payload:
                 self._pending[token] = entry
+                continue
+            if not self.chunk_oversized:
+                self._refuse(entry[_SUBJECT], f"message of {total} bytes is larger than the server's max_payload "
+                                              f"{self.max_payload}")
                 continue
             body = wire[line_end + 2 : line_end + 2 + total]
             self._publish_chunked(entry[_SUBJECT], body[hdr_len:], body[:hdr_len])
@@ -513,6 +526,16 @@ class JetStreamPublisher:
         """The socket's write buffer passed its high-water mark (or drained): backpressure."""
         self._write_paused = paused
         self._update_room()
+
+    def _refuse(self, subject: str, detail: str) -> None:
+        """A message never sent (``chunk_oversized`` off): reported like a server rejection, not held."""
+        self.errors += 1
+        if self.rejection is None:
+            self.rejection = detail
+        self._rejected.set()
+        if not self._pending:
+            self._empty.set()
+        log.error("publish refused before sending", subject=subject, detail=detail)
 
     def _note_error(self, entry: _Held, detail: str) -> None:
         """Keep the frame; the retry loop sends it again after the ack timeout."""

@@ -240,7 +240,7 @@ class CdcPublisher:
                      exact_commit_times=outbox.exact_commit_times)
             self.publisher = JetStreamPublisher(self.options.nats_url, name=f"ssmd-cdc-{self.options.env}",
                                                 max_in_flight=max(1, self.options.window),
-                                                ack_timeout_s=self.options.ack_timeout_s)
+                                                ack_timeout_s=self.options.ack_timeout_s, chunk_oversized=False)
             await self.publisher.start(wait_connected_s=None)
             await outbox.listen()
             await self._relay(outbox, epoch, stop)

@@ -191,3 +191,25 @@ async def test_window_sizes_keep_order_on_a_healthy_server(
     async with running(_options(env.name, secmaster_db, nats_server.url, window=window, batch_size=100)):
         await wait_for_count(nats_server.url, env.name, len(script))
     assert_exactly_once_in_order(await cdc_messages(nats_server.url, env.name), script, env.name)
+
+
+async def test_a_change_above_max_payload_is_held_not_chunked(
+    secmaster_db: str, small_payload_nats_server: NatsServer, cdc_env: EnvFactory
+) -> None:
+    """Chunks would break the order fence (and a half-stored change would look stored on restart): a change
+    the server cannot take whole holds back every later one, visibly, and nothing of it is stored."""
+    url = small_payload_nats_server.url
+    env = await cdc_env(url)
+    async with await psycopg.AsyncConnection.connect(secmaster_db, autocommit=True) as conn:
+        await conn.execute(INSERT, ("FIRST",))
+        await conn.execute("INSERT INTO markets (feed, ticker, event_ticker, status, title) "
+                           "VALUES ('kalshi', 'HUGE', 'E', 'active', %s)", ("x" * 100_000,))
+        await conn.execute(INSERT, ("AFTER",))
+    async with running(_options(env.name, secmaster_db, url, window=4)) as publisher:
+        await wait_for_count(url, env.name, 1)
+        await wait_until(lambda: publisher.metrics.rejections._value.get() >= 2, 10, "the change refused twice")
+        ready, reason = publisher.ready()
+        assert not ready and "max_payload" in reason, reason
+        messages = await cdc_messages(url, env.name)
+    assert [m.body["row"]["ticker"] for m in messages] == ["FIRST"]
+    assert not any("Ssmd-Chunk" in m.headers for m in messages)
