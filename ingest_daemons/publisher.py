@@ -295,6 +295,7 @@ class JetStreamPublisher:
         # stop at once rather than let the frame be retried (an ordered publisher re-syncs instead).
         self.rejection: str | None = None
         self._rejected = asyncio.Event()
+        self._settled = asyncio.Event()  # set whenever the held frames run out or a rejection arrives
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -331,12 +332,11 @@ class JetStreamPublisher:
         self._flush()
         if self._rejected.is_set():
             return False
-        waits = {asyncio.ensure_future(self._empty.wait()), asyncio.ensure_future(self._rejected.wait())}
-        try:
-            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
+        if self._empty.is_set():
+            return True
+        self._settled.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
         if self._rejected.is_set():
             return False
         return True if self._empty.is_set() else None
@@ -355,6 +355,7 @@ class JetStreamPublisher:
         self._pending.clear()
         self._out.clear()
         self._empty.set()
+        self._settled.set()
         self._update_room()
         return dropped
 
@@ -497,6 +498,7 @@ class JetStreamPublisher:
             self.on_ack(entry[_SUBJECT], time.monotonic_ns() - entry[_SENT_NS], entry[_WIRE])
         if not self._pending:
             self._empty.set()
+            self._settled.set()
         if self.full:
             self._update_room()
 
@@ -519,6 +521,7 @@ class JetStreamPublisher:
         self.acked += acked
         if not self._pending:
             self._empty.set()
+            self._settled.set()
         if self.full:
             self._update_room()
 
@@ -533,8 +536,10 @@ class JetStreamPublisher:
         if self.rejection is None:
             self.rejection = detail
         self._rejected.set()
+        self._settled.set()
         if not self._pending:
             self._empty.set()
+            self._settled.set()
         log.error("publish refused before sending", subject=subject, detail=detail)
 
     def _note_error(self, entry: _Held, detail: str) -> None:
@@ -543,6 +548,7 @@ class JetStreamPublisher:
         if self.rejection is None:
             self.rejection = detail
         self._rejected.set()
+        self._settled.set()
         subject = entry[_SUBJECT]
         if subject not in self._no_stream_logged:
             self._no_stream_logged.add(subject)
