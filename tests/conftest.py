@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.keys",
     "tests.fixtures.kalshi",
     "tests.fixtures.polymarket",
+    "tests.fixtures.kraken",
     "tests.fixtures.archive",
     "tests.fixtures.postgres",
     "tests.fixtures.gcs",

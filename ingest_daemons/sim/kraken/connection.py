@@ -1,0 +1,176 @@
+"""What every simulated Kraken connection shares: one ordered writer, stalls, recording, generation.
+
+All outbound frames (data, acks, heartbeats, pongs) go through one bounded queue and one writer
+task, so a stall holds everything back and nothing is ever reordered; a full queue makes the data
+generator wait (backpressure), never grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from aiohttp import web
+
+from ingest_daemons.logs import get_logger
+
+log = get_logger("ingest.sim.kraken")
+
+QUEUE_FRAMES = 1024
+FLOOD_BATCH = 256
+MIN_TICK_S = 0.002
+MAX_TICK_S = 0.1
+
+
+class SentFrame(NamedTuple):
+    """One text frame written to a client.
+
+    ``kind``: ``data`` (a channel/feed message), ``control`` (acks, status, heartbeat, pong, info)
+    or ``malformed``. ``fault`` names the fault the frame carries (``checksum``, ``trade_id``,
+    ``seq``), if any.
+    """
+
+    conn_id: int
+    data: bytes
+    kind: str
+    msg_type: str
+    symbol: str | None
+    sent_at_ns: int
+    fault: str | None = None
+
+
+@dataclass(slots=True)
+class SimState:
+    """Settings and records shared by every connection of one simulator."""
+
+    rate: float
+    heartbeat_interval: float
+    idle_timeout: float
+    record: bool = True
+    paused: bool = False
+    answer_pings: bool = True
+    heartbeats: bool = True
+    sent_frames: list[SentFrame] = field(default_factory=list)
+    commands: list[tuple[int, Any]] = field(default_factory=list)
+    frames_written: int = 0
+    on_change: Callable[[], None] = lambda: None
+
+
+class Connection:
+    """Base of a spot or futures connection: subclasses build frames, this writes them."""
+
+    def __init__(self, conn_id: int, ws: web.WebSocketResponse, state: SimState, seed: int) -> None:
+        self.conn_id = conn_id
+        self.ws = ws
+        self.state = state
+        self.rng = random.Random(seed)
+        self.queue: asyncio.Queue[tuple[bytes, str, str, str | None, str | None]] = asyncio.Queue(QUEUE_FRAMES)
+        self._loop = asyncio.get_running_loop()
+        self.stalled_until = 0.0
+        self.paused_until = 0.0
+        self.last_inbound = self._loop.time()
+        self.frames_written = 0
+        self.pings = 0
+        self._wake = asyncio.Event()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def send(self, data: bytes, kind: str, msg_type: str, symbol: str | None = None, fault: str | None = None) -> None:
+        """Queue a frame without waiting (acks, control); the queue's bound is for generated data."""
+        self.queue.put_nowait((data, kind, msg_type, symbol, fault))
+
+    async def send_data(self, data: bytes, msg_type: str, symbol: str | None, fault: str | None = None) -> None:
+        await self.queue.put((data, "data", msg_type, symbol, fault))
+
+    async def run_writer(self) -> None:
+        ws = self.ws
+        state = self.state
+        while True:
+            data, kind, msg_type, symbol, fault = await self.queue.get()
+            while (left := self.stalled_until - self._loop.time()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(left)
+            if ws.closed:
+                return
+            await ws.send_str(data.decode())
+            self.frames_written += 1
+            state.frames_written += 1
+            if state.record:
+                state.sent_frames.append(
+                    SentFrame(self.conn_id, data, kind, msg_type, symbol, time.time_ns(), fault)
+                )
+
+    def stall(self, seconds: float) -> None:
+        self.stalled_until = max(self.stalled_until, self._loop.time() + seconds)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        if self._wake.is_set():
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def has_data_subscriptions(self) -> bool:
+        raise NotImplementedError
+
+    async def generate_one(self) -> None:
+        """Produce one data event (and queue its frame)."""
+        raise NotImplementedError
+
+    def generating(self) -> bool:
+        return (
+            not self.state.paused
+            and self._loop.time() >= self.paused_until
+            and self.has_data_subscriptions()
+        )
+
+    async def run_generator(self) -> None:
+        loop = self._loop
+        last = loop.time()
+        owed = 0.0
+        while not self.ws.closed:
+            self._wake.clear()
+            if not self.generating():
+                wait = self.paused_until - loop.time()
+                await self._sleep(wait if wait > 0 else None)
+                last, owed = loop.time(), 0.0
+                continue
+            rate = self.state.rate
+            if rate <= 0:
+                for _ in range(FLOOD_BATCH):
+                    await self.generate_one()
+                await asyncio.sleep(0)
+                continue
+            now = loop.time()
+            owed = min(owed + (now - last) * rate, max(1.0, rate * 0.05))
+            last = now
+            n = int(owed)
+            owed -= n
+            for _ in range(n):
+                await self.generate_one()
+            delay = (1.0 - owed) / rate if owed < 1.0 else 0.0
+            await self._sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))
+
+    async def run_idle_watchdog(self, close_code: int, reason: bytes) -> None:
+        """Close a connection that sent nothing (no frame, no WebSocket ping) for ``idle_timeout``."""
+        timeout = self.state.idle_timeout
+        if timeout <= 0:
+            return
+        while not self.ws.closed:
+            left = self.last_inbound + timeout - self._loop.time()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            log.info("idle_close", conn=self.conn_id, idle_s=timeout)
+            await self.ws.close(code=close_code, message=reason)
+            return
