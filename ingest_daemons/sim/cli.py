@@ -44,6 +44,22 @@ POLYMARKET_EXAMPLES = """\
   curl -X POST localhost:8766/_sim/markets   # announce a new market (new_market)
 """
 
+KRAKEN_DESCRIPTION = """\
+Run a Kraken simulator, one market per process. --market spot: WebSocket v2 at /v2 (subscribe /
+unsubscribe with one ack per symbol, status, heartbeat, ping/pong, ticker, trade, book at depth
+10/25/100/500/1000 with CRC32 checksums) and REST GET /0/public/AssetPairs. --market futures:
+WebSocket v1 at /ws/v1 (info, subscribed/subscribed_failed, ticker, trade_snapshot/trade and
+book_snapshot/book with seq, heartbeat; a client silent for --idle-timeout seconds is closed) and
+REST GET /derivatives/api/v3/instruments. --rate is data events per second per connection (0 =
+flood). /_sim/... is a JSON control API (see README): close, stall, malformed frame, unanswered
+pings, no heartbeats, a wrong checksum, a skipped trade_id or seq, maintenance then online, rate."""
+
+KRAKEN_EXAMPLES = """\
+  ssmd sim kraken --market spot --port 8767
+  ssmd sim kraken --market futures --port 8768 --instruments 8 --rate 500
+  curl -X POST localhost:8767/_sim/faults/checksum -d '{"symbol":"BTC/USD"}'
+"""
+
 
 def register(sub: Any) -> None:
     """Add ``sim`` and its per-exchange sub-commands to the ``ssmd`` parser."""
@@ -52,7 +68,10 @@ def register(sub: Any) -> None:
         "sim",
         help="run an exchange simulator locally",
         description="Exchange simulators that speak the real wire protocols, for tests and local runs.",
-        examples="  ssmd sim kalshi --port 8765 --no-auth\n  ssmd sim polymarket --port 8766\n",
+        examples=(
+            "  ssmd sim kalshi --port 8765 --no-auth\n  ssmd sim polymarket --port 8766\n"
+            "  ssmd sim kraken --market spot --port 8767\n"
+        ),
     )
     exchanges = sim.add_subparsers(dest="exchange", metavar="EXCHANGE", required=True)
     kalshi = add_command(
@@ -104,6 +123,28 @@ def register(sub: Any) -> None:
                       help="close a connection after this many seconds without PING, 0 = never (default: 20)")
     poly.add_argument("--max-assets", type=int, default=500, help="token ids per connection (default: 500)")
     poly.set_defaults(func=run_polymarket)
+
+    kraken = add_command(
+        exchanges,
+        "kraken",
+        help="Kraken spot v2 or futures v1 simulator (WebSocket + REST)",
+        description=KRAKEN_DESCRIPTION,
+        examples=KRAKEN_EXAMPLES,
+    )
+    kraken.add_argument("--market", choices=["spot", "futures"], required=True, help="which Kraken socket to serve")
+    kraken.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    kraken.add_argument("--port", type=int, required=True, help="port to bind (0 = any free port)")
+    kraken.add_argument("--pairs", type=int, default=6, help="spot pairs in the universe (default: 6)")
+    kraken.add_argument("--instruments", type=int, default=5, help="futures products in the universe (default: 5)")
+    kraken.add_argument("--rate", type=float, default=200.0,
+                        help="data events/s per connection, 0 = flood (default: 200)")
+    kraken.add_argument("--seed", type=int, default=1, help="seed for the books and the data (default: 1)")
+    kraken.add_argument("--heartbeat-interval", type=float, default=1.0,
+                        help="seconds between heartbeats (default: 1)")
+    kraken.add_argument("--idle-timeout", type=float, default=None,
+                        help="close a connection silent this many seconds, 0 = never "
+                             "(default: 60 for futures, never for spot)")
+    kraken.set_defaults(func=run_kraken)
 
 
 def run_kalshi(args: argparse.Namespace) -> int:
@@ -211,6 +252,46 @@ async def _serve_polymarket(args: argparse.Namespace) -> int:
     print(f"  rest:    {sim.rest_url}", flush=True)
     print(f"  control: {sim.rest_url}/_sim/status", flush=True)
     print(f"  data: {rate}, arrays {args.array_frames}; Ctrl-C to stop", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+    return 0
+
+
+def run_kraken(args: argparse.Namespace) -> int:
+    try:
+        return run_daemon(_serve_kraken(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve_kraken(args: argparse.Namespace) -> int:
+    from ingest_daemons.sim.kraken import KrakenSimulator
+
+    sim = KrakenSimulator(
+        args.market,
+        host=args.host,
+        port=args.port,
+        pairs=args.pairs,
+        instruments=args.instruments,
+        rate=args.rate,
+        seed=args.seed,
+        heartbeat_interval=args.heartbeat_interval,
+        idle_timeout=args.idle_timeout,
+        record=False,  # a long-running process must not keep every frame it sent
+    )
+    await sim.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rate = "flood" if args.rate <= 0 else f"{args.rate:g} events/s per connection"
+    print(f"Kraken {args.market} simulator: {len(sim.symbols)} symbols", flush=True)
+    print(f"  ws:      {sim.ws_url}", flush=True)
+    print(f"  rest:    {sim.rest_url}", flush=True)
+    print(f"  control: {sim.rest_url}/_sim/status", flush=True)
+    print(f"  data: {rate}; Ctrl-C to stop", flush=True)
     try:
         await stop.wait()
     finally:
