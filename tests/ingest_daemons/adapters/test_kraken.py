@@ -19,7 +19,7 @@ from ingest_daemons.adapters.kraken import (
     spot_subscribe,
     spot_unsubscribe,
 )
-from ingest_daemons.adapters.kraken_sequence import SequenceTracker, SeqStatus
+from ingest_daemons.adapters.kraken_sequence import SeqStatus, SequenceTracker
 from ingest_daemons.naming import SubjectBuilder, escape_token, parse_subject, unescape_token
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "kraken_golden.jsonl"
@@ -83,9 +83,11 @@ def test_classify_fields() -> None:
                       b'{"symbol":"BTC/USD","trade_id":8}]}')
     assert (trades.seq, trades.snapshot) == ((7, 8), False)
     fut = classify(b'{"feed":"book","product_id":"PF_XBTUSD","side":"buy","seq":12,"price":1.0,"qty":0.0}')
-    assert (fut.protocol, fut.kind, fut.msg_type, fut.symbol, fut.seq) == ("futures_v1", DATA, "book", "PF_XBTUSD", (12,))
+    assert (fut.protocol, fut.kind, fut.msg_type) == ("futures_v1", DATA, "book")
+    assert (fut.symbol, fut.seq) == ("PF_XBTUSD", (12,))
     # A connection id beyond 64 bits still classifies (orjson refuses it; the fallback parser does not).
-    assert classify(b'{"channel":"status","type":"update","data":[{"connection_id":' + b"9" * 25 + b"}]}").kind == CONTROL
+    huge = b'{"channel":"status","type":"update","data":[{"connection_id":' + b"9" * 25 + b"}]}"
+    assert classify(huge).kind == CONTROL
     for junk in (b"", b"nope", b"[1,2]", b'{"channel":5}', b'{"channel":"trade","data":[{"trade_id":"x"}]}'):
         assert classify(junk).kind == "unparsed", junk
 

@@ -160,7 +160,10 @@ def test_without_truncation_recorded_updates_fail(samples_dir: Path) -> None:
 
 def test_update_before_snapshot_and_repeated_prices() -> None:
     books = SpotBooks(depth=10)
-    upd = b'{"channel":"book","type":"update","data":[{"symbol":"X/USD","bids":[],"asks":[],"checksum":0,"timestamp":"t"}]}'
+    upd = (
+        b'{"channel":"book","type":"update","data":[{"symbol":"X/USD","bids":[],"asks":[],"checksum":0,'
+        b'"timestamp":"t"}]}'
+    )
     assert books.apply(upd).status is BookStatus.NO_SNAPSHOT
     snap = SpotBook(10)
     snap.apply(True, [("1.0", "2.00")], [("1.5", "3.00")])

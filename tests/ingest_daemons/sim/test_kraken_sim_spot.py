@@ -30,7 +30,9 @@ async def connect(sim: KrakenSimulator) -> ClientConnection:
     return await websockets.connect(sim.ws_url, compression=None, max_size=None, max_queue=None)
 
 
-async def recv_until(ws: ClientConnection, pred: Callable[[bytes], bool], deadline_s: float = DEADLINE_S) -> list[bytes]:
+async def recv_until(
+    ws: ClientConnection, pred: Callable[[bytes], bool], deadline_s: float = DEADLINE_S
+) -> list[bytes]:
     """Frames received until (and including) the first one for which ``pred(frame)`` holds."""
     out: list[bytes] = []
     async with asyncio.timeout(deadline_s):
@@ -65,6 +67,15 @@ class Checker:
             self.findings.append(f)
         if m.kind == DATA and m.msg_type == "book":
             self.books += 1
+
+    def until(self, done: Callable[[], bool]) -> Callable[[bytes], bool]:
+        """A ``recv_until`` predicate: feed the frame, then ask ``done()``."""
+
+        def pred(frame: bytes) -> bool:
+            self.feed(frame)
+            return done()
+
+        return pred
 
 
 async def test_connect_status_then_one_ack_per_symbol_and_a_refusal_that_keeps_the_socket(
@@ -151,9 +162,9 @@ async def test_wrong_checksum_fault_is_detected_and_a_resubscribe_verifies_again
     checker = Checker(25)
     async with await connect(sim) as ws:
         await ws.send(spot_subscribe("book", ["BTC/USD", "ETH/USD"], req_id=1).decode())
-        await recv_until(ws, lambda f: (checker.feed(f), checker.books >= 50)[1])
+        await recv_until(ws, checker.until(lambda: checker.books >= 50))
         sim.bad_checksum("ETH/USD")
-        await recv_until(ws, lambda f: (checker.feed(f), bool(checker.findings))[1])
+        await recv_until(ws, checker.until(lambda: bool(checker.findings)))
         f = checker.findings[0]
         assert (f.reason, f.symbol, f.channel, f.resync) == ("checksum", "ETH/USD", "book", True)
         faulty = [x for x in sim.sent_frames if x.fault == "checksum"]
@@ -164,7 +175,7 @@ async def test_wrong_checksum_fault_is_detected_and_a_resubscribe_verifies_again
                                     "depth": 25}}).decode())
         await ws.send(spot_subscribe("book", ["ETH/USD"], req_id=2).decode())
         before = checker.books
-        await recv_until(ws, lambda f: (checker.feed(f), checker.books >= before + 200)[1])
+        await recv_until(ws, checker.until(lambda: checker.books >= before + 200))
     assert len(checker.findings) == 1
     book = checker.integrity.books.book("ETH/USD")
     assert book is not None and len(book.bids) == 25
@@ -175,12 +186,12 @@ async def test_trades_are_sequential_and_a_skipped_trade_id_is_detected(kraken_s
     checker = Checker(25)
     async with await connect(sim) as ws:
         await ws.send(spot_subscribe("trade", ["BTC/USD", "SOL/USD"], snapshot=True, req_id=1).decode())
-        await recv_until(ws, lambda f: (checker.feed(f), checker.types["trade"] >= 200)[1])
+        await recv_until(ws, checker.until(lambda: checker.types["trade"] >= 200))
         assert checker.findings == []
         sim.skip_trade_id("SOL/USD", skip=3)
-        await recv_until(ws, lambda f: (checker.feed(f), bool(checker.findings))[1])
+        await recv_until(ws, checker.until(lambda: bool(checker.findings)))
     f = checker.findings[0]
-    assert (f.reason, f.symbol, f.got - (f.expected or 0), f.resync) == ("trade_id", "SOL/USD", 3, False)
+    assert (f.reason, f.symbol, (f.got or 0) - (f.expected or 0), f.resync) == ("trade_id", "SOL/USD", 3, False)
     assert len([x for x in sim.sent_frames if x.fault == "trade_id"]) == 1
 
 
@@ -254,7 +265,12 @@ async def test_rest_asset_pairs_match_the_socket_universe(kraken_sim: KrakenSimF
     async with await connect(sim) as ws:
         await ws.send(spot_subscribe("book", sim.symbols, depth=10, req_id=1).decode())
         acks: list[dict[str, Any]] = []
-        await recv_until(ws, lambda f: (acks.append(orjson.loads(f)) if b'"method"' in f else None,
-                                        len(acks) == 9)[1])
+
+        def collect(frame: bytes) -> bool:
+            if b'"method"' in frame:
+                acks.append(orjson.loads(frame))
+            return len(acks) == 9
+
+        await recv_until(ws, collect)
     assert all(a["success"] for a in acks)
     assert sorted(a["result"]["symbol"] for a in acks) == sorted(sim.symbols)
