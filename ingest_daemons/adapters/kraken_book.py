@@ -27,7 +27,7 @@ import bisect
 import json
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Final, NamedTuple
@@ -36,14 +36,14 @@ DEPTHS: Final = (10, 25, 100, 500, 1000)  # §C1: the only depths Kraken accepts
 DEFAULT_DEPTH: Final = 25
 CHECKSUM_LEVELS: Final = 10
 
-_NUM: Final = rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
-_LEVEL: Final = rb'\{"price":' + _NUM + rb',"qty":' + _NUM + rb"\}"
-_LEVELS: Final = rb"\[(?:" + _LEVEL + rb"(?:," + _LEVEL + rb")*)?\]"
+_NUM: Final = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
+_LEVEL: Final = r'\{"price":' + _NUM + r',"qty":' + _NUM + r"\}"
+_LEVELS: Final = r"\[(?:" + _LEVEL + r"(?:," + _LEVEL + r")*)?\]"
 _COMPACT_FRAME: Final = re.compile(
-    rb'\{"channel":"book","type":"(snapshot|update)","data":\[\{"symbol":"([^"\\]*)",'
-    rb'"bids":(' + _LEVELS + rb'),"asks":(' + _LEVELS + rb'),"checksum":([0-9]+),"timestamp":"[^"\\]*"\}\]\}'
+    r'\{"channel":"book","type":"(snapshot|update)","data":\[\{"symbol":"([^"\\]*)",'
+    r'"bids":(' + _LEVELS + r'),"asks":(' + _LEVELS + r'),"checksum":([0-9]+),"timestamp":"[^"\\]*"\}\]\}'
 )
-_LEVEL_TEXT: Final = re.compile(rb'"price":(' + _NUM + rb'),"qty":(' + _NUM + rb")")
+_LEVEL_TEXT: Final = re.compile(r'"price":(' + _NUM + r'),"qty":(' + _NUM + r")")
 
 # A side's level: (price text, qty text, checksum token). The token is computed once, on insert.
 Level = tuple[str, str, str]
@@ -97,26 +97,22 @@ def _is_zero(qty: str) -> bool:
 
 def parse_book_frame(frame: bytes) -> BookFrame | None:
     """The levels of a spot v2 ``book`` frame as decimal text; ``None`` if it is not one."""
-    m = _COMPACT_FRAME.fullmatch(frame)
+    try:
+        text = frame.decode()
+    except UnicodeDecodeError:
+        return None
+    m = _COMPACT_FRAME.fullmatch(text)
     if m is not None:
-        try:
-            symbol = m.group(2).decode()
-        except UnicodeDecodeError:
-            return None
-        return BookFrame(
-            m.group(1) == b"snapshot",
-            symbol,
-            [(p.decode(), q.decode()) for p, q in _LEVEL_TEXT.findall(m.group(3))],
-            [(p.decode(), q.decode()) for p, q in _LEVEL_TEXT.findall(m.group(4))],
-            int(m.group(5)),
-        )
-    return _parse_book_frame_slow(frame)
+        findall = _LEVEL_TEXT.findall
+        snapshot, symbol, bids, asks, checksum = m.groups()
+        return BookFrame(snapshot == "snapshot", symbol, findall(bids), findall(asks), int(checksum))
+    return _parse_book_frame_slow(text)
 
 
-def _parse_book_frame_slow(frame: bytes) -> BookFrame | None:
+def _parse_book_frame_slow(frame: str) -> BookFrame | None:
     try:
         body = json.loads(frame, parse_float=str, parse_int=str)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         return None
     try:
         if body.get("channel") != "book" or body.get("type") not in ("snapshot", "update"):
@@ -162,33 +158,47 @@ def _is_number_text(*texts: str) -> bool:
 class BookSide:
     """One side of a book: levels keyed by Decimal price, kept best first.
 
-    ``descending`` (bids) stores negated keys so one ascending sorted list serves both sides.
+    ``descending`` (bids) stores negated keys so one ascending sorted list serves both sides. The
+    checksum text of the top 10 levels is cached and rebuilt only after a change among them: most
+    updates touch deeper levels.
     """
 
-    __slots__ = ("_keys", "_levels", "_sign")
+    __slots__ = ("_keys", "_levels", "_negate", "_top")
 
     def __init__(self, descending: bool) -> None:
-        self._sign = -1 if descending else 1
+        self._negate = descending
         self._keys: list[Decimal] = []
         self._levels: dict[Decimal, Level] = {}
+        self._top: str | None = ""
 
     def clear(self) -> None:
         self._keys.clear()
         self._levels.clear()
+        self._top = ""
 
     def apply(self, price: str, qty: str) -> None:
-        key = Decimal(price) if self._sign == 1 else -Decimal(price)
+        key = -Decimal(price) if self._negate else Decimal(price)
         levels = self._levels
+        keys = self._keys
         if _is_zero(qty):
             if levels.pop(key, None) is not None:
-                keys = self._keys
-                del keys[bisect.bisect_left(keys, key)]
+                i = bisect.bisect_left(keys, key)
+                del keys[i]
+                if i < CHECKSUM_LEVELS:
+                    self._top = None
             return
-        if key not in levels:
-            bisect.insort(self._keys, key)
+        if key in levels:
+            if self._top is not None and bisect.bisect_left(keys, key) < CHECKSUM_LEVELS:
+                self._top = None
+        else:
+            i = bisect.bisect_left(keys, key)
+            keys.insert(i, key)
+            if i < CHECKSUM_LEVELS:
+                self._top = None
         levels[key] = (price, qty, checksum_token(price) + checksum_token(qty))
 
     def truncate(self, depth: int) -> None:
+        """Drop levels past ``depth`` (never among the top 10: every depth is at least 10)."""
         keys = self._keys
         if len(keys) > depth:
             levels = self._levels
@@ -196,9 +206,13 @@ class BookSide:
                 del levels[k]
             del keys[depth:]
 
-    def top_tokens(self, n: int) -> Iterable[str]:
-        levels = self._levels
-        return (levels[k][2] for k in self._keys[:n])
+    def top_text(self) -> str:
+        """The checksum text of the top 10 levels, best first."""
+        top = self._top
+        if top is None:
+            levels = self._levels
+            top = self._top = "".join([levels[k][2] for k in self._keys[:CHECKSUM_LEVELS]])
+        return top
 
     def levels(self) -> list[tuple[str, str]]:
         """(price text, qty text), best first."""
@@ -230,8 +244,7 @@ class SpotBook:
         self.asks.truncate(self.depth)
 
     def checksum(self) -> int:
-        text = "".join(self.asks.top_tokens(CHECKSUM_LEVELS)) + "".join(self.bids.top_tokens(CHECKSUM_LEVELS))
-        return zlib.crc32(text.encode("ascii"))
+        return zlib.crc32((self.asks.top_text() + self.bids.top_text()).encode("ascii"))
 
 
 class SpotBooks:
