@@ -33,11 +33,12 @@ class FuturesConnection(Connection):
         self,
         conn_id: int,
         ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
         state: SimState,
         seed: int,
         instruments: dict[str, FuturesInstrument],
     ) -> None:
-        super().__init__(conn_id, ws, state, seed)
+        super().__init__(conn_id, ws, transport, state, seed)
         self.instruments = instruments
         self.subs: dict[str, set[str]] = {f: set() for f in FEEDS}
         self.heartbeat = False

@@ -343,14 +343,16 @@ class KrakenSimulator:
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="400 Bad Request: expected a WebSocket upgrade\n")
         await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
         conn_id = self._next_conn_id
         self._next_conn_id += 1
         seed = self.seed * 1_000_003 + conn_id
         conn: SpotConnection | FuturesConnection
         if self.market == "spot":
-            conn = SpotConnection(conn_id, ws, self._state, seed, self.pairs)
+            conn = SpotConnection(conn_id, ws, transport, self._state, seed, self.pairs)
         else:
-            conn = FuturesConnection(conn_id, ws, self._state, seed, self.instruments)
+            conn = FuturesConnection(conn_id, ws, transport, self._state, seed, self.instruments)
         self._conns[conn_id] = conn
         log.info("ws_connected", market=self.market, conn=conn_id, peer=request.remote)
         conn.on_connect()

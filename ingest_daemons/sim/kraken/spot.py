@@ -59,9 +59,15 @@ class SymbolState:
 
 class SpotConnection(Connection):
     def __init__(
-        self, conn_id: int, ws: web.WebSocketResponse, state: SimState, seed: int, pairs: dict[str, SpotPair]
+        self,
+        conn_id: int,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        state: SimState,
+        seed: int,
+        pairs: dict[str, SpotPair],
     ) -> None:
-        super().__init__(conn_id, ws, state, seed)
+        super().__init__(conn_id, ws, transport, state, seed)
         self.pairs = pairs
         self.symbols: dict[str, SymbolState] = {}
         self.subs: dict[str, set[str]] = {c: set() for c in CHANNELS}  # channel -> symbols

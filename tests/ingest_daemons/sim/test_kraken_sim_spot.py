@@ -246,6 +246,13 @@ async def test_close_stall_and_malformed_faults(kraken_sim: KrakenSimFactory) ->
         with pytest.raises(websockets.ConnectionClosed) as info:
             await recv_until(ws, lambda f: False)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+    # abort: TCP dropped without a close frame.
+    async with await connect(sim) as ws:
+        await recv_until(ws, lambda f: b'"status"' in f)
+        await sim.close_connections(abort=True)
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await recv_until(ws, lambda f: False)
+        assert info.value.rcvd is None
 
 
 async def test_rest_asset_pairs_match_the_socket_universe(kraken_sim: KrakenSimFactory) -> None:
@@ -274,3 +281,18 @@ async def test_rest_asset_pairs_match_the_socket_universe(kraken_sim: KrakenSimF
         await recv_until(ws, collect)
     assert all(a["success"] for a in acks)
     assert sorted(a["result"]["symbol"] for a in acks) == sorted(sim.symbols)
+
+
+def test_the_simulator_never_imports_the_venue_code() -> None:
+    """The cross-check above is worth something only if the two sides share no protocol code."""
+    import ast
+    from pathlib import Path
+
+    import ingest_daemons.sim.kraken as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.startswith(("ingest_daemons.adapters", "ingest_daemons.connector")) for n in names), path
