@@ -88,10 +88,13 @@ class Connection:
         self.transport = transport
         self.state = state
         self.rng = random.Random(seed)
-        self.queue: asyncio.Queue[tuple[bytes, str, str, str | None, str | None]] = asyncio.Queue(QUEUE_FRAMES)
+        # Unbounded for replies and control (they must never fail or wait), bounded for generated data
+        # by ``send_data`` waiting on ``_drained``.
+        self.queue: asyncio.Queue[tuple[bytes, str, str, str | None, str | None]] = asyncio.Queue()
+        self._drained = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.stalled_until = 0.0
-        self.paused_until = 0.0
+        self.held = False  # no data until released (maintenance): data resumes only after the status says so
         self.last_inbound = self._loop.time()
         self.frames_written = 0
         self.pings = 0
@@ -104,7 +107,17 @@ class Connection:
         self.queue.put_nowait((data, kind, msg_type, symbol, fault))
 
     async def send_data(self, data: bytes, msg_type: str, symbol: str | None, fault: str | None = None) -> None:
-        await self.queue.put((data, "data", msg_type, symbol, fault))
+        """Queue a generated frame (the generator waited for room before generating it)."""
+        self.queue.put_nowait((data, "data", msg_type, symbol, fault))
+
+    async def room(self) -> None:
+        """Wait while :data:`QUEUE_FRAMES` frames are already waiting: backpressure on generation.
+
+        Waiting happens before an event is generated, never between generating and queueing it, so a
+        pause (maintenance) that starts meanwhile is seen before anything else is produced."""
+        while self.queue.qsize() >= QUEUE_FRAMES and not self.ws.closed:
+            self._drained.clear()
+            await self._drained.wait()
 
     async def run_writer(self) -> None:
         """Write queued frames in order, as many per transport write as are waiting.
@@ -128,6 +141,8 @@ class Connection:
                 parts.append(text_frame_header(len(data)))
                 parts.append(data)
             self.transport.write(b"".join(parts))
+            if queue.qsize() < QUEUE_FRAMES:
+                self._drained.set()
             self.frames_written += len(batch)
             state.frames_written += len(batch)
             if state.record:
@@ -161,13 +176,13 @@ class Connection:
         raise NotImplementedError
 
     async def generate_one(self) -> None:
-        """Produce one data event (and queue its frame)."""
+        """Produce one data event and queue its frame(s); must not wait (see :meth:`room`)."""
         raise NotImplementedError
 
     def generating(self) -> bool:
         return (
             not self.state.paused
-            and self._loop.time() >= self.paused_until
+            and not self.held
             and self.has_data_subscriptions()
         )
 
@@ -178,13 +193,15 @@ class Connection:
         while not self.ws.closed:
             self._wake.clear()
             if not self.generating():
-                wait = self.paused_until - loop.time()
-                await self._sleep(wait if wait > 0 else None)
+                await self._sleep(None)
                 last, owed = loop.time(), 0.0
                 continue
             rate = self.state.rate
             if rate <= 0:
                 for _ in range(FLOOD_BATCH):
+                    await self.room()
+                    if not self.generating():  # a pause (maintenance) may start while waiting for room
+                        break
                     await self.generate_one()
                 await asyncio.sleep(0)
                 continue
@@ -194,6 +211,9 @@ class Connection:
             n = int(owed)
             owed -= n
             for _ in range(n):
+                await self.room()
+                if not self.generating():
+                    break
                 await self.generate_one()
             delay = (1.0 - owed) / rate if owed < 1.0 else 0.0
             await self._sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))

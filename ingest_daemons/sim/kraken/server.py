@@ -265,14 +265,15 @@ class KrakenSimulator:
         for c in self._targets(conn_id):
             if isinstance(c, SpotConnection):
                 c.status("maintenance")
-                c.paused_until = asyncio.get_running_loop().time() + seconds
+                c.held = True
                 self._spawn(self._back_online(c, seconds))
 
     async def _back_online(self, c: SpotConnection, seconds: float) -> None:
         await asyncio.sleep(seconds)
         if not c.ws.closed:
             c.status("online")
-            c.wake()
+        c.held = False
+        c.wake()
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.create_task(coro)

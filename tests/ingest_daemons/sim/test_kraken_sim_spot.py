@@ -230,6 +230,26 @@ async def test_heartbeats_ping_pong_and_maintenance(kraken_sim: KrakenSimFactory
         assert not any(f == b'{"channel":"heartbeat"}' or b'"pong"' in f for f in seen)
 
 
+async def test_replies_and_status_keep_flowing_under_a_flood(kraken_sim: KrakenSimFactory) -> None:
+    """Control frames never wait behind the data bound: pongs and a maintenance status arrive while the
+    simulator floods a client that reads slowly."""
+    sim = await kraken_sim("spot", rate=0)
+    checker = Checker(10)
+    async with await connect(sim) as ws:
+        await ws.send(spot_subscribe("book", ["BTC/USD", "ETH/USD"], depth=10).decode())
+        await recv_until(ws, checker.until(lambda: checker.books >= 200))
+        for i in range(20):
+            await ws.send(spot_ping(100 + i).decode())
+        sim.maintenance(0.2)
+        frames = await recv_until(ws, checker.until(lambda: checker.types["status"] >= 3), deadline_s=30)
+        pongs = sorted(orjson.loads(f)["req_id"] for f in frames if b'"pong"' in f)
+        assert pongs == list(range(100, 120))
+        i = next(n for n, f in enumerate(frames) if b'"maintenance"' in f)
+        j = next(n for n, f in enumerate(frames) if b'"system":"online"' in f and n > i)
+        assert not any(f.startswith(b'{"channel":"book"') for f in frames[i + 1 : j])
+    assert checker.findings == []
+
+
 async def test_close_stall_and_malformed_faults(kraken_sim: KrakenSimFactory) -> None:
     sim = await kraken_sim("spot", rate=500)
     async with await connect(sim) as ws:
