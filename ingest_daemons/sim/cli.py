@@ -144,6 +144,9 @@ def register(sub: Any) -> None:
     kraken.add_argument("--idle-timeout", type=float, default=None,
                         help="close a connection silent this many seconds, 0 = never "
                              "(default: 60 for futures, never for spot)")
+    kraken.add_argument("--book-cycle", type=int, default=0, metavar="N",
+                        help="spot: loop N pre-made book updates per symbol, each pass opening with its "
+                             "snapshot, so a flood costs a write per frame (default: 0 = off)")
     kraken.set_defaults(func=run_kraken)
 
 
@@ -280,6 +283,7 @@ async def _serve_kraken(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         idle_timeout=args.idle_timeout,
         record=False,  # a long-running process must not keep every frame it sent
+        book_cycle=args.book_cycle,
     )
     await sim.start()
     stop = asyncio.Event()

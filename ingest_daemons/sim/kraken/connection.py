@@ -68,6 +68,7 @@ class SimState:
     heartbeat_interval: float
     idle_timeout: float
     record: bool = True
+    book_cycle: int = 0  # spot: replay this many pre-made book updates per symbol in a loop (0 = off)
     paused: bool = False
     answer_pings: bool = True
     heartbeats: bool = True

@@ -42,6 +42,9 @@ class KrakenSimulator:
     ``rate`` is data events per second per connection (``0`` floods). ``pairs``/``instruments`` size
     the universe. ``idle_timeout`` closes a connection silent for that long (futures default 60 s,
     spot default never). ``record=False`` keeps ``sent_frames`` empty (long runs, benchmarks).
+    ``book_cycle=N`` (spot, for benchmarks): each symbol's book updates are N pre-made updates sent in
+    a loop, each pass after the first opening with the matching snapshot, so a flood costs a write
+    per frame; every checksum still verifies and the checksum fault still applies.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class KrakenSimulator:
         heartbeat_interval: float = 1.0,
         idle_timeout: float | None = None,
         record: bool = True,
+        book_cycle: int = 0,
     ) -> None:
         if market not in ("spot", "futures"):
             raise ValueError(f"market must be spot or futures, not {market!r}")
@@ -69,7 +73,7 @@ class KrakenSimulator:
         if idle_timeout is None:
             idle_timeout = FUTURES_IDLE_TIMEOUT_S if market == "futures" else 0.0
         self._state = SimState(rate=float(rate), heartbeat_interval=heartbeat_interval, idle_timeout=idle_timeout,
-                               record=record, on_change=self._changed)
+                               record=record, book_cycle=book_cycle, on_change=self._changed)
         self._conns: dict[int, Connection] = {}
         self._next_conn_id = 1
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []

@@ -8,6 +8,7 @@ a wrong checksum on a book update, a ``trade_id`` jump on a trade.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -24,6 +25,7 @@ DEFAULT_DEPTH: Final = 10  # Kraken's own default when a subscribe names none
 BOOK_LEVELS: Final = 1040  # per side, so depth 1000 has levels to move into view
 CHANNELS: Final = ("ticker", "trade", "book")
 API_VERSION: Final = "v2"
+_CHECKSUM: Final = re.compile(rb'"checksum":([0-9]+)')
 ENGINE_VERSION: Final = "2.0.10"
 
 
@@ -75,6 +77,9 @@ class SpotConnection(Connection):
         self.bad_checksums: list[str | None] = []  # armed faults: symbol, or None for any
         self.trade_id_skips: list[tuple[str | None, int]] = []
         self.subscribed_once = False
+        self.cycles: dict[str, list[bytes]] = {}  # book_cycle mode: per symbol, snapshot + updates
+        self.cycle_pos: dict[str, int] = {}
+        self._choices: list[tuple[str, str]] | None = None  # (channel, symbol) to draw events from
 
     # --- inbound -------------------------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class SpotConnection(Connection):
         else:
             for s in symbols:
                 self._unsubscribe_one(channel, s, depth, req_id, time_in)
+        self._choices = None
         self.state.on_change()
         self.wake()
 
@@ -166,6 +172,7 @@ class SpotConnection(Connection):
         if channel == "book":
             result["depth"] = depth
             st.depth = depth
+            self.cycles.pop(symbol, None)
         result["snapshot"] = snapshot
         if channel == "ticker":
             result["event_trigger"] = params.get("event_trigger", "trades")
@@ -193,6 +200,7 @@ class SpotConnection(Connection):
         if channel == "book":
             result["depth"] = self.symbols[symbol].depth
             self.symbols[symbol].depth = 0
+            self.cycles.pop(symbol, None)
         result["symbol"] = symbol
         self._ack("unsubscribe", result, req_id, time_in)
 
@@ -247,7 +255,9 @@ class SpotConnection(Connection):
         return any(self.subs.values())
 
     async def generate_one(self) -> None:
-        choices = [(c, s) for c in CHANNELS for s in self.subs[c]]
+        choices = self._choices
+        if choices is None:
+            choices = self._choices = [(c, s) for c in CHANNELS for s in sorted(self.subs[c])]
         if not choices:
             return
         channel, symbol = self.rng.choice(choices)
@@ -259,7 +269,29 @@ class SpotConnection(Connection):
         else:
             await self.send_data(self._ticker_frame(st, "update"), "ticker", symbol)
 
+    def _cycle(self, st: SymbolState) -> list[bytes]:
+        """``book_cycle`` mode: the snapshot the client holds now, then that many updates, made once.
+
+        Replayed in a loop, each pass after the first starts with the snapshot again, so every
+        frame still verifies; only the timestamps repeat. It makes a flood cost a queue and a write
+        per frame instead of a book change and its formatting."""
+        cycle = self.cycles.get(st.pair.symbol)
+        if cycle is None:
+            frames = [self._book_frame(st, "snapshot", self._snapshot_levels(st), st.book.checksum())]
+            while len(frames) <= self.state.book_cycle:
+                changes: list[Change] = []
+                for _ in range(self.rng.randint(1, 3)):
+                    changes += st.book.random_change(st.depth)
+                if changes:
+                    frames.append(self._book_frame(st, "update", changes, st.book.checksum()))
+            cycle = self.cycles[st.pair.symbol] = frames
+            self.cycle_pos[st.pair.symbol] = 1  # the client already holds the snapshot
+        return cycle
+
     async def _book_update(self, st: SymbolState) -> None:
+        if self.state.book_cycle > 0:
+            await self._book_update_from_cycle(st)
+            return
         changes: list[Change] = []
         for _ in range(self.rng.randint(1, 3)):
             changes += st.book.random_change(st.depth)
@@ -276,6 +308,21 @@ class SpotConnection(Connection):
                 log.info("fault_bad_checksum", conn=self.conn_id, symbol=sym)
                 break
         await self.send_data(self._book_frame(st, "update", changes, checksum), "book", sym, fault)
+
+    async def _book_update_from_cycle(self, st: SymbolState) -> None:
+        sym = st.pair.symbol
+        frames = self._cycle(st)
+        pos = self.cycle_pos[sym]
+        frame = frames[pos]
+        self.cycle_pos[sym] = (pos + 1) % len(frames)
+        fault = None
+        for i, target in enumerate(self.bad_checksums):
+            if pos > 0 and (target is None or target == sym):
+                del self.bad_checksums[i]
+                frame = _CHECKSUM.sub(lambda m: b'"checksum":%d' % (int(m.group(1)) ^ 0x5A5A5A5A), frame, count=1)
+                fault = "checksum"
+                break
+        await self.send_data(frame, "book", sym, fault)
 
     async def _trade(self, st: SymbolState) -> None:
         fault = None

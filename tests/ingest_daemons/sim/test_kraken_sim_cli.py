@@ -35,7 +35,7 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "Kraken simulator" in out and "examples:" in out
     for flag in ("--market", "--port", "--pairs", "--instruments", "--rate", "--seed", "--heartbeat-interval",
-                 "--idle-timeout"):
+                 "--idle-timeout", "--book-cycle"):
         assert flag in out
     with pytest.raises(SystemExit):
         p.parse_args(["sim", "kraken", "--port", "0"])  # --market is required

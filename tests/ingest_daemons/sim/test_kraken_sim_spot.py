@@ -137,6 +137,22 @@ async def test_every_checksum_the_simulator_sends_verifies_with_the_connector_bo
         assert book is not None and len(book.bids) == depth and len(book.asks) == depth
 
 
+async def test_book_cycle_mode_loops_pre_made_updates_that_still_verify(kraken_sim: KrakenSimFactory) -> None:
+    sim = await kraken_sim("spot", rate=0, book_cycle=150)
+    checker = Checker(25)
+    async with await connect(sim) as ws:
+        await ws.send(spot_subscribe("book", ["BTC/USD", "SOL/USD"], req_id=1).decode())
+        await recv_until(ws, checker.until(lambda: checker.books >= 1000), deadline_s=30)
+        assert checker.findings == []
+        # Several passes, each after the first opening with the snapshot again.
+        assert sum(1 for f in sim.sent_frames if b'"type":"snapshot"' in f.data) >= 6
+        sim.bad_checksum("SOL/USD")
+        await recv_until(ws, checker.until(lambda: bool(checker.findings)))
+    f = checker.findings[0]
+    assert (f.reason, f.symbol) == ("checksum", "SOL/USD")
+    assert [x.fault for x in sim.sent_frames if x.fault] == ["checksum"]
+
+
 async def test_levels_pushed_out_of_range_are_never_deleted(kraken_sim: KrakenSimFactory) -> None:
     """§C1: the client must truncate itself. Without truncation the simulator's updates stop verifying."""
     sim = await kraken_sim("spot", rate=3000)
