@@ -112,6 +112,9 @@ async def flood_rate(seconds: float, book_cycle: int = 0) -> float:
     async with KrakenSimulator("spot", rate=0, record=False, seed=5, book_cycle=book_cycle) as sim:
         async with websockets.connect(sim.ws_url, compression=None, max_size=None, max_queue=None) as ws:
             await ws.send(spot_subscribe("book", SYMBOLS, depth=25).decode())
+            # The clock starts at the first update: with book_cycle the cycles are made before it.
+            while not (await ws.recv(decode=False)).startswith(b'{"channel":"book","type":"update"'):
+                pass
             n = 0
             start = time.perf_counter()
             while (elapsed := time.perf_counter() - start) < seconds:
