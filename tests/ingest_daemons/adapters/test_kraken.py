@@ -22,6 +22,8 @@ from ingest_daemons.adapters.kraken import (
 from ingest_daemons.adapters.kraken_sequence import SeqStatus, SequenceTracker
 from ingest_daemons.naming import SubjectBuilder, escape_token, parse_subject, unescape_token
 
+# One row per line of every samples/kraken_* file: file, line, protocol, kind, type, symbol. Reviewed by
+# hand against the lines when written; a change to it is a change of classification to review.
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "kraken_golden.jsonl"
 
 
