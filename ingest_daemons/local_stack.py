@@ -30,6 +30,9 @@ from ingest_daemons.nats_runner import NatsServer, die_with_parent
 from ingest_daemons.shard_count_file import ShardCountError, read_shard_count
 from ingest_daemons.streams import StreamChange, reconcile
 
+# How long a child may take to listen: `dagster dev` loads every definition first, which takes a
+# minute or more on a busy 2-core machine.
+START_TIMEOUT_S = 180.0
 log = get_logger("ssmd.up")
 
 
@@ -182,7 +185,7 @@ class LocalStack:
         for child in self.children:
             child.start()
             if child.port is not None:
-                wait_for_port("127.0.0.1", child.port, 60, child)
+                wait_for_port("127.0.0.1", child.port, START_TIMEOUT_S, child)
         self.scale()  # shards opened before this run (the count file persists under the data dir)
         return changes
 

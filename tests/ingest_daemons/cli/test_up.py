@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import nats
+import pytest
 
 from ingest_daemons.nats_client import list_streams
 from ingest_daemons.nats_runner import free_port
@@ -20,6 +21,7 @@ from ingest_daemons.shard_count_file import shard_count_path, write_shard_count
 from tests.fixtures.config import WriteEnv
 
 
+@pytest.mark.timeout(360)
 async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique_env: str, tmp_path: Path) -> None:
     nats_port, sim_port, metrics_port, dagster_port = free_port(), free_port(), free_port(), free_port()
     root = write_env(
@@ -41,7 +43,7 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while "ssmd is up" not in (tmp_path / "up.log").read_text():  # every component is listening
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up.log").read_text()
             await asyncio.sleep(0.2)
