@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.gcs",
     "tests.fixtures.webhook",
     "tests.fixtures.array_exchange",
+    "tests.fixtures.tcp_proxy",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -42,6 +42,20 @@ class SeqRange:
 
 
 @dataclass(frozen=True)
+class HeadLoss:
+    """The stream had already discarded the start of the window when the partition was written:
+    messages of the window with a sequence below ``stream_first_seq`` are gone for good."""
+
+    stream_first_seq: int
+    stream_first_ts_ns: int | None
+
+    def describe(self, partition: str) -> str:
+        first = format_ns(self.stream_first_ts_ns) if self.stream_first_ts_ns is not None else "none left"
+        return (f"stream no longer holds {partition} (first message {first}); "
+                f"messages of the day before seq {self.stream_first_seq} are lost")
+
+
+@dataclass(frozen=True)
 class MarkerEvent:
     """A gap or status marker seen in the partition (see ``ingest_daemons.wire``)."""
 
@@ -107,6 +121,11 @@ class PartitionManifest:
     tickers: dict[str, int]
     # Frames stored in chunks (archive.reassembly.ChunkReport); absent from the JSON when there were none.
     chunks: dict[str, Any] = field(default_factory=dict)
+    # Later stored copies of a Nats-Msg-Id already in the partition (a retry that outlived the
+    # stream's duplicate window): not in the file; their sequences, so checks can tell them from holes.
+    duplicates_dropped: int = 0
+    duplicate_seqs: list[SeqRange] = field(default_factory=list)
+    head_lost: HeadLoss | None = None
     format: str = MANIFEST_FORMAT
 
     @property
@@ -127,6 +146,14 @@ class PartitionManifest:
     def borrowed_chunk_seqs(self) -> list[int]:
         """Chunks past this window's end that finish a frame begun in it (the next day skips them)."""
         return list(self.chunks.get("borrowed", []))
+
+    @property
+    def last_covered_seq(self) -> int | None:
+        """The last stream sequence this partition accounts for: its last message or a dropped duplicate."""
+        last = self.last_seq
+        if self.duplicate_seqs and (last is None or self.duplicate_seqs[-1].last > last):
+            return self.duplicate_seqs[-1].last
+        return last
 
     @property
     def gap_markers(self) -> int:
@@ -154,6 +181,9 @@ class PartitionManifest:
             body.pop("window_end", None)
             body["holes"] = [SeqRange(**h) for h in body["holes"]]
             body["marker_events"] = [MarkerEvent(**m) for m in body["marker_events"]]
+            body["duplicate_seqs"] = [SeqRange(**d) for d in body.get("duplicate_seqs", [])]
+            if body.get("head_lost") is not None:
+                body["head_lost"] = HeadLoss(**body["head_lost"])
             return cls(**body)
         except ManifestError:
             raise

@@ -8,6 +8,8 @@ the benchmark run the same code. The loop below runs once per message: it is wri
 
 from __future__ import annotations
 
+import operator
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,23 +21,31 @@ import orjson
 
 from ingest_daemons import wire
 from ingest_daemons.archive import envelope
+from ingest_daemons.archive.dedupe import MsgIdSet
+from ingest_daemons.archive.errors import ArchiveError
 from ingest_daemons.archive.layout import PartitionPaths, TimeWindow
 from ingest_daemons.archive.manifest import (
+    HeadLoss,
     MarkerLog,
     PartitionManifest,
     SeqRange,
+    load_manifest,
     subject_type,
     summarise_subjects,
 )
 from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.archive.reader import StreamReader, WindowScan
 from ingest_daemons.archive.reassembly import FrameReassembler, covered_holes, whole_frames
+from ingest_daemons.archive.stream_head import window_head
+from ingest_daemons.archive.verify import verify_file
 from ingest_daemons.archive.writer import DEFAULT_LEVEL, PartitionWriter, compression_label
 from ingest_daemons.logs import get_logger
 
 log = get_logger("ssmd.archive")
 
 DEFAULT_FLUSH_BYTES = 1 << 20
+_MSG_ID = operator.itemgetter(5)  # a record's Nats-Msg-Id
+_CHUNK_SEQS = b'"chunk_seqs":'
 DEFAULT_PROGRESS_EVERY_S = 10.0
 
 
@@ -78,9 +88,13 @@ def _log_progress(progress: Progress) -> None:
 
 @dataclass(frozen=True)
 class ArchiveResult:
+    """``kept_reason`` is set when the stream no longer held the window and the partition already
+    archived was kept as it was (``manifest`` is then that partition's)."""
+
     manifest: PartitionManifest
     paths: PartitionPaths
     duration_s: float
+    kept_reason: str | None = None
 
     @property
     def msgs_per_s(self) -> float:
@@ -105,8 +119,13 @@ def archive_window(
     flush_bytes: int = DEFAULT_FLUSH_BYTES,
     progress: ProgressFn | None = _log_progress,
     progress_every_s: float = DEFAULT_PROGRESS_EVERY_S,
+    head_lost: HeadLoss | None = None,
 ) -> ArchiveResult:
-    """Drain ``scan`` into the partition at ``paths``; returns once the partition is committed."""
+    """Drain ``scan`` into the partition at ``paths``; returns once the partition is committed.
+
+    Each ``Nats-Msg-Id`` is written once (its first occurrence); later copies are counted and
+    their sequences recorded in the manifest (``duplicates_dropped``, ``duplicate_seqs``).
+    """
     started = time.monotonic()
     next_report = started + progress_every_s
     # Per subject: [subject as JSON text, message count, is a gap/status marker] (one lookup per message).
@@ -114,9 +133,14 @@ def archive_window(
     marker_types = {t.encode() for t in wire.MARKER_TYPES}
     markers = MarkerLog()
     holes: list[SeqRange] = []
+    msg_ids = MsgIdSet()
+    first_sight, first_run = msg_ids.add, msg_ids.add_run
+    dropped: list[int] = []  # stream sequences of dropped duplicates (a rebuilt frame: all its chunks)
+    dropped_lines = 0
+    read = 0
+    last_line = b""
     fallback_kinds: Counter[str] = Counter()
     embedded = 0
-    count = 0
     first_seq: int | None = None
     first_ts: int | None = None
     expected: int | None = None
@@ -132,7 +156,8 @@ def archive_window(
         lines: list[bytes] = []
         pending = 0
         for batch in whole_frames(scan, reassembler):
-            for seq, ts, subject, recv, payload in batch:
+            check = not first_run(list(map(_MSG_ID, batch)))  # usually a whole batch is new, in order
+            for seq, ts, subject, recv, payload, msg_id in batch:
                 if seq != expected:
                     if expected is None:
                         first_ts = ts
@@ -142,6 +167,13 @@ def archive_window(
                     else:
                         holes.extend(covered_holes(expected, seq, covered))
                 expected = seq + 1
+                if check and msg_id is not None and not first_sight(msg_id):
+                    dropped_lines += 1
+                    dropped.append(seq)
+                    extra = extras.pop(seq, b"") if extras else b""
+                    if extra.startswith(_CHUNK_SEQS):  # a frame rebuilt again from chunks stored again
+                        dropped.extend(orjson.loads(extra[len(_CHUNK_SEQS) : -1])[1:])
+                    continue
                 info = subjects.get(subject)
                 if info is None:
                     kind = subject_type(subject.decode("utf-8", "replace")).encode()
@@ -176,20 +208,22 @@ def archive_window(
                     fallback_kinds[frame_key] += 1
                 lines.append(line)
                 pending += len(line)
-            count += len(batch)
+            read += len(batch)
             if pending >= flush_bytes:
                 writer.write(b"".join(lines))
+                last_line = lines[-1]
                 lines.clear()
                 pending = 0
             if progress is not None and time.monotonic() >= next_report:
                 state = scan.stream_state
                 progress(
-                    Progress(paths.stream, paths.key, count, expected - 1 if expected else None,
+                    Progress(paths.stream, paths.key, read, expected - 1 if expected else None,
                              state.last_seq if state else None, time.monotonic() - started)
                 )
                 next_report = time.monotonic() + progress_every_s
         if lines:
             writer.write(b"".join(lines))
+            last_line = lines[-1]
         last_seq = reassembler.last_seq
         if first_seq is None:  # no line at all: the window may still hold skipped chunks
             first_seq = reassembler.first_seq
@@ -197,8 +231,13 @@ def archive_window(
                 holes.extend(covered_holes(first_seq, (last_seq or first_seq) + 1, covered))
         elif expected is not None and last_seq is not None and last_seq >= expected:
             holes.extend(covered_holes(expected, last_seq + 1, covered))
+        count = read - dropped_lines
+        # A dropped duplicate has no line: the last line's timestamp is the last one written.
+        last_ts = ts if not dropped_lines else _seq_ts(last_line)[1]
         sha256 = writer.finish()
         assert scan.next_seq is not None
+        next_seq = scan.next_seq
+        duplicate_seqs = _ranges(sorted(s for s in set(dropped) if s < next_seq)) if dropped else []
         types, tickers = summarise_subjects({subject: info[1] for subject, info in subjects.items()})
         manifest = PartitionManifest(
             env=paths.env,
@@ -216,7 +255,7 @@ def archive_window(
             first_seq=first_seq,
             last_seq=last_seq,
             first_ts_ns=first_ts,
-            last_ts_ns=ts if count else None,
+            last_ts_ns=last_ts if count else None,
             next_seq=scan.next_seq,
             holes=holes,
             message_types=types,
@@ -226,6 +265,9 @@ def archive_window(
             marker_events_truncated=markers.truncated,
             tickers=tickers,
             chunks=reassembler.report.as_manifest(),
+            duplicates_dropped=sum(r.size for r in duplicate_seqs),
+            duplicate_seqs=duplicate_seqs,
+            head_lost=head_lost,
         )
         writer.commit(manifest.to_json())
     duration = time.monotonic() - started
@@ -238,9 +280,44 @@ def archive_window(
         first_seq=first_seq,
         last_seq=manifest.last_seq,
         holes=len(holes),
+        duplicates_dropped=manifest.duplicates_dropped,
+        head_lost=head_lost is not None,
         duration_s=round(duration, 3),
     )
     return ArchiveResult(manifest, paths, duration)
+
+
+_LINE_START = re.compile(rb'\{"seq":(\d+),"ts":(\d+),')
+
+
+def _ranges(seqs: list[int]) -> list[SeqRange]:
+    """Sorted distinct sequences as ranges."""
+    out: list[SeqRange] = []
+    for seq in seqs:
+        if out and out[-1].last == seq - 1:
+            out[-1] = SeqRange(out[-1].first, seq)
+        else:
+            out.append(SeqRange(seq, seq))
+    return out
+
+
+def _seq_ts(line: bytes) -> tuple[int, int]:
+    """Sequence and timestamp of an archive line (the last one written, once per partition)."""
+    match = _LINE_START.match(line)
+    if match is None:
+        return 0, 0  # no line written: the count is 0 and these are not used
+    return int(match.group(1)), int(match.group(2))
+
+
+def keep_archived(paths: PartitionPaths, existing: PartitionManifest, reason: str, started: float) -> ArchiveResult:
+    """Leave the archived partition exactly as it is, after checking it is intact."""
+    found = verify_file(paths)
+    if not (found.manifest_matches and found.gzip_ok):
+        problems = "; ".join(found.manifest_problems + found.gzip_problems)
+        raise ArchiveError(f"{paths.stream} {paths.key}: {reason.split(';')[0]}, and the archived file fails "
+                           f"verification ({problems}): left as it is")
+    log.warning("partition kept", stream=paths.stream, partition=paths.key, reason=reason, count=existing.count)
+    return ArchiveResult(existing, paths, time.monotonic() - started, kept_reason=reason)
 
 
 def archive_partition(
@@ -260,10 +337,30 @@ def archive_partition(
 
     ``window`` is a parameter (not derived from ``partition``) so tests and ad-hoc runs can archive
     any span; the Dagster asset passes the UTC day of the partition key.
+
+    A closed window the stream no longer holds whole (it discarded the window's start) never
+    replaces an archived partition: that one is verified and kept byte-for-byte
+    (``ArchiveResult.kept_reason``). With no partition yet, what the stream still has is written and
+    the manifest records the lost head (``head_lost``), which fails the contiguity check.
     """
+    started = time.monotonic()
     paths = PartitionPaths(Path(archive_root), env, stream, partition)
     with NatsWireClient(nats_url, name=f"ssmd-archive-{stream}") as client:
         reader = StreamReader(client, stream)
+        head_lost: HeadLoss | None = None
+        if not open_window:
+            state = reader.state()
+            head = window_head(state, window, None)
+            if not head.held:
+                # Only now read the archived manifest (a corrupt one stops the run: nothing is overwritten).
+                existing = load_manifest(paths.manifest)
+                head = window_head(state, window, existing)
+                if not head.held:
+                    if existing is not None:
+                        return keep_archived(paths, existing, head.kept_reason(partition, existing), started)
+                    head_lost = head.loss()
+                    log.warning("stream no longer holds the start of the window; archiving what is left",
+                                stream=stream, partition=partition, stream_first_seq=head.stream_first_seq)
         return archive_window(
             reader.scan(window),
             paths,
@@ -271,4 +368,5 @@ def archive_partition(
             level=level,
             progress=progress,
             progress_every_s=progress_every_s,
+            head_lost=head_lost,
         )

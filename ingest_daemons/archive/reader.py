@@ -18,12 +18,12 @@ The stream's last sequence is read *before* the scan; the caller fixes the windo
 (for an open day: "now"), so every message with a timestamp inside the window has been stored
 already and the scan cannot miss one that is still being written.
 
-Records are tuples ``(seq, ts_ns, subject, recv_ns, payload)`` (``subject`` and ``recv_ns`` raw
-bytes; ``recv_ns`` is None without an ``Ssmd-Received-Ns`` header) handed out in lists, because
-one object per message would cost more than the rest of the archive pipeline. A chunk of a frame
-larger than ``max_payload`` (``ingest_daemons.frame_chunks``: its ``Ssmd-Chunk`` header comes
-first) is a record like any other; its header value goes into :attr:`WindowScan.chunks`, keyed by
-seq, for ``archive.reassembly``.
+Records are tuples ``(seq, ts_ns, subject, recv_ns, payload, msg_id)`` (``subject``, ``recv_ns``
+and ``msg_id`` raw bytes; ``recv_ns`` / ``msg_id`` are None without an ``Ssmd-Received-Ns`` /
+``Nats-Msg-Id`` header) handed out in lists, because one object per message would cost more than
+the rest of the archive pipeline. A chunk of a frame larger than ``max_payload``
+(``ingest_daemons.frame_chunks``: its ``Ssmd-Chunk`` header comes first) is a record like any
+other; its header value goes into :attr:`WindowScan.chunks`, keyed by seq, for ``archive.reassembly``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from ingest_daemons.logs import get_logger
 
 log = get_logger("ssmd.archive.reader")
 
-Record = tuple[int, int, bytes, bytes | None, bytes]
+Record = tuple[int, int, bytes, bytes | None, bytes, bytes | None]
 StopReason = Literal["window_end", "stream_end"]
 
 DEFAULT_HEARTBEAT_S = 2.0  # an idle consumer says so this often: ends a scan whose tail was deleted
@@ -61,6 +61,7 @@ _HDR_PENDING = b"\r\nNats-Num-Pending: "
 _HDR_LAST_CONSUMER = b"\r\nNats-Last-Consumer: "
 _HDR_STALLED = b"\r\nNats-Consumer-Stalled: "
 _HDR_RECEIVED = b"\r\nSsmd-Received-Ns: "
+_HDR_MSG_ID = b"\r\nNats-Msg-Id: "
 _FRACTION_SCALE = tuple(10 ** (9 - n) for n in range(10))
 _second_base: dict[bytes, int] = {}
 _SECOND_CACHE_LIMIT = 100_000
@@ -437,14 +438,27 @@ class WindowScan:
                     self._finish(seq, "window_end")
                     return
                 recv: bytes | None = None
+                msg_id: bytes | None = None
                 if headers is not None:
-                    start = headers.find(_HDR_RECEIVED)
+                    # The connector writes "Nats-Msg-Id: …\r\nSsmd-Received-Ns: …": one search finds both.
+                    start = headers.find(_HDR_MSG_ID)
                     if start >= 0:
-                        start += 20
+                        start += 15
+                        end = headers.find(b"\r", start)
+                        msg_id = headers[start:end]
+                        if headers.startswith(_HDR_RECEIVED, end):
+                            start = end + 20
+                        else:
+                            start = headers.find(_HDR_RECEIVED)
+                            start = start + 20 if start >= 0 else -1
+                    else:
+                        start = headers.find(_HDR_RECEIVED)
+                        start = start + 20 if start >= 0 else -1
+                    if start >= 0:
                         recv = headers[start : headers.find(b"\r", start)]
                     if headers.startswith(_CHUNK_PREFIX):
                         chunks[seq] = headers[len(_CHUNK_PREFIX) : headers.find(b"\r", len(_CHUNK_PREFIX))]
-                batch.append((seq, ts, subject, recv, payload))
+                batch.append((seq, ts, subject, recv, payload, msg_id))
                 last_seq = seq
                 if pending == 0:  # the last message the stream holds
                     yield batch

@@ -44,6 +44,7 @@ class FileVerification:
     last_seq: int | None = None
     holes: list[SeqRange] = field(default_factory=list)
     message_types: dict[str, int] = field(default_factory=dict)
+    duplicates_in_file: list[int] = field(default_factory=list)  # seqs the manifest says were dropped
 
     @property
     def manifest_matches(self) -> bool:
@@ -92,8 +93,11 @@ def _scan_file(handle: BinaryIO, manifest: PartitionManifest, result: FileVerifi
     rest = b""
     previous: int | None = None
     # Seqs with no line of their own: later chunks of a frame rebuilt from chunks (its line's
-    # chunk_seqs) and leading chunks of the previous day's frame (the manifest's skipped list).
+    # chunk_seqs), leading chunks of the previous day's frame (the manifest's skipped list) and
+    # later copies of a Nats-Msg-Id (the manifest's duplicate_seqs).
     covered = set(manifest.skipped_chunk_seqs)
+    dropped = {s for r in manifest.duplicate_seqs for s in range(r.first, r.last + 1)}
+    covered |= dropped
     gz = result.gzip_problems
     read = handle.read
     try:
@@ -119,6 +123,8 @@ def _scan_file(handle: BinaryIO, manifest: PartitionManifest, result: FileVerifi
                     continue
                 if len(frames) != 1:
                     _problem(gz, f"line {result.lines} (seq {seq}): expected one frame key, got {frames}")
+                if dropped and seq in dropped:
+                    result.duplicates_in_file.append(seq)
                 chunk_seqs = record.get("chunk_seqs")
                 if chunk_seqs:
                     covered.update(s for s in chunk_seqs[1:] if s < manifest.next_seq)
@@ -166,11 +172,16 @@ def _compare(manifest: PartitionManifest, result: FileVerification) -> None:
         ("first_seq", manifest.first_seq, result.first_seq),
         ("last_seq", manifest.last_seq, result.last_seq),
         ("message_types", manifest.message_types, result.message_types),
+        # Sequences dropped as duplicates are absent from the file without being holes in the stream.
         ("holes", manifest.holes, result.holes),
+        ("duplicates_dropped", manifest.duplicates_dropped, sum(r.size for r in manifest.duplicate_seqs)),
     ]
     for name, expected, found in pairs:
         if expected != found:
             _problem(problems, f"{name}: manifest says {expected}, file has {found}")
+    if result.duplicates_in_file:
+        _problem(problems, f"duplicate_seqs: seq {', '.join(map(str, result.duplicates_in_file[:10]))} dropped per "
+                           "the manifest, but in the file")
 
 
 @dataclass(frozen=True)
@@ -193,15 +204,21 @@ def check_contiguity(
     stream_first_seq: int | None,
 ) -> ContiguityFinding:
     """``current`` must start at ``previous.last_seq + 1`` (or, with no previous partition, at the
-    stream's first sequence) and have no internal hole.
+    stream's first sequence) and have no internal hole. Sequences dropped as duplicates of an earlier
+    ``Nats-Msg-Id`` count as covered; a partition written after the stream lost the window's start
+    (``head_lost``) fails, naming it.
 
     An empty partition "starts" at its ``next_seq``. A previous partition that is missing is a
     warning, not an error: it may simply not be archived yet.
     """
     first = current.effective_first_seq
     missing = list(current.holes)
+    if current.head_lost is not None:
+        return ContiguityFinding(False, "error", current.head_lost.describe(current.partition), first,
+                                 previous.next_seq if previous is not None else stream_first_seq, missing)
     if previous is not None:
-        expected = previous.last_seq + 1 if previous.last_seq is not None else previous.next_seq
+        last = previous.last_covered_seq
+        expected = last + 1 if last is not None else previous.next_seq
         if first > expected:
             missing.insert(0, SeqRange(expected, first - 1))
         if first < expected:

@@ -63,6 +63,7 @@ def register(sub: Any) -> None:
         actions, "verify", help="check a partition file against its manifest",
         description="Check size and sha256 against the manifest, decompress with zlib (gzip trailer\n"
                     "CRC), parse every line, and compare count, sequence range, holes and message types.\n"
+                    "Reports duplicates dropped (later copies of a Nats-Msg-Id) and a lost head of the day.\n"
                     "Exit status 0 when everything matches, 1 otherwise.",
         examples="  ssmd archive verify DEV_KALSHI_ECONOMICS/2026-03-01\n"
                  "  ssmd archive verify gs://my-bucket/ssmd/prod/PROD_KALSHI_CRYPTO/2026-03-01.jsonl.gz\n",
@@ -159,6 +160,12 @@ def run_verify(args: argparse.Namespace) -> int:
         if m is not None:
             print(f"{where}: {result.lines:,} lines, {result.bytes:,} bytes, sha256 {result.sha256[:16]}…, "
                   f"seq {result.first_seq}..{result.last_seq}")
+            if m.duplicates_dropped:
+                ranges = ", ".join(r.describe() for r in m.duplicate_seqs[:10])
+                print(f"{where}: {m.duplicates_dropped:,} duplicates dropped (later copies of a Nats-Msg-Id "
+                      f"already archived: seq {ranges}{' …' if len(m.duplicate_seqs) > 10 else ''})")
+            if m.head_lost is not None:
+                print(f"{where}: {m.head_lost.describe(m.partition)}")
         for problem in result.manifest_problems + result.gzip_problems:
             print(f"  problem: {problem}")
         ok = result.manifest_matches and result.gzip_ok

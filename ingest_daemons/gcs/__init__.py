@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ingest_daemons.gcs.checksums import Checksums, checksum_bytes, checksum_stream
-from ingest_daemons.gcs.errors import ChecksumMismatch, CopyConflict, CopyError, IncompletePartition, ObjectNotFound
+from ingest_daemons.gcs.errors import (
+    ChecksumMismatch,
+    CopyConflict,
+    CopyError,
+    IncompletePartition,
+    ObjectNotFound,
+    WouldShrink,
+)
 from ingest_daemons.gcs.fetch import fetch_partition, partition_of_name
 from ingest_daemons.gcs.naming import ObjectNaming, gs_uri, manifest_name_for, normalise_prefix, parse_gs_uri
 from ingest_daemons.gcs.store import GcsStore, LocalFolderStore, ObjectStore, StoredObject
@@ -50,6 +57,7 @@ __all__ = [
     "ObjectStore",
     "PartitionCopy",
     "StoredObject",
+    "WouldShrink",
     "checksum_bytes",
     "checksum_stream",
     "copy_partition",

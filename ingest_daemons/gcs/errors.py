@@ -32,3 +32,11 @@ class ObjectNotFound(CopyError):
     """A named object (``gs://`` or local bucket path) does not exist."""
 
     retryable = False
+
+
+class WouldShrink(CopyError):
+    """The stored copy holds more messages than the local partition (the local one was re-archived
+    after the stream discarded part of the day). Replacing it would lose messages: refused unless
+    forced. Retrying cannot help."""
+
+    retryable = False

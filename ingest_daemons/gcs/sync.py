@@ -9,6 +9,9 @@ What is guaranteed:
 * An object that already holds the same bytes (size and CRC32C, plus MD5 where the store has one)
   is left alone. One that differs is replaced, conditional on the generation we inspected, and the
   old object's size, CRC32C and generation are reported so the mismatch stays on record.
+* A stored copy whose manifest counts more messages than the local partition is never replaced
+  (the local day was re-archived after the stream discarded part of it): :class:`WouldShrink`,
+  unless ``force_replace``, and then the replaced generation is reported like any other.
 * After an upload the store's own checksums must equal the local ones, or the copy fails.
 * The manifest goes last: a reader that finds the manifest object finds the data it describes.
 """
@@ -16,15 +19,17 @@ What is guaranteed:
 from __future__ import annotations
 
 import io
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Literal
 
 from ingest_daemons.archive.errors import ManifestError
 from ingest_daemons.archive.layout import PartitionPaths
 from ingest_daemons.archive.manifest import PartitionManifest
 from ingest_daemons.gcs.checksums import Checksums, checksum_bytes, checksum_stream
-from ingest_daemons.gcs.errors import IncompletePartition
+from ingest_daemons.gcs.errors import IncompletePartition, WouldShrink
 from ingest_daemons.gcs.naming import ObjectNaming
 from ingest_daemons.gcs.store import ObjectStore, StoredObject
 from ingest_daemons.logs import get_logger
@@ -34,6 +39,13 @@ log = get_logger("ssmd.gcs")
 DATA_CONTENT_TYPE = "application/gzip"  # not Content-Encoding gzip: GCS would decompress on download
 MANIFEST_CONTENT_TYPE = "application/json"
 Action = Literal["uploaded", "skipped", "replaced"]
+
+
+class _Look:
+    """put_if_different's default: stat the object itself."""
+
+
+_LOOK = _Look()
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class PartitionCopy:
     data: ObjectCopy
     manifest_object: ObjectCopy
     duration_s: float
+    replaced_count: int | None = None  # messages in the stored copy that a forced copy replaced
 
     @property
     def skipped(self) -> bool:
@@ -96,9 +109,12 @@ def put_if_different(
     *,
     content_type: str,
     metadata: dict[str, str] | None = None,
+    existing: StoredObject | _Look | None = _LOOK,
 ) -> ObjectCopy:
-    """Skip when ``name`` already holds ``local``; else (re)write it on the generation we saw."""
-    existing = store.stat(name)
+    """Skip when ``name`` already holds ``local``; else (re)write it on the generation we saw
+    (``existing``, when the caller has already looked)."""
+    if isinstance(existing, _Look):
+        existing = store.stat(name)
     if existing is not None and existing.matches(local):
         return ObjectCopy(name, "skipped", local, existing)
     stored = store.upload(
@@ -123,7 +139,24 @@ def put_if_different(
     return ObjectCopy(name, "uploaded", local, stored)
 
 
-def copy_partition(paths: PartitionPaths, store: ObjectStore, naming: ObjectNaming) -> PartitionCopy:
+def stored_count(store: ObjectStore, manifest_name: str, data: StoredObject) -> int | None:
+    """Messages in the stored copy: its manifest object's count, else the data object's
+    ``ssmd-count`` metadata; None when neither says."""
+    if store.stat(manifest_name) is not None:
+        with tempfile.TemporaryDirectory(prefix="ssmd-copy-") as scratch:
+            local = Path(scratch) / "stored.manifest.json"
+            store.download(manifest_name, local)
+            try:
+                return PartitionManifest.from_json(local.read_bytes(), store.uri(manifest_name)).count
+            except ManifestError as exc:
+                log.warning("stored manifest unreadable; using the data object's count", error=str(exc))
+    count = data.metadata.get("ssmd-count", "")
+    return int(count) if count.isdigit() else None
+
+
+def copy_partition(
+    paths: PartitionPaths, store: ObjectStore, naming: ObjectNaming, *, force_replace: bool = False
+) -> PartitionCopy:
     """Copy the partition at ``paths`` to ``store`` under ``naming`` (see the module docstring)."""
     started = time.monotonic()
     manifest, manifest_raw = read_complete_manifest(paths)
@@ -140,13 +173,29 @@ def copy_partition(paths: PartitionPaths, store: ObjectStore, naming: ObjectNami
                 f"sha256 {manifest.sha256[:12]}…): being rewritten, or damaged"
             )
         handle.seek(0)
+        data_name = naming.data_name(paths.env, paths.stream, paths.key)
+        existing = store.stat(data_name)
+        replaced_count = None
+        if existing is not None and not existing.matches(local):
+            stored = stored_count(store, naming.manifest_name(paths.env, paths.stream, paths.key), existing)
+            if stored is not None and stored > manifest.count:
+                if not force_replace:
+                    raise WouldShrink(
+                        f"{paths.stream} {paths.key}: {existing.uri} holds {stored:,} messages, the local partition "
+                        f"{manifest.count:,}: a copy is never replaced by a shorter one (force_replace replaces it; "
+                        f"generation {existing.generation} is then recorded)"
+                    )
+                replaced_count = stored
+                log.warning("replacing a stored copy that holds more messages (forced)", uri=existing.uri,
+                            stored_count=stored, count=manifest.count, previous_generation=existing.generation)
         data = put_if_different(
             store,
-            naming.data_name(paths.env, paths.stream, paths.key),
+            data_name,
             handle,
             local,
             content_type=DATA_CONTENT_TYPE,
             metadata={"ssmd-sha256": manifest.sha256, "ssmd-count": str(manifest.count)},
+            existing=existing,
         )
     manifest_copy = put_if_different(
         store,
@@ -155,7 +204,7 @@ def copy_partition(paths: PartitionPaths, store: ObjectStore, naming: ObjectNami
         checksum_bytes(manifest_raw),
         content_type=MANIFEST_CONTENT_TYPE,
     )
-    result = PartitionCopy(paths, manifest, data, manifest_copy, time.monotonic() - started)
+    result = PartitionCopy(paths, manifest, data, manifest_copy, time.monotonic() - started, replaced_count)
     log.info(
         "partition copied",
         stream=paths.stream,

@@ -7,6 +7,10 @@ with exactly the stream's messages whose JetStream timestamp falls in the day (s
 (metadata ``provisional``/``open_window``, materialisation tag ``ssmd/provisional``; see
 ``ssmd_dagster/archive_status.py``): copies wait for the closed day, and the day-close sensor
 archives the day again once it has ended.
+
+A closed day the stream no longer holds whole (its start aged out or was purged) never replaces
+the partition already archived: that file is verified and kept, and the run says so (log and
+``kept_reason`` metadata). See :func:`ingest_daemons.archive.archive_partition`.
 """
 
 # No `from __future__ import annotations`: Dagster reads config and resource types from the
@@ -57,7 +61,7 @@ def archive_metadata(result: ArchiveResult) -> dict[str, Any]:
     """Numbers first (the UI plots them across partitions), then what a person reads."""
     m = result.manifest
     seq_range = f"{m.first_seq}..{m.last_seq}" if m.count else f"empty (next seq {m.next_seq})"
-    return {
+    metadata: dict[str, Any] = {
         "count": m.count,
         "bytes": m.bytes,
         "uncompressed_bytes": m.uncompressed_bytes,
@@ -79,6 +83,12 @@ def archive_metadata(result: ArchiveResult) -> dict[str, Any]:
         "sha256": m.sha256,
         "path": MetadataValue.path(str(result.paths.data)),
     }
+    if m.head_lost is not None:
+        metadata["head_lost"] = m.head_lost.describe(m.partition)
+    if result.kept_reason is not None:
+        metadata["kept_existing"] = True
+        metadata["kept_reason"] = result.kept_reason
+    return metadata
 
 
 def build_archive_asset(
@@ -142,6 +152,11 @@ def build_archive_asset(
             progress_every_s=PROGRESS_EVERY_S,
         )
         m = result.manifest
+        if result.kept_reason is not None:
+            context.log.warning(f"{target.stream} {key}: {result.kept_reason}")
+            return MaterializeResult(metadata=archive_metadata(result))
+        if m.head_lost is not None:
+            context.log.warning(f"{target.stream} {key}: {m.head_lost.describe(key)}")
         context.log.info(
             f"{target.stream} {key}: {m.count:,} messages, seq {m.first_seq}..{m.last_seq}, "
             f"{m.bytes:,} bytes, {result.msgs_per_s:,.0f} msgs/s, {len(m.holes)} holes"

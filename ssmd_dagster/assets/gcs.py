@@ -4,7 +4,8 @@ Same daily partitions as the archive asset it depends on. Materialising a partit
 day's ``.jsonl.gz`` and manifest to ``gs://{bucket}/{prefix}/{env}/{stream}/{day}.…`` (or the local
 stand-in folder when no bucket is configured) through :func:`ingest_daemons.gcs.copy_partition`:
 verified by CRC32C/MD5, skipped when the object already matches, replaced (on the generation seen)
-when it differs, and refused when the local files are not a complete partition.
+when it differs, and refused when the local files are not a complete partition or when the stored
+copy holds more messages than the local one (run config ``force_replace`` overrides that).
 
 Automation (:func:`archived_day_condition`), shared with the Parquet assets: a day is copied once
 its archive partition exists (catching up on every archived day within the lookback), and again
@@ -28,6 +29,7 @@ from dagster import (
     AssetsDefinition,
     AutomationCondition,
     Backoff,
+    Config,
     Failure,
     Jitter,
     MaterializeResult,
@@ -36,9 +38,10 @@ from dagster import (
     RetryPolicy,
     asset,
 )
+from pydantic import Field
 
 from ingest_daemons.archive import load_manifest, partition_paths
-from ingest_daemons.gcs import IncompletePartition, PartitionCopy, copy_partition
+from ingest_daemons.gcs import IncompletePartition, PartitionCopy, WouldShrink, copy_partition
 from ssmd_dagster.archive_status import ProvisionalArchive
 from ssmd_dagster.resources import ArchiveStorageResource
 from ssmd_dagster.resources_gcs import ArchiveCopyResource
@@ -48,6 +51,14 @@ from ssmd_dagster.targets import ArchiveTarget
 # or a concurrent re-archive of the same day, and then fails loudly (alerted).
 DEFAULT_RETRY_POLICY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 DEFAULT_LOOKBACK = timedelta(days=14)  # automation looks this far back (catch-up after downtime)
+
+
+class CopyConfig(Config):
+    force_replace: bool = Field(
+        default=False,
+        description="replace a stored copy even when its manifest counts more messages than the local "
+        "partition (the replaced generation is recorded); without it such a copy is refused",
+    )
 
 
 def copy_key(target: ArchiveTarget) -> AssetKey:
@@ -103,6 +114,8 @@ def copy_metadata(result: PartitionCopy, destination: str) -> dict[str, Any]:
                 "generation": copied.previous.generation, "size": copied.previous.size,
                 "crc32c": copied.previous.crc32c, "md5": copied.previous.md5,
             })
+    if result.replaced_count is not None:
+        metadata["replaced_count"] = result.replaced_count
     return metadata
 
 
@@ -134,6 +147,7 @@ def build_gcs_asset(
     )
     def _copy(
         context: AssetExecutionContext,
+        config: CopyConfig,
         archive_storage: ArchiveStorageResource,
         archive_copy: ArchiveCopyResource,
     ) -> Iterator[MaterializeResult[None]]:
@@ -144,10 +158,16 @@ def build_gcs_asset(
             context.log.info(provisional_note(target.stream, key))
             return
         try:
-            result = copy_partition(paths, archive_copy.store(), archive_copy.naming())
-        except IncompletePartition as exc:
-            # Retrying cannot complete a partition; materialising the archive day again can.
+            result = copy_partition(paths, archive_copy.store(), archive_copy.naming(),
+                                    force_replace=config.force_replace)
+        except (IncompletePartition, WouldShrink) as exc:
+            # Retrying cannot complete a partition or make it longer; re-archiving (or forcing) can.
             raise Failure(description=str(exc), allow_retries=False) from exc
+        if result.replaced_count is not None:
+            context.log.warning(
+                f"{target.stream} {key}: replaced a copy of {result.replaced_count:,} messages with "
+                f"{result.manifest.count:,} (force_replace)"
+            )
         context.log.info(
             f"{target.stream} {key}: {result.data.action} {result.data.uri} ({result.data.local.size:,} bytes), "
             f"manifest {result.manifest_object.action}"

@@ -18,14 +18,16 @@ from dagster import (
     materialize,
 )
 
-from ingest_daemons.archive import PartitionPaths, TimeWindow, partition_paths
+from ingest_daemons.archive import PartitionPaths, StreamReader, TimeWindow, load_manifest, partition_paths
 from ingest_daemons.archive.envelope import raw_frame
+from ingest_daemons.archive.layout import format_ns
+from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.config import ResolvedEnvironment
 from ssmd_dagster.archive_status import PROVISIONAL_TAG
 from ssmd_dagster.checks.archive import evaluate_partition
 from ssmd_dagster.definitions import build_definitions
 from ssmd_dagster.targets import CHECK_CONTIGUITY, CHECK_GZIP, CHECK_MANIFEST, archive_targets
-from tests.fixtures.archive import MessageFactory, delete_message, publish, sample_frames
+from tests.fixtures.archive import MessageFactory, delete_message, publish, purge_before, sample_frames
 from tests.fixtures.webhook import Receiver
 from tests.ssmd_dagster.conftest import fast_alerts, provision
 
@@ -116,6 +118,50 @@ def test_contiguity_fails_naming_a_message_removed_from_the_middle(archive: Arch
     assert "no longer in the stream" in check.description
     assert check.metadata["missing_messages"].value == 1
     assert evaluations(result)[CHECK_MANIFEST].passed  # the file is faithful to what was there
+
+
+def stream_first_ts(archive: Archive) -> str:
+    with NatsWireClient(archive.env.nats_url) as client:
+        first = StreamReader(client, archive.target.stream).state().first_ts_ns
+    assert first is not None
+    return format_ns(first)
+
+
+def test_a_rerun_after_the_stream_lost_the_day_s_start_keeps_the_archived_file(archive: Archive) -> None:
+    day1, _ = fill_two_days(archive)
+    archive.materialize(DAY1)
+    paths = archive.paths(DAY1)
+    data, manifest = paths.data.read_bytes(), paths.manifest.read_bytes()
+    purge_before(archive.env.nats_url, archive.target.stream, day1[5])  # the stream really lost its head
+
+    result = archive.materialize(DAY1)
+
+    assert paths.data.read_bytes() == data and paths.manifest.read_bytes() == manifest
+    said = (f"stream no longer holds {DAY1} (first message {stream_first_ts(archive)}); "
+            f"kept the archived file ({len(day1)} messages)")
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["kept_reason"].value == said and metadata["kept_existing"].value is True
+    assert metadata["count"].value == len(day1)
+    logged = [e.user_message for e in archive.instance.all_logs(result.run_id)]
+    assert any(said in message for message in logged)
+    assert all(e.passed for e in evaluations(result).values())  # verified: the file is intact
+
+
+def test_a_first_archive_after_the_stream_lost_the_day_s_start_marks_the_head_lost(archive: Archive) -> None:
+    day1, _ = fill_two_days(archive)
+    purge_before(archive.env.nats_url, archive.target.stream, day1[5])
+
+    result = archive.materialize(DAY1)
+
+    check = evaluations(result)[CHECK_CONTIGUITY]
+    assert not check.passed and check.severity == AssetCheckSeverity.ERROR
+    assert check.description == (f"stream no longer holds {DAY1} (first message {stream_first_ts(archive)}); "
+                                 f"messages of the day before seq {day1[5]} are lost")
+    manifest = load_manifest(archive.paths(DAY1).manifest)
+    assert manifest is not None and manifest.count == len(day1) - 5
+    assert manifest.head_lost is not None and manifest.head_lost.stream_first_seq == day1[5]
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["head_lost"].value == check.description
 
 
 def test_contiguity_warns_when_the_previous_day_is_not_archived(archive: Archive) -> None:

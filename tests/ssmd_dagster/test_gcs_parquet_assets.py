@@ -28,7 +28,8 @@ from dagster import (
 )
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from ingest_daemons.archive import TimeWindow, partition_paths
+from ingest_daemons.archive import StreamReader, TimeWindow, partition_paths
+from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.config import ResolvedEnvironment
 from ingest_daemons.gcs import ObjectNaming
 from ssmd_dagster.archive_status import PROVISIONAL_TAG
@@ -45,7 +46,7 @@ from ssmd_dagster.partitions import archive_partitions_def
 from ssmd_dagster.resources import default_resources
 from ssmd_dagster.resources_gcs import ArchiveCopyResource, copy_resources
 from ssmd_dagster.targets import archive_targets
-from tests.fixtures.archive import MessageFactory, publish, sample_frames
+from tests.fixtures.archive import MessageFactory, publish, purge_before, sample_frames
 from tests.fixtures.gcs import GcsEmulator
 from tests.fixtures.webhook import Receiver
 from tests.ssmd_dagster.conftest import fast_alerts, provision
@@ -105,10 +106,11 @@ class Chain:
         return job.execute_in_process(partition_key=day, instance=self.instance, raise_on_error=raise_on_error,
                                       run_config=run_config)
 
-    def materialize(self, keys: list[AssetKey], day: str) -> ExecuteInProcessResult:
+    def materialize(self, keys: list[AssetKey], day: str, run_config: dict[str, object] | None = None
+                    ) -> ExecuteInProcessResult:
         assets = [self.defs.get_assets_def(k) for k in keys]
         return materialize(assets, partition_key=day, instance=self.instance, resources=self.defs.resources,
-                           raise_on_error=False)
+                           raise_on_error=False, run_config=run_config)
 
     def materialized(self, key: AssetKey) -> set[str]:
         return set(self.instance.get_materialized_partitions(key))
@@ -266,3 +268,34 @@ def test_an_open_day_archive_launches_no_copy_run_and_raises_no_alert(chain: Cha
         (today, chain.keys[1]), (today, chain.keys[2])}
     assert chain.materialize(chain.keys[1:], today).success
     assert receiver.delivered == []
+
+
+def test_a_copy_is_never_replaced_by_a_shorter_partition_unless_forced(chain: Chain, gcs_emulator: GcsEmulator) -> None:
+    counts = chain.fill(DAYS[:1])
+    assert chain.run_pipeline(DAYS[0]).success
+    name = f"ssmd/{chain.env.name}/{chain.target.stream}/{DAYS[0]}.jsonl.gz"
+    before = gcs_emulator.blob(name)
+    # The local partition is lost and the stream has discarded the day's start since: re-archiving
+    # can only produce the tail (marked head-lost in its manifest).
+    paths = partition_paths(chain.env.archive_root, chain.env.name, chain.target.stream, DAYS[0])
+    paths.data.unlink()
+    paths.manifest.unlink()
+    with NatsWireClient(chain.env.nats_url) as client:
+        first = StreamReader(client, chain.target.stream).state().first_seq
+    purge_before(chain.env.nats_url, chain.target.stream, first + 3)
+    assert chain.materialize([chain.keys[0]], DAYS[0]).success
+
+    refused = chain.materialize([chain.keys[1]], DAYS[0])
+    assert not refused.success
+    assert not [e for e in refused.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    error = str(refused.get_step_failure_events()[0].step_failure_data.error)
+    assert f"holds {counts[DAYS[0]]:,} messages, the local partition {counts[DAYS[0]] - 3:,}" in error
+    assert gcs_emulator.blob(name).generation == before.generation  # untouched
+
+    op = chain.defs.get_assets_def(chain.keys[1]).op.name
+    forced = chain.materialize([chain.keys[1]], DAYS[0], {"ops": {op: {"config": {"force_replace": True}}}})
+    assert forced.success
+    metadata = forced.asset_materializations_for_node(op)[0].metadata
+    assert metadata["action"].value == "replaced" and metadata["replaced_count"].value == counts[DAYS[0]]
+    assert metadata["replaced_data"].value["generation"] == before.generation  # type: ignore[index]
+    assert gcs_emulator.blob(name).generation != before.generation

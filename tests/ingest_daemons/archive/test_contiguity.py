@@ -69,3 +69,19 @@ def test_skipped_leading_chunks_must_be_what_the_previous_day_borrowed() -> None
     assert not finding.passed and finding.severity == "error" and finding.missing == [SeqRange(12, 12)]
     alone = check_contiguity(current, None, "2026-03-01", 11)
     assert not alone.passed and alone.severity == "warn" and "not archived" in alone.reason
+
+
+def test_duplicates_dropped_at_the_end_of_a_day_still_meet_the_next_day() -> None:
+    previous = replace(manifest(1, 8, 11), duplicates_dropped=2, duplicate_seqs=[SeqRange(9, 10)])
+    assert previous.last_covered_seq == 10
+    assert check_contiguity(manifest(11, 20, 21), previous, "2026-03-01", None).passed
+
+
+def test_a_lost_head_fails_naming_the_stream_s_first_message() -> None:
+    from ingest_daemons.archive.manifest import HeadLoss
+
+    lost = replace(manifest(41, 50, 51), head_lost=HeadLoss(41, 1_772_323_200_500_000_000))
+    finding = check_contiguity(lost, None, "2026-03-01", 41)
+    assert not finding.passed and finding.severity == "error"
+    assert finding.reason == ("stream no longer holds 2026-03-02 (first message 2026-03-01T00:00:00.500000000Z); "
+                              "messages of the day before seq 41 are lost")

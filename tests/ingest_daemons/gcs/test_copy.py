@@ -24,6 +24,7 @@ from ingest_daemons.gcs import (
     LocalFolderStore,
     ObjectNaming,
     ObjectStore,
+    WouldShrink,
     checksum_bytes,
     copy_partition,
     fetch_partition,
@@ -181,3 +182,20 @@ def test_an_object_above_the_single_request_limit_goes_up_resumably_and_is_verif
                           content_type="application/octet-stream")
     assert stored.matches(local) and stored.size == len(data)
     assert read_object(store, "big/object.bin", tmp_path) == data
+
+
+def test_a_copy_holding_more_messages_is_replaced_only_when_forced(
+    partition: PartitionPaths, store: ObjectStore, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    first = copy_partition(partition, store, NAMING)
+    factory = MessageFactory(partition.env)
+    shorter = archive_messages(nats_server.url, partition.env, [factory.ticker(i) for i in range(10)],
+                               tmp_path / "rearchived")  # same env, stream and day: the same object names
+
+    with pytest.raises(WouldShrink, match="holds 40 messages, the local partition 10"):
+        copy_partition(shorter, store, NAMING)
+    assert store.stat(first.data.name) == first.data.stored  # untouched
+
+    forced = copy_partition(shorter, store, NAMING, force_replace=True)
+    assert forced.data.action == "replaced" and forced.replaced_count == 40
+    assert forced.data.previous == first.data.stored  # the replaced generation, on record
