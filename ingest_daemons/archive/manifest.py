@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ingest_daemons import naming, wire
+from ingest_daemons.archive.clock_profile import ClockProfile
 from ingest_daemons.archive.errors import ManifestError
 from ingest_daemons.archive.layout import TimeWindow, format_ns
 
@@ -127,6 +128,7 @@ class PartitionManifest:
     duplicate_seqs: list[SeqRange] = field(default_factory=list)
     head_lost: HeadLoss | None = None
     format: str = MANIFEST_FORMAT
+    clock: ClockProfile | None = None  # receive-time / exchange-time profile (clock_profile.py)
 
     @property
     def window(self) -> TimeWindow:
@@ -184,6 +186,8 @@ class PartitionManifest:
             body["duplicate_seqs"] = [SeqRange(**d) for d in body.get("duplicate_seqs", [])]
             if body.get("head_lost") is not None:
                 body["head_lost"] = HeadLoss(**body["head_lost"])
+            if body.get("clock") is not None:
+                body["clock"] = ClockProfile.from_json(body["clock"])
             return cls(**body)
         except ManifestError:
             raise

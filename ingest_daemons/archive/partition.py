@@ -23,6 +23,7 @@ from ingest_daemons import wire
 from ingest_daemons.archive import envelope
 from ingest_daemons.archive.dedupe import MsgIdSet
 from ingest_daemons.archive.errors import ArchiveError
+from ingest_daemons.archive.clock_profile import ClockProfiler
 from ingest_daemons.archive.layout import PartitionPaths, TimeWindow
 from ingest_daemons.archive.manifest import (
     HeadLoss,
@@ -128,9 +129,15 @@ def archive_window(
     """
     started = time.monotonic()
     next_report = started + progress_every_s
-    # Per subject: [subject as JSON text, message count, is a gap/status marker] (one lookup per message).
+    # Per subject: [subject as JSON text, message count, is a gap/status marker, its type's clock or
+    # None for markers] (one lookup per message).
     subjects: dict[bytes, list[Any]] = {}
+    clocks = ClockProfiler()
+    store_lag = clocks.store.add
+    last_recv: bytes | None = None
+    receive_ms = receive_ns = 0
     marker_types = {t.encode() for t in wire.MARKER_TYPES}
+    unparsed_type = wire.TYPE_UNPARSED.encode()
     markers = MarkerLog()
     holes: list[SeqRange] = []
     msg_ids = MsgIdSet()
@@ -177,15 +184,22 @@ def archive_window(
                 info = subjects.get(subject)
                 if info is None:
                     kind = subject_type(subject.decode("utf-8", "replace")).encode()
-                    info = subjects[subject] = [subject_json(subject), 0, kind in marker_types]
+                    marker = kind in marker_types
+                    clock = None if marker or kind == unparsed_type else clocks.for_type(kind.decode())
+                    info = subjects[subject] = [subject_json(subject), 0, marker, clock]
                 info[1] += 1
                 if info[2]:
                     markers.add(seq, ts, subject, payload)
                 # The connector's header is a plain integer: use it as is (recv_json handles the rest).
                 if recv is not None and recv.isdigit() and recv[:1] != b"0" and len(recv) <= 20:
                     rec = recv
+                    if recv != last_recv:  # frames of one socket read share it: convert once per read
+                        last_recv, receive_ns = recv, int(recv)
+                        receive_ms = receive_ns // 1_000_000
+                        store_lag((ts - receive_ns) // 1_000)
                 else:
                     rec = recv_json(recv)
+                    last_recv, receive_ms = None, 0
                 if extras and seq in extras:
                     line, frame_key = envelope.encode_line(seq, ts, info[0], rec, payload, extras.pop(seq))
                     if frame_key == envelope.FRAME:
@@ -198,7 +212,7 @@ def archive_window(
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
                         raise decode_error("line break", "", 0)
-                    loads(payload)
+                    frame = loads(payload)
                     line = b'{"seq":%d,"ts":%d,"subject":%s,"recv_ns":%s,"frame":%s}\n' % (
                         seq, ts, info[0], rec, payload,
                     )
@@ -206,6 +220,20 @@ def archive_window(
                 except decode_error:
                     line, frame_key = fallback(seq, ts, info[0], rec, payload)
                     fallback_kinds[frame_key] += 1
+                    frame = None
+                clock = info[3]
+                if clock is not None:  # exchange stamp vs receive time (clock_profile.py)
+                    if receive_ms:
+                        try:
+                            stamp = frame["msg"].get("ts_ms")  # type: ignore[index]
+                            if stamp.__class__ is int:
+                                clock.add(receive_ms - stamp)
+                            else:
+                                clock.other(frame, receive_ms)
+                        except (KeyError, TypeError, AttributeError):
+                            clock.without += 1
+                    else:
+                        clock.without_receive += 1
                 lines.append(line)
                 pending += len(line)
             read += len(batch)
@@ -214,6 +242,7 @@ def archive_window(
                 last_line = lines[-1]
                 lines.clear()
                 pending = 0
+                clocks.fold()
             if progress is not None and time.monotonic() >= next_report:
                 state = scan.stream_state
                 progress(
@@ -268,6 +297,7 @@ def archive_window(
             duplicates_dropped=sum(r.size for r in duplicate_seqs),
             duplicate_seqs=duplicate_seqs,
             head_lost=head_lost,
+            clock=clocks.result(),
         )
         writer.commit(manifest.to_json())
     duration = time.monotonic() - started

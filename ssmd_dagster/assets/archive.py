@@ -37,6 +37,7 @@ from ingest_daemons.archive.layout import format_ns, to_ns
 from ingest_daemons.archive.writer import DEFAULT_LEVEL
 from ingest_daemons.config.units import format_duration
 from ssmd_dagster.archive_status import PROVISIONAL_TAG
+from ssmd_dagster.assets.archive_quality import quality_metadata
 from ssmd_dagster.resources import ArchiveStorageResource, NatsResource
 from ssmd_dagster.targets import ArchiveTarget
 
@@ -82,6 +83,7 @@ def archive_metadata(result: ArchiveResult) -> dict[str, Any]:
         "message_types": MetadataValue.json(m.message_types),
         "sha256": m.sha256,
         "path": MetadataValue.path(str(result.paths.data)),
+        **quality_metadata(m),
     }
     if m.head_lost is not None:
         metadata["head_lost"] = m.head_lost.describe(m.partition)
