@@ -34,39 +34,58 @@ from ingest_daemons.archive.reader import parse_timestamp_ns
 
 FIELD_TS_MS = "msg.ts_ms"
 FIELD_TS = "msg.ts"
-FIELD_TIME = "msg.time"
+FIELD_TEXT = "msg.ts|time (RFC 3339)"
 _MS = 1_000_000  # ns per ms
 
 
 class TypeClock:
-    """One message type's collector; the hot loop calls ``add(lag_ms)`` for frames with ``ts_ms``."""
+    """One message type's collectors. The hot loop calls ``add(lag_ms)`` for ``msg.ts_ms`` stamps,
+    ``add_seconds(lag_ms)`` for whole-second ``msg.ts`` stamps and :meth:`other` for the rest; the
+    histograms' counts say how many stamps came from each field."""
 
-    __slots__ = ("add", "lags", "other_fields", "without", "without_receive")
+    __slots__ = ("_last_ms", "_last_text", "add", "add_seconds", "lags", "lags_seconds", "text_stamps", "without",
+                 "without_receive")
 
     def __init__(self) -> None:
         self.lags = LogHistogram()
         self.add = self.lags.add
-        self.other_fields: dict[str, int] = {}  # stamps found elsewhere than msg.ts_ms
+        self.lags_seconds = LogHistogram()
+        self.add_seconds = self.lags_seconds.add
+        self.text_stamps = 0  # RFC 3339 msg.ts / msg.time, also in lags_seconds
         self.without = 0
         self.without_receive = 0
+        self._last_text: Any = None
+        self._last_ms: int | None = None
 
-    def other(self, frame: Any, receive_ms: int) -> None:
-        """A frame without an integer ``msg.ts_ms``: use ``msg.ts`` / ``msg.time``, or count it."""
-        msg = frame.get("msg") if isinstance(frame, dict) else None
+    def other(self, msg: Any, receive_ms: int) -> None:
+        """A frame with neither an integer ``msg.ts_ms`` nor ``msg.ts``: RFC 3339 text, or count it."""
         if isinstance(msg, dict):
-            for name, key in ((FIELD_TS, "ts"), (FIELD_TIME, "time")):
-                stamp_ms = _stamp_ms(msg.get(key))
-                if stamp_ms is not None:
-                    self.add(receive_ms - stamp_ms)
-                    self.other_fields[name] = self.other_fields.get(name, 0) + 1
+            for key in ("ts", "time"):
+                text = msg.get(key)
+                if text is None:
+                    continue
+                if text != self._last_text:  # consecutive frames repeat the stamp (whole seconds)
+                    self._last_text, self._last_ms = text, _stamp_ms(text)
+                if self._last_ms is not None:
+                    self.add_seconds(receive_ms - self._last_ms)
+                    self.text_stamps += 1
                     return
         self.without += 1
 
+    def combined(self) -> LogHistogram:
+        both = LogHistogram()
+        both.merge(self.lags)
+        both.merge(self.lags_seconds)
+        return both
+
+    def fields(self) -> dict[str, int]:
+        counts = {FIELD_TS_MS: self.lags.count, FIELD_TS: self.lags_seconds.count - self.text_stamps,
+                  FIELD_TEXT: self.text_stamps}
+        return {k: v for k, v in counts.items() if v}
+
 
 def _stamp_ms(value: Any) -> int | None:
-    """Unix ms of an exchange stamp: integer seconds, or RFC 3339 text; None when neither."""
-    if value.__class__ is int:
-        return int(value) * 1000
+    """Unix ms of an RFC 3339 exchange stamp; None when it is not one."""
     if isinstance(value, str) and len(value) >= 20 and value[10:11] == "T":
         try:
             return parse_timestamp_ns(value.encode()) // _MS
@@ -121,6 +140,7 @@ class ClockProfiler:
         self.store.fold()
         for clock in self.types.values():
             clock.lags.fold()
+            clock.lags_seconds.fold()
 
     def result(self) -> ClockProfile:
         self.fold()
@@ -129,13 +149,12 @@ class ClockProfiler:
         fields: dict[str, dict[str, int]] = {}
         for name in sorted(self.types):
             clock = self.types[name]
-            if clock.lags.count == 0:
+            lags = clock.combined()
+            if lags.count == 0:
                 continue
-            overall.merge(clock.lags)
-            by_type[name] = clock.lags.summary()
-            others = sum(clock.other_fields.values())
-            used = {FIELD_TS_MS: clock.lags.count - others, **clock.other_fields}
-            fields[name] = {k: v for k, v in sorted(used.items()) if v}
+            overall.merge(lags)
+            by_type[name] = lags.summary()
+            fields[name] = clock.fields()
         return ClockProfile(
             exchange_to_receive_ms=overall.summary(),
             exchange_to_receive_ms_by_type=by_type,

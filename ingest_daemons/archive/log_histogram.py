@@ -11,9 +11,13 @@ midpoint a quantile reports is within ~3% of any value in it. Negative values mi
 A day of values spans a few dozen bins; even every value from 1 to 2**63 needs about a thousand.
 
 Values are collected in a plain list (one ``list.append`` per value: the caller's hot loop) and
-folded into counts by :meth:`LogHistogram.fold`, which the caller runs every few thousand values;
-while few distinct values are seen (the usual case: lags within seconds, in ms) they are kept
-exactly and only turned into bins when there are more than :data:`EXACT_LIMIT`.
+folded into bins by :meth:`LogHistogram.fold`, which the caller runs every few thousand values.
+Folding goes in fixed chunks of :data:`CHUNK` values whatever the caller's rhythm, so the result
+depends only on the values and their order (a re-run writes the same manifest). A full chunk is
+binned from a systematic sample, every :data:`SAMPLE_STEP`-th value weighted by the step: binning
+is Python work per value, and a day has millions. Count, min and max stay exact; quantiles come
+from at least 256 values per 4,096; a chunk of fewer than 256 values (small days, the tail) is
+binned whole, so small partitions are exact.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass, field
 
 EXACT_BELOW = 32  # |v| below this has a bin of its own
 _SUB_BITS = 5  # top bits kept above EXACT_BELOW: 16 bins per power of two
-EXACT_LIMIT = 4096  # distinct values kept exactly before folding into bins
+CHUNK = 4096  # values folded at a time
+SAMPLE_STEP = 16  # one value in this many is binned (weighted by it); chunks below 256 values: all
 
 
 def bin_of(value: int) -> tuple[int, int]:
@@ -62,12 +67,11 @@ class HistogramSummary:
 class LogHistogram:
     """Collects integers cheaply (``hist.add(v)``) and summarises them; see the module docstring."""
 
-    __slots__ = ("_bins", "_count", "_exact", "_max", "_min", "_values", "add")
+    __slots__ = ("_bins", "_count", "_max", "_min", "_values", "add")
 
     def __init__(self) -> None:
         self._values: list[int] = []
         self.add = self._values.append  # the hot path: no method call of ours per value
-        self._exact: Counter[int] = Counter()
         self._bins: Counter[int] = Counter()  # keyed by bin low edge
         self._count = 0
         self._min: int | None = None
@@ -77,48 +81,44 @@ class LogHistogram:
     def count(self) -> int:
         return self._count + len(self._values)
 
-    def fold(self) -> None:
-        """Move collected values into counts (C speed); bounded: past EXACT_LIMIT distinct, into bins."""
+    def fold(self, final: bool = False) -> None:
+        """Fold whole chunks of collected values into bins (all of them when ``final``)."""
         values = self._values
-        if values:
-            self._count += len(values)
-            low, high = min(values), max(values)
-            self._min = low if self._min is None else min(self._min, low)
-            self._max = high if self._max is None else max(self._max, high)
-            self._exact.update(values)
-            values.clear()
-        if len(self._exact) > EXACT_LIMIT:
-            self._spill()
+        done = len(values) if final else len(values) - len(values) % CHUNK
+        for start in range(0, done, CHUNK):
+            self._fold_chunk(values[start : start + CHUNK])
+        del values[:done]
 
-    def _spill(self) -> None:
+    def _fold_chunk(self, chunk: list[int]) -> None:
+        self._count += len(chunk)
+        low, high = min(chunk), max(chunk)
+        self._min = low if self._min is None else min(self._min, low)
+        self._max = high if self._max is None else max(self._max, high)
+        step = SAMPLE_STEP if len(chunk) >= SAMPLE_STEP * 16 else 1
         bins = self._bins
-        for value, n in self._exact.items():
-            bins[bin_of(value)[0]] += n
-        self._exact.clear()
+        sample = chunk[::step]
+        for value in sample:
+            bins[bin_of(value)[0]] += step
+        bins[bin_of(sample[-1])[0]] -= len(sample) * step - len(chunk)  # the weights add up to the count
 
     def merge(self, other: LogHistogram) -> None:
-        other.fold()
-        self.fold()
+        """Add ``other``'s values (both are folded completely first)."""
+        other.fold(final=True)
+        self.fold(final=True)
         if other._count == 0:
             return
         self._count += other._count
         assert other._min is not None and other._max is not None
         self._min = other._min if self._min is None else min(self._min, other._min)
         self._max = other._max if self._max is None else max(self._max, other._max)
-        self._exact.update(other._exact)
         self._bins.update(other._bins)
-        if len(self._exact) > EXACT_LIMIT:
-            self._spill()
 
     def binned(self) -> list[list[int]]:
-        """Every value's bin with its count, sorted (exact values are put into their bins here)."""
-        counts: Counter[int] = Counter(self._bins)
-        for value, n in self._exact.items():
-            counts[bin_of(value)[0]] += n
-        return [[low, _high_of(low), n] for low, n in sorted(counts.items())]
+        """Non-empty bins with their counts, sorted."""
+        return [[low, _high_of(low), n] for low, n in sorted(self._bins.items()) if n]
 
     def summary(self) -> HistogramSummary:
-        self.fold()
+        self.fold(final=True)
         bins = self.binned()
         return HistogramSummary(
             count=self._count,

@@ -129,8 +129,8 @@ def archive_window(
     """
     started = time.monotonic()
     next_report = started + progress_every_s
-    # Per subject: [subject as JSON text, message count, is a gap/status marker, its type's clock or
-    # None for markers] (one lookup per message).
+    # Per subject: [subject as JSON text, message count, is a gap/status marker, its type's clock and
+    # the clock's two collectors (None for markers)] (one lookup per message).
     subjects: dict[bytes, list[Any]] = {}
     clocks = ClockProfiler()
     store_lag = clocks.store.add
@@ -186,7 +186,8 @@ def archive_window(
                     kind = subject_type(subject.decode("utf-8", "replace")).encode()
                     marker = kind in marker_types
                     clock = None if marker or kind == unparsed_type else clocks.for_type(kind.decode())
-                    info = subjects[subject] = [subject_json(subject), 0, marker, clock]
+                    info = subjects[subject] = [subject_json(subject), 0, marker, clock,
+                                                clock and clock.add, clock and clock.add_seconds]
                 info[1] += 1
                 if info[2]:
                     markers.add(seq, ts, subject, payload)
@@ -225,11 +226,16 @@ def archive_window(
                 if clock is not None:  # exchange stamp vs receive time (clock_profile.py)
                     if receive_ms:
                         try:
-                            stamp = frame["msg"].get("ts_ms")  # type: ignore[index]
+                            msg = frame["msg"]  # type: ignore[index]
+                            stamp = msg.get("ts_ms")
                             if stamp.__class__ is int:
-                                clock.add(receive_ms - stamp)
+                                info[4](receive_ms - stamp)
                             else:
-                                clock.other(frame, receive_ms)
+                                stamp = msg.get("ts")
+                                if stamp.__class__ is int:  # whole seconds (before ts_ms existed)
+                                    info[5](receive_ms - stamp * 1000)
+                                else:
+                                    clock.other(msg, receive_ms)
                         except (KeyError, TypeError, AttributeError):
                             clock.without += 1
                     else:

@@ -6,8 +6,9 @@ tree, so an operator can jump straight to the offending key.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -138,17 +139,27 @@ def _read_yaml(path: Path, issues: list[ConfigIssue]) -> tuple[Any, yaml.Node | 
 
 
 def _validate_file(
-    path: Path, model: type[_M], issues: list[ConfigIssue], feeds: dict[str, FeedConfig] | None = None
+    path: Path,
+    model: type[_M],
+    issues: list[ConfigIssue],
+    raw_checks: Callable[[Path, yaml.Node | None, dict[str, Any]], list[ConfigIssue]] | None = None,
 ) -> tuple[_M | None, Any]:
+    """Parse one file; ``raw_checks`` run on the raw mapping too, so their problems are reported
+    even when other keys fail to parse (the models' own rules only run on a file that parses)."""
     data, node = _read_yaml(path, issues)
     if data is None:
         return None, None
-    found = _raw_environment_checks(path, node, data, feeds) if feeds is not None else []
+    found = raw_checks(path, node, data) if raw_checks is not None else []
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
         seen = {(i.key_path, i.reason) for i in found}
-        found += [i for i in _issues_from_validation(path, node, model, exc) if (i.key_path, i.reason) not in seen]
+        reasons = {i.reason for i in found}
+        for issue in _issues_from_validation(path, node, model, exc):
+            # A whole-file model rule the raw checks already reported at its key.
+            if (issue.key_path, issue.reason) in seen or (not issue.key_path and issue.reason in reasons):
+                continue
+            found.append(issue)
         issues.extend(found)
         return None, node
     issues.extend(found)
@@ -160,55 +171,75 @@ def _validate_file(
     return parsed, node
 
 
+def _names(values: Iterable[str]) -> str:
+    return ", ".join(values) or "none"
+
+
+def _unknown(kind: str, value: str, known: Sequence[str], where: str = "") -> str:
+    """``unknown category 'Crytpo' for feed 'kalshi' (known: …; did you mean 'Crypto'?)``."""
+    reason = f"unknown {kind} {value!r}{where} (known: {_names(known)}"
+    close = difflib.get_close_matches(value.casefold(), [k.casefold() for k in known], n=1, cutoff=0.6)
+    if close:
+        suggestion = next(k for k in known if k.casefold() == close[0])
+        reason += f"; did you mean {suggestion!r}?"
+    return reason + ")"
+
+
+def _str_items(value: Any) -> list[tuple[int, str]]:
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _raw_feed_checks(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> list[ConfigIssue]:
+    """Feed rules spanning several keys, on the raw mapping (see :func:`_validate_file`)."""
+    lifecycle = data.get("lifecycle_channel")
+    channels = data.get("channels")
+    available = [v for _, v in _str_items(channels.get("available"))] if isinstance(channels, dict) else []
+    if isinstance(lifecycle, str) and available and lifecycle not in available:
+        reason = f"lifecycle_channel {lifecycle!r} is not in channels.available"
+        return [ConfigIssue(_display(path), "lifecycle_channel", reason, _node_line(node, ["lifecycle_channel"]))]
+    return []
+
+
 def _raw_environment_checks(
-    path: Path, node: yaml.Node | None, data: dict[str, Any], feeds: dict[str, FeedConfig]
+    path: Path, node: yaml.Node | None, data: dict[str, Any], feeds: dict[str, FeedConfig], broken_feeds: set[str]
 ) -> list[ConfigIssue]:
-    """Rules checked on the raw mapping, so they are reported even when other keys fail to parse."""
-    issues: list[ConfigIssue] = []
-    env_feeds = data.get("feeds")
-    if not isinstance(env_feeds, dict):
-        return issues
-    for name, body in env_feeds.items():
-        loc: list[str | int] = ["feeds", str(name)]
-        if name not in feeds:
-            reason = f"unknown feed (known: {', '.join(sorted(feeds)) or 'none'})"
-            issues.append(ConfigIssue(_display(path), ".".join(map(str, loc)), reason, _node_line(node, loc)))
-        if isinstance(body, dict) and "categories" in body and "excludeCategories" in body:
-            issues.append(ConfigIssue(_display(path), ".".join(map(str, loc)), BOTH_FILTERS, _node_line(node, loc)))
-    return issues
-
-
-def _cross_check(
-    path: Path, node: yaml.Node | None, env: EnvironmentConfig, feeds: dict[str, FeedConfig]
-) -> list[ConfigIssue]:
+    """Environment rules that need the feeds, on the raw mapping, so each is reported whatever else
+    is wrong in the file (a typo'd key must not hide a typo'd category three lines below)."""
     issues: list[ConfigIssue] = []
 
     def issue(loc: list[str | int], reason: str) -> None:
         issues.append(ConfigIssue(_display(path), ".".join(map(str, loc)), reason, _node_line(node, loc)))
 
-    for feed_name, feed_env in env.feeds.items():
-        feed = feeds.get(feed_name)
+    env_feeds = data.get("feeds")
+    if not isinstance(env_feeds, dict):
+        return issues
+    endpoint_set = data.get("endpoint_set", "prod")
+    for name, body in env_feeds.items():
+        loc: list[str | int] = ["feeds", str(name)]
+        feed = feeds.get(name)
         if feed is None:
-            continue  # reported by _raw_environment_checks
-        if feed_env.endpoint is None and env.endpoint_set not in feed.endpoints:
-            issue(
-                ["endpoint_set"],
-                f"feed {feed_name!r} has no endpoint set {env.endpoint_set!r} "
-                f"(has: {', '.join(sorted(feed.endpoints))}); add an `endpoint:` override",
-            )
+            if name not in broken_feeds:  # a feed whose own file is invalid is reported there
+                issue(loc, f"unknown feed (known: {_names(sorted(feeds))})")
+            continue
+        if not isinstance(body, dict):
+            continue
+        if "categories" in body and "excludeCategories" in body:
+            issue(loc, BOTH_FILTERS)
+        if body.get("endpoint") is None and isinstance(endpoint_set, str) and endpoint_set not in feed.endpoints:
+            issue(["endpoint_set"], f"feed {name!r} has no endpoint set {endpoint_set!r} "
+                                    f"(has: {_names(sorted(feed.endpoints))}); add an `endpoint:` override")
         known = {c.casefold() for c in feed.categories}
-        for key, values in (("categories", feed_env.categories), ("excludeCategories", feed_env.exclude_categories)):
-            for i, category in enumerate(values or []):
+        for key in ("categories", "excludeCategories"):
+            for i, category in _str_items(body.get(key)):
                 if category.casefold() not in known:
-                    issue(["feeds", feed_name, key, i], f"unknown category {category!r} for feed {feed_name!r}")
-        for i, channel in enumerate(feed_env.channels or []):
+                    issue([*loc, key, i], _unknown("category", category, feed.categories, f" for feed {name!r}"))
+        for i, channel in _str_items(body.get("channels")):
             if channel not in feed.channels.available:
-                issue(
-                    ["feeds", feed_name, "channels", i],
-                    f"unknown channel {channel!r} (available: {', '.join(feed.channels.available)})",
-                )
-        if feed_env.shard_size > feed.limits.markets_per_connection * feed.limits.connections:
-            issue(["feeds", feed_name, "shard_size"], "larger than the feed's connection limits allow")
+                issue([*loc, "channels", i], _unknown("channel", channel, feed.channels.available))
+        shard_size = body.get("shard_size")
+        limit = feed.limits.markets_per_connection * feed.limits.connections
+        if isinstance(shard_size, int) and not isinstance(shard_size, bool) and shard_size > limit:
+            issue([*loc, "shard_size"], f"larger than the feed's connection limits allow ({limit})")
     return issues
 
 
@@ -219,17 +250,23 @@ def load_exchanges(root: str | os.PathLike[str]) -> ExchangeConfig:
     if not root_path.is_dir():
         raise ConfigError([ConfigIssue(_display(root_path), "", "exchanges folder does not exist")])
     feeds: dict[str, FeedConfig] = {}
+    broken_feeds: set[str] = set()
     for path in sorted((root_path / "feeds").glob("*.y*ml")):
-        feed, _ = _validate_file(path, FeedConfig, issues)
+        feed, _ = _validate_file(path, FeedConfig, issues, _raw_feed_checks)
         if feed is not None:
             feeds[feed.name] = feed
+        else:
+            broken_feeds.add(path.stem)
     if not feeds and not issues:
         issues.append(ConfigIssue(_display(root_path / "feeds"), "", "no feed files (*.yaml) found"))
     environments: dict[str, EnvironmentConfig] = {}
+
+    def environment_checks(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> list[ConfigIssue]:
+        return _raw_environment_checks(path, node, data, feeds, broken_feeds)
+
     for path in sorted((root_path / "environments").glob("*.y*ml")):
-        env, node = _validate_file(path, EnvironmentConfig, issues, feeds)
+        env, _ = _validate_file(path, EnvironmentConfig, issues, environment_checks)
         if env is not None:
-            issues.extend(_cross_check(path, node, env, feeds))
             environments[env.name] = env
     if issues:
         raise ConfigError(issues)

@@ -61,7 +61,7 @@ def test_the_manifest_profiles_exchange_lag_per_type_and_counts_what_it_cannot_m
     tickers = clock.exchange_to_receive_ms_by_type["ticker"]
     assert (tickers.count, tickers.max) == (3, 2500), "whole-second stamps: read up to a second late"
     assert clock.exchange_to_receive_ms_by_type["orderbook"].max == 40, "RFC 3339 stamp with ms"
-    assert clock.exchange_ts_fields == {"orderbook": {"msg.ts": 1}, "ticker": {"msg.ts": 3},
+    assert clock.exchange_ts_fields == {"orderbook": {"msg.ts|time (RFC 3339)": 1}, "ticker": {"msg.ts": 3},
                                         "trade": {"msg.ts_ms": 100}}
     assert clock.without_exchange_ts == {"orderbook": 2}, "snapshots carry no stamp; markers are skipped"
     assert clock.without_receive_ts == 1

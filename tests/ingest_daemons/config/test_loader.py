@@ -164,3 +164,43 @@ def test_freshness_thresholds_and_quiet_hours_are_validated(write_env: WriteEnv)
 def issues_of_ok(root: Path) -> list[str]:
     load_exchanges(root)
     return []
+
+
+def test_validate_reports_every_kind_of_typo_in_every_file_in_one_run(
+    exchanges_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Typos of different kinds side by side: none of them may hide another, and names are listed."""
+    from ingest_daemons.cli import main
+
+    (exchanges_dir / "environments" / "typos.yaml").write_text(
+        "name: typos\n"
+        "endpoint_set: demo\n"
+        "streams:\n"
+        "  max_age: 7dd\n"                        # a bad duration
+        "  storage: fle\n"                        # a value outside its choices
+        "feeds:\n"
+        "  kalshi:\n"
+        "    categories: [Econmics, Crypto]\n"    # an unknown category
+        "    channels: [ticker, trades]\n"        # an unknown channel
+        "    shard_sise: 10\n"                    # an unknown key
+    )
+    kraken = exchanges_dir / "feeds" / "kraken.yaml"
+    kraken.write_text(kraken.read_text() + "colour: blue\n")  # and a problem in another file
+    assert main(["config", "validate", "--exchanges", str(exchanges_dir)]) == 1
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines()[1:]]
+    assert out.startswith("INVALID: 6 problem(s)"), out
+    expected = {
+        "typos.yaml:4: streams.max_age: bad duration '7dd'",
+        "typos.yaml:5: streams.storage: ",
+        "typos.yaml:8: feeds.kalshi.categories.0: unknown category 'Econmics' for feed 'kalshi' (known: "
+        "Climate and Weather, Companies, Crypto, Economics,",
+        "typos.yaml:9: feeds.kalshi.channels.1: unknown channel 'trades' (known: ticker, trade, orderbook_delta, "
+        "market_lifecycle_v2; did you mean 'trade'?)",
+        "typos.yaml:10: feeds.kalshi.shard_sise: unknown key (allowed: ",
+        "kraken.yaml:",
+    }
+    for fragment in expected:
+        assert any(fragment in line for line in lines), (fragment, out)
+    assert "did you mean 'Economics'?" in out and "'file' or 'memory'" in out
+    assert "unknown feed" not in out
