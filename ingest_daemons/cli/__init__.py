@@ -11,6 +11,7 @@ from ingest_daemons.cli import (
     cdc_cmd,
     config_cmd,
     connector_cmd,
+    dagster_cmd,
     lifecycle_cmd,
     nats_cmd,
     secmaster_cmd,
@@ -30,6 +31,7 @@ examples:
   ssmd up                          # local stack: nats-server, streams, simulator, connector, Dagster
   ssmd config validate             # check exchanges/ and print OK or every problem found
   ssmd streams plan --env dev      # what `streams apply` would create or update
+  ssmd archive now                 # with `ssmd up` running: archive today so far, through Dagster
   ssmd sim kalshi --port 8765      # a Kalshi exchange simulator on localhost
 """
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     cdc_cmd.register(sub)
     lifecycle_cmd.register(sub)
     archive_cmd.register(sub)
+    dagster_cmd.register(sub)
     return parser
 
 

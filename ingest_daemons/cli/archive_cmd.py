@@ -23,7 +23,8 @@ from ingest_daemons.archive import PartitionPaths, partition_paths, verify_file
 from ingest_daemons.archive.cat import CorruptPartition, MessageFilter, iter_messages
 from ingest_daemons.archive.layout import DATA_SUFFIX
 from ingest_daemons.archive.replay import ReplayError, replay_partition
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg
+from ingest_daemons.cli import archive_now_cmd
+from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, exit_quietly_on_broken_pipe
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.errors import ConfigError
 from ingest_daemons.gcs import CopyError, fetch_partition, gcs_store, parse_gs_uri
@@ -90,6 +91,7 @@ def register(sub: Any) -> None:
                         help="plain publishes for live subscribers (default: JetStream, acknowledged)")
     replay.add_argument("--nats-url", default=None, help="override $NATS_URL and the environment's nats_url")
     replay.set_defaults(func=run_replay)
+    archive_now_cmd.register(actions)
 
 
 def _partition_args(parser: argparse.ArgumentParser) -> None:
@@ -135,15 +137,17 @@ def run_cat(args: argparse.Namespace) -> int:
         selection = MessageFilter.of(args.types, args.tickers)
         out = sys.stdout.buffer
         n = lone = 0
-        for message in iter_messages(paths.data, selection):
-            if args.frames and message.lone_chunk is not None:
-                lone += 1  # a piece of a frame, not a frame: never printed as one
-                continue
-            out.write((message.frame if args.frames else message.line) + b"\n")
-            n += 1
-            if args.limit is not None and n >= args.limit:
-                break
-        out.flush()
+        with exit_quietly_on_broken_pipe():  # `ssmd archive cat … | head`
+            for message in iter_messages(paths.data, selection):
+                if args.frames and message.lone_chunk is not None:
+                    lone += 1  # a piece of a frame, not a frame: never printed as one
+                    continue
+                out.write((message.frame if args.frames else message.line) + b"
+")
+                n += 1
+                if args.limit is not None and n >= args.limit:
+                    break
+            out.flush()
         if lone:
             print(f"skipped {lone} chunk(s) of frames that could not be rebuilt (seqs in the manifest's "
                   f"chunks.incomplete; see them with: ssmd archive cat without --frames)", file=sys.stderr)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, Protocol
 
 from ingest_daemons.config import Settings, resolve_environment
@@ -100,3 +102,18 @@ def add_daemon_args(parser: argparse.ArgumentParser, metrics_port: int, database
     parser.add_argument("--metrics-port", type=int, default=metrics_port,
                         help=f"port for /metrics /healthz /readyz, 0 = any free port (default: {metrics_port})")
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port (default: 0.0.0.0)")
+
+
+@contextlib.contextmanager
+def exit_quietly_on_broken_pipe() -> Iterator[None]:
+    """End output quietly when the reader of stdout has gone (``… | head``), as ``cat`` does.
+
+    The rest of the output is pointed at /dev/null, so the interpreter's final flush of stdout
+    does not raise (and print) the same error again at exit.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

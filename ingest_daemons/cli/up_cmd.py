@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,12 +12,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report
+from ingest_daemons.cli.up_banner import next_steps
 from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.errors import SsmdError
 from ingest_daemons.local_keys import ensure_local_kalshi_keys
 from ingest_daemons.local_stack import ChildProcess, LocalStack, ssmd_command, stream_counts
 from ingest_daemons.nats_runner import free_port
 from ingest_daemons.shard_count_file import shard_count_path
+from ingest_daemons.stack_state import StackState, remove_state, write_state
 from ingest_daemons.streams import StreamChange
 
 CONNECTOR_METRICS_PORT = 9464
@@ -166,7 +169,7 @@ def summary(
         lines.append(f"  note        {note}")
     lines += [
         f"  logs        {stack.logs_dir}/",
-        f"  try         ssmd streams plan --env {env.name}",
+        *next_steps(env, [c.stream for c in changes], dagster="dagster" in names),
         "Ctrl-C to stop.",
     ]
     return "\n".join(lines)
@@ -191,13 +194,21 @@ def run(args: argparse.Namespace) -> int:
     note = None if args.no_sim else add_kalshi(stack, env, args)
     if not args.no_dagster:
         add_dagster(stack, env, args.dagster_port)
+    dagster = not args.no_dagster
     try:
         changes = stack.start()
+        write_state(StackState(
+            pid=os.getpid(), env=env.name, data_dir=str(env.data_dir),
+            exchanges_dir=str(env.settings.exchanges_dir.resolve()), nats_url=stack.nats.url,
+            dagster_url=f"http://127.0.0.1:{args.dagster_port}" if dagster else None,
+            dagster_home=str(env.data_dir / "dagster") if dagster else None,
+        ))
         print(summary(stack, changes, note, args.connector_metrics_port, args.dagster_port), flush=True)
         stack.wait(on_tick=lambda: print_counts(stack), tick_s=15.0)
     except SsmdError as exc:
         print(f"ssmd up failed: {exc}")
         return 1
     finally:
+        remove_state(env.data_dir, os.getpid())
         stack.stop()
     return 0
