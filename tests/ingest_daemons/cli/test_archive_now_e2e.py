@@ -8,6 +8,7 @@ partition, no alert, and the archive asset's latest materialisation carrying the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from ingest_daemons.dagster_api import FINISHED, DagsterApi, DagsterApiError
@@ -38,6 +40,20 @@ LATEST = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { .
   assetMaterializations(limit: 1) { partition metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
 
 
+def stream_messages(port: int, stream: str) -> int:
+    async def count() -> int:
+        nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            return int((await nc.jetstream().stream_info(stream)).state.messages)
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(count())
+    except Exception:
+        return 0
+
+
 def wait_for(condition: Any, what: str, deadline: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     while not condition():
         assert proc.poll() is None, log.read_text()[-5000:]
@@ -46,6 +62,7 @@ def wait_for(condition: Any, what: str, deadline: float, proc: subprocess.Popen[
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_archive_now_from_the_banner_shows_in_dagster_with_its_quality_and_no_failure(
     write_env: WriteEnv, unique_env: str, tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -78,7 +95,9 @@ def test_archive_now_from_the_banner_shows_in_dagster_with_its_quality_and_no_fa
         banner = log_path.read_text()
         [command] = [line.strip().split("  #")[0].strip() for line in banner.splitlines() if " archive now" in line]
         assert ".venv/bin/ssmd archive now" in command or command.startswith(("ssmd", "SSMD_")), command
-        time.sleep(5)  # let the connector publish a few seconds of market data (the archive is of "so far")
+        stream = f"{unique_env.upper()}_KALSHI_ECONOMICS"
+        wait_for(lambda: stream_messages(nats_port, stream) >= 50, "market data in the economics stream",
+                 deadline, proc, log_path)
 
         # The command as printed, in a shell of its own that has none of the stack's variables.
         shell_env = {k: v for k, v in env.items() if not k.startswith("SSMD_")}
