@@ -234,6 +234,8 @@ def archive_window(
                                 stamp = msg.get("ts")
                                 if stamp.__class__ is int:  # whole seconds (before ts_ms existed)
                                     info[5](receive_ms - stamp * 1000)
+                                elif stamp is None and "time" not in msg:  # e.g. a book snapshot
+                                    clock.without += 1
                                 else:
                                     clock.other(msg, receive_ms)
                         except (KeyError, TypeError, AttributeError):
