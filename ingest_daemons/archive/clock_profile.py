@@ -59,18 +59,16 @@ class TypeClock:
 
     def other(self, msg: Any, receive_ms: int) -> None:
         """A frame with neither an integer ``msg.ts_ms`` nor ``msg.ts``: RFC 3339 text, or count it."""
-        if isinstance(msg, dict):
-            for key in ("ts", "time"):
-                text = msg.get(key)
-                if text is None:
-                    continue
-                if text != self._last_text:  # consecutive frames repeat the stamp (whole seconds)
-                    self._last_text, self._last_ms = text, _stamp_ms(text)
-                if self._last_ms is not None:
-                    self.add_seconds(receive_ms - self._last_ms)
-                    self.text_stamps += 1
-                    return
-        self.without += 1
+        text = msg.get("ts")
+        if text is None:
+            text = msg.get("time")
+        if text != self._last_text:  # consecutive frames repeat the stamp (whole seconds)
+            self._last_text, self._last_ms = text, _stamp_ms(text)
+        if self._last_ms is None:
+            self.without += 1
+        else:
+            self.add_seconds(receive_ms - self._last_ms)
+            self.text_stamps += 1
 
     def combined(self) -> LogHistogram:
         both = LogHistogram()

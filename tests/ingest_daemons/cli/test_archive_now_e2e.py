@@ -113,17 +113,18 @@ def test_archive_now_from_the_banner_shows_in_dagster_with_its_quality_and_no_fa
             return results
 
         def settled() -> bool:
+            try:  # ticks first: runs a finished tick launched are then in the run list read next
+                ticks = api.query(TICKS)["sensorOrError"]["sensorState"]["ticks"]
+            except (DagsterApiError, KeyError, TypeError):
+                return False
             current = runs()
             failed = [(r["jobName"], r["runId"][:8]) for r in current if r["status"] == "FAILURE"]
             assert not failed, f"failed runs: {failed}"
             if any(r["status"] not in FINISHED for r in current):
                 return False
             last_end = max([archived_at, *(r["endTime"] or 0 for r in current)])
-            try:
-                ticks = api.query(TICKS)["sensorOrError"]["sensorState"]["ticks"]
-            except (DagsterApiError, KeyError, TypeError):
-                return False
-            return any(t["timestamp"] > last_end for t in ticks)  # a tick after everything ran: nothing left
+            # A finished evaluation of the automation after everything ran, which left nothing running.
+            return any(t["timestamp"] > last_end and t["status"] != "STARTED" for t in ticks)
 
         wait_for(settled, "the copy automation to settle", time.monotonic() + 300, proc, log_path)
         current = runs()
