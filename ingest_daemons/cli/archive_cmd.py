@@ -142,8 +142,7 @@ def run_cat(args: argparse.Namespace) -> int:
                 if args.frames and message.lone_chunk is not None:
                     lone += 1  # a piece of a frame, not a frame: never printed as one
                     continue
-                out.write((message.frame if args.frames else message.line) + b"
-")
+                out.write((message.frame if args.frames else message.line) + b"\n")
                 n += 1
                 if args.limit is not None and n >= args.limit:
                     break
