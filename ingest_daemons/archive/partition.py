@@ -21,9 +21,9 @@ import orjson
 
 from ingest_daemons import wire
 from ingest_daemons.archive import envelope
+from ingest_daemons.archive.clock_profile import ClockProfiler
 from ingest_daemons.archive.dedupe import MsgIdSet
 from ingest_daemons.archive.errors import ArchiveError
-from ingest_daemons.archive.clock_profile import ClockProfiler
 from ingest_daemons.archive.layout import PartitionPaths, TimeWindow
 from ingest_daemons.archive.manifest import (
     HeadLoss,
