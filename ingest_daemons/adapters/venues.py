@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from ingest_daemons.adapters.kalshi import KalshiAdapter
 from ingest_daemons.adapters.kalshi_auth import KalshiCredentials
 from ingest_daemons.adapters.kalshi_venue import KalshiVenue
+from ingest_daemons.adapters.polymarket import MAX_ASSETS_PER_CONNECTION
+from ingest_daemons.adapters.polymarket_venue import PolymarketVenue
 from ingest_daemons.config.models import FeedConfig
 from ingest_daemons.connector.venue import VenueProtocol
 
@@ -27,4 +29,13 @@ def venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None
             return KalshiVenue(adapter, channels, credentials, size)
 
         return kalshi
+    if feed.protocol == "polymarket_clob":
+        types = feed.message_types
+        per_command = feed.limits.markets_per_subscription
+        per_socket = min(feed.limits.markets_per_connection, MAX_ASSETS_PER_CONNECTION)
+
+        def polymarket(channels: Sequence[str]) -> VenueProtocol:
+            return PolymarketVenue(types, per_command, per_socket, feed.name)
+
+        return polymarket
     raise ValueError(f"feed {feed.name}: no venue module speaks protocol {feed.protocol!r}")

@@ -10,14 +10,17 @@ from ingest_daemons.adapters.venues import venue_factory
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report, run_daemon
 from ingest_daemons.config.settings import ResolvedFeed
 from ingest_daemons.connector.directory import (
+    DiscoveredMarket,
     KalshiCatalog,
     MarketDirectory,
     build_directory,
     discover_kalshi_catalog,
 )
+from ingest_daemons.connector.gamma_directory import discover_polymarket_tokens
 from ingest_daemons.connector.runner import Connector, ConnectorOptions, shard_markets
 from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
+from ingest_daemons.secmaster.errors import RestError
 
 log = get_logger("ssmd.connector")
 
@@ -37,19 +40,23 @@ def register(sub: Any) -> None:
             "Markets: --markets, else every open market from the feed's REST API that passes the\n"
             "environment's category filter, sliced by --shard. Categories come from the REST API\n"
             "(series); a market whose category is unknown goes to the `uncategorized` stream.\n"
-            "Credentials: KALSHI_API_KEY and KALSHI_PRIVATE_KEY_PATH (PKCS#1 or PKCS#8 PEM)."
+            "Credentials: KALSHI_API_KEY and KALSHI_PRIVATE_KEY_PATH (PKCS#1 or PKCS#8 PEM).\n\n"
+            "Polymarket: markets are token ids (--markets, else every token of Gamma's open events),\n"
+            "categories from the events' tags through the feed's category_tags; no credentials."
         ),
         examples=(
             "  ssmd connector --env dev --feed kalshi\n"
             "  ssmd connector --env prod --feed kalshi --shard 2 --metrics-port 9464\n"
             "  ssmd connector --env prod --feed kalshi --lifecycle --metrics-port 9466\n"
+            "  ssmd connector --env dev --feed polymarket\n"
             "  ssmd connector --env dev --feed kalshi --ws-url ws://127.0.0.1:8765/trade-api/ws/v2 \\\n"
             "      --markets KXBTCD-26FEB1217-T72749.99,FED-23DEC-T3.00\n"
         ),
     )
     add_env_arg(parser)
     add_exchanges_arg(parser)
-    parser.add_argument("--feed", default="kalshi", choices=["kalshi"], help="feed to run (default: kalshi)")
+    parser.add_argument("--feed", default="kalshi", choices=["kalshi", "polymarket"],
+                        help="feed to run (default: kalshi)")
     parser.add_argument("--shard", type=int, default=0, help="shard index (default: 0)")
     parser.add_argument("--ws-url", default=None, help="override the feed's WebSocket endpoint")
     parser.add_argument("--rest-url", default=None, help="override the feed's REST endpoint (market discovery)")
@@ -79,6 +86,8 @@ async def _markets_and_directory(
 ) -> tuple[list[str], MarketDirectory, KalshiCatalog | None]:
     explicit = [t.strip() for t in (args.markets or "").split(",") if t.strip()]
     catalog = None
+    if feed.feed.protocol == "polymarket_clob":
+        return await _polymarket_markets(explicit, feed, rest_url)
     if rest_url:
         try:
             catalog = await discover_kalshi_catalog(rest_url)
@@ -93,6 +102,24 @@ async def _markets_and_directory(
     return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory, catalog
 
 
+async def _polymarket_markets(
+    explicit: list[str], feed: ResolvedFeed, rest_url: str | None
+) -> tuple[list[str], MarketDirectory, KalshiCatalog | None]:
+    discovered: list[DiscoveredMarket] = []
+    if rest_url:
+        try:
+            discovered = await discover_polymarket_tokens(rest_url, feed.feed.category_for_tags, feed.name)
+        except RestError as exc:
+            if not explicit:
+                raise RuntimeError(str(exc)) from None
+            log.warning("token discovery failed; categories unknown, tokens go to uncategorized", feed=feed.name,
+                        error=str(exc))
+    directory = build_directory(feed.stream_categories(), discovered)
+    if explicit:
+        return explicit, directory, None
+    return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory, None
+
+
 async def _run(args: argparse.Namespace) -> int:
     env = resolve_or_report(args)
     if env is None:
@@ -101,8 +128,11 @@ async def _run(args: argparse.Namespace) -> int:
     if feed is None:
         print(f"feed {args.feed!r} is not enabled in environment {env.name!r}")
         return 1
+    if args.follow_cdc and feed.feed.protocol != "kalshi_v2":
+        print(f"--follow-cdc is not available for feed {feed.name!r} yet")
+        return 1
     try:
-        credentials = None if args.no_auth else load_credentials()
+        credentials = None if args.no_auth or feed.feed.auth.method == "none" else load_credentials()
     except AuthError as exc:
         print(f"cannot start: {exc}")
         return 1

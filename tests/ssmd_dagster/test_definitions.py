@@ -23,6 +23,7 @@ from ssmd_dagster.definitions import build_definitions
 REPO = Path(__file__).resolve().parents[2]
 
 DEV_CATEGORIES = ("climate_and_weather", "crypto", "economics", "financials", "lifecycle", "politics", "uncategorized")
+DEV_POLYMARKET = ("crypto", "economics", "politics", "uncategorized")
 DEV_KEYS = [
     "archive/dev/kalshi/climate_and_weather",
     "archive/dev/kalshi/crypto",
@@ -31,7 +32,9 @@ DEV_KEYS = [
     "archive/dev/kalshi/lifecycle",
     "archive/dev/kalshi/politics",
     "archive/dev/kalshi/uncategorized",
+    *(f"archive/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     *(f"gcs/dev/kalshi/{c}" for c in DEV_CATEGORIES),
+    *(f"gcs/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     "jetstream_streams",
     *(f"parquet/dev/kalshi/{c}" for c in DEV_CATEGORIES),
     "secmaster/dev/kalshi",
