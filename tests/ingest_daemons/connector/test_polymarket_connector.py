@@ -158,3 +158,56 @@ async def test_cli_connector_discovers_gamma_tokens_and_drains_on_sigterm(
     assert isinstance(first, dict) and sorted(first["assets_ids"]) == sorted(bench.sim.trading_tokens())
     bench.sim.pause()
     bench.assert_exactly_once(await bench.stored())
+
+
+async def lifecycle_tokens(bench: PolymarketBench, event_type: str, condition: str) -> list[str]:
+    """The token ids a stored ``new_market`` / ``market_resolved`` message of ``condition`` names."""
+    for message in await bench.stored():
+        if message.marker is None and parse_subject(message.subject).message_type == "lifecycle":
+            body = orjson.loads(message.data)
+            if body.get("event_type") == event_type and body.get("market") == condition:
+                return [str(t) for t in body["assets_ids"]]
+    return []
+
+
+async def test_new_market_joins_the_live_socket_and_resolved_market_leaves(
+    polymarket_bench: PolymarketBenchFactory,
+) -> None:
+    """A ``new_market`` announcement's tokens, added through the connector's pool, are subscribed on the
+    open socket with no reconnect; ``market_resolved`` takes them off it again."""
+    bench = await polymarket_bench(markets=4)
+    await bench.connector.wait_subscribed(10)
+    await flow(bench, 50)
+    session = bench.connector.sessions[0]
+    market = await bench.sim.add_market()
+
+    async def announced(event_type: str, count: int) -> list[str]:
+        by_type = bench.connector.metrics.by_type
+        await wait_until(lambda: by_type.get("lifecycle", 0) >= count, 10, f"{event_type} published")
+        found: list[str] = []
+        for _ in range(100):  # published; stored once JetStream has acknowledged it
+            found = await lifecycle_tokens(bench, event_type, market.condition_id)
+            if found:
+                return found
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{event_type} of {market.condition_id} never stored")
+
+    tokens = await announced("new_market", 1)
+    assert sorted(tokens) == sorted(market.token_ids)
+    assert await bench.connector.pool.add_markets(tokens) == tokens
+    await bench.sim.wait_for(lambda: set(tokens) <= {t for a in bench.sim.subscriptions().values() for t in a}, 10)
+    assert [c for _, c in bench.sim.commands][-1] == {"assets_ids": tokens, "operation": "subscribe",
+                                                      "custom_feature_enabled": True}
+    await wait_until(lambda: sum(e[2] in tokens for e in bench.sim.sent_elements) >= 5, 10, "the new tokens' events")
+
+    await bench.sim.resolve_market(market.condition_id)
+    resolved = await announced("market_resolved", 2)
+    assert sorted(resolved) == sorted(tokens)
+    assert await bench.connector.pool.remove_markets(resolved) == sorted(resolved)
+    await bench.sim.wait_for(lambda: not set(tokens) & {t for a in bench.sim.subscriptions().values() for t in a}, 10)
+    assert [c for _, c in bench.sim.commands][-1] == {"assets_ids": sorted(resolved), "operation": "unsubscribe"}
+    assert session.sockets_opened == 1 and len(bench.connector.sessions) == 1, "no reconnect, no new socket"
+    await flow(bench, 50)
+    stored = await bench.stop_and_collect()
+    data = bench.assert_exactly_once(stored)
+    assert {parse_subject(m.subject).ticker for m in data} >= set(tokens), "the new tokens' events are stored"
