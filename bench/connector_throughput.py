@@ -13,7 +13,12 @@ Runs three measurements on this machine, each against a fresh nats-server (file 
 With ``--compare-framing`` a second flood runs with the ``websockets`` library's sans-I/O parser in
 place of the connector's own (:mod:`ingest_daemons.connector.ws_reference`), against the same ceiling.
 
-Usage: ``python bench/connector_throughput.py [--seconds 10] [--markets 100] [--compare-framing]``.
+With ``--feed polymarket`` the same ceiling and flood run against the Polymarket simulator flooding
+JSON arrays of ``price_change`` events (``--array-max`` per frame): rates count acked *messages*, one
+per array element, and the ceiling publishes the recorded frames' elements (no latency run).
+
+Usage: ``python bench/connector_throughput.py [--feed kalshi|polymarket] [--seconds 10] [--markets 100]
+[--compare-framing]``.
 Prints a table and a JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
 """
 
@@ -41,12 +46,19 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ingest_daemons.adapters import polymarket  # noqa: E402
 from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E402
 from ingest_daemons.adapters.venues import venue_factory  # noqa: E402
 from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
 from ingest_daemons.connector import session as session_module  # noqa: E402
 from ingest_daemons.connector import ws_client  # noqa: E402
-from ingest_daemons.connector.directory import build_directory, discover_kalshi_markets  # noqa: E402
+from ingest_daemons.connector.directory import (  # noqa: E402
+    DiscoveredMarket,
+    MarketDirectory,
+    build_directory,
+    discover_kalshi_markets,
+)
+from ingest_daemons.connector.gamma_directory import discover_polymarket_tokens  # noqa: E402
 from ingest_daemons.connector.runner import Connector, ConnectorOptions  # noqa: E402
 from ingest_daemons.connector.ws_reference import LibraryFrameParser  # noqa: E402
 from ingest_daemons.naming import SubjectBuilder  # noqa: E402
@@ -65,15 +77,18 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_exchanges(tmp: Path, ws: str, rest: str, nats_url: str) -> Path:
+def write_exchanges(tmp: Path, ws: str, rest: str, nats_url: str, feed: str = "kalshi") -> Path:
     root = tmp / "exchanges"
     (root / "environments").mkdir(parents=True)
     (root / "feeds").symlink_to(REPO / "exchanges" / "feeds")
+    feeds: dict[str, object] = {"kalshi": {"endpoint": {"ws": ws, "rest": rest},
+                                           "channels": ["ticker", "trade", "orderbook_delta"], "shard_size": 5000}}
+    if feed == "polymarket":
+        feeds = {"kalshi": {"enabled": False}, "polymarket": {"endpoint": {"ws": ws, "rest": rest}, "shard_size": 5000}}
     env = {
         "name": "bench", "nats_url": nats_url, "endpoint_set": "demo",
         "streams": {"max_age": "1h", "max_bytes": -1, "duplicate_window": "2m", "storage": "file"},
-        "feeds": {"kalshi": {"endpoint": {"ws": ws, "rest": rest}, "channels": ["ticker", "trade", "orderbook_delta"],
-                             "shard_size": 5000}},
+        "feeds": feeds,
     }
     (root / "environments" / "bench.yaml").write_text(yaml.safe_dump(env))
     return root
@@ -82,11 +97,12 @@ def write_exchanges(tmp: Path, ws: str, rest: str, nats_url: str) -> Path:
 class Simulator:
     """The simulator in its own process, as it would run next to a real connector."""
 
+    feed = "kalshi"
+
     def __init__(self, markets: int, rate: int) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest_daemons.cli", "--log-level", "WARNING", "sim", "kalshi",
-             "--port", str(self.port), "--no-auth", "--markets", str(markets), "--rate", str(rate)],
+            [sys.executable, "-m", "ingest_daemons.cli", "--log-level", "WARNING", "sim", *self.args(markets, rate)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
@@ -97,6 +113,9 @@ class Simulator:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("simulator did not start")
+
+    def args(self, markets: int, rate: int) -> list[str]:
+        return ["kalshi", "--port", str(self.port), "--no-auth", "--markets", str(markets), "--rate", str(rate)]
 
     @property
     def ws(self) -> str:
@@ -109,6 +128,55 @@ class Simulator:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+class PolymarketSimulator(Simulator):
+    """Flooding JSON arrays of ``price_change`` events, ``array_max`` per frame, with no idle close."""
+
+    feed = "polymarket"
+    array_max = 20
+
+    def args(self, markets: int, rate: int) -> list[str]:
+        return ["polymarket", "--port", str(self.port), "--markets", str(markets), "--rate", str(rate),
+                "--array-frames", "always", "--array-max", str(self.array_max), "--idle-timeout", "0"]
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/market"
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def discover(sim: Simulator, env_root: Path, data_dir: Path) -> tuple[list[DiscoveredMarket], MarketDirectory]:
+    env = resolve_environment(Settings.from_env(exchanges_dir=env_root, data_dir=data_dir), "bench")
+    feed = env.feeds[sim.feed]
+    if sim.feed == "polymarket":
+        discovered = await discover_polymarket_tokens(sim.rest, feed.feed.category_for_tags)
+    else:
+        discovered = await discover_kalshi_markets(sim.rest)
+    return discovered, build_directory(feed.stream_categories(), discovered)
+
+
+async def record_polymarket_messages(sim: Simulator, tokens: list[str], count: int) -> list[tuple[str, bytes]]:
+    """(token, element bytes) of ``count`` flooded events, sliced from their array frames as the connector does."""
+    out: list[tuple[str, bytes]] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(sim.ws, decode_text=False) as ws:
+        await ws.send_bytes(polymarket.subscribe_command(tokens))
+        while len(out) < count:
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                out += [(token, element) for element, kind, token, _ in polymarket.split_frame(data)
+                        if kind == polymarket.PRICE_CHANGE and token is not None]
+    return out
+
+
+async def polymarket_ceiling(nats_url: str, messages: list[tuple[str, bytes]], directory: MarketDirectory) -> float:
+    builder = SubjectBuilder("bench", "polymarket")
+    routed = [(builder.subject(directory.category_of(token), "price_change", token), data) for token, data in messages]
+    return await publish_all(nats_url, routed)
 
 
 async def record_frames(sim: Simulator, tickers: list[str], count: int) -> list[bytes]:
@@ -130,6 +198,11 @@ async def ceiling(nats_url: str, frames: list[bytes], directory: object) -> floa
         c = adapter.classify(data)
         if c.kind is FrameKind.DATA:
             routed.append((builder.subject(directory.category_of(c.ticker), c.subject_type, c.ticker or ""), data))  # type: ignore[attr-defined]
+    return await publish_all(nats_url, routed)
+
+
+async def publish_all(nats_url: str, routed: list[tuple[str, bytes]]) -> float:
+    """The publisher alone, every (subject, payload) with the connector's headers and acks: messages/s."""
     pub = JetStreamPublisher(nats_url, max_in_flight=50_000)
     await pub.start()
     headers = HeaderTemplate("ceiling:", {"Ssmd-Shard": "0", "Ssmd-Conn": "ceiling"})
@@ -147,9 +220,8 @@ async def ceiling(nats_url: str, frames: list[bytes], directory: object) -> floa
 async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds: float,
                         warmup: float) -> dict[str, float]:
     env = resolve_environment(Settings.from_env(exchanges_dir=env_root, data_dir=data_dir), "bench")
-    feed = env.feeds["kalshi"]
-    discovered = await discover_kalshi_markets(sim.rest)
-    directory = build_directory(feed.stream_categories(), discovered)
+    feed = env.feeds[sim.feed]
+    discovered, directory = await discover(sim, env_root, data_dir)
     connector = Connector(env, feed, [m.ticker for m in discovered], directory, venue_factory(feed.feed),
                                 ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30))
     recv_to_ack: list[int] = []
@@ -210,6 +282,10 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring (default 2)")
     parser.add_argument("--markets", type=int, default=100, help="markets in the simulated universe (default 100)")
     parser.add_argument("--frames", type=int, default=300_000, help="frames for the ceiling run (default 300000)")
+    parser.add_argument("--feed", choices=["kalshi", "polymarket"], default="kalshi",
+                        help="which venue's simulator and connector (default kalshi)")
+    parser.add_argument("--array-max", type=int, default=20,
+                        help="polymarket: events per flooded array frame (default 20)")
     parser.add_argument("--compare-framing", action="store_true",
                         help="also flood with the websockets library's frame parser in place of the own one")
     args = parser.parse_args()
@@ -218,6 +294,9 @@ async def main() -> None:
     results: dict[str, object] = {"machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor()}",
                                   "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
     try:
+        if args.feed == "polymarket":
+            await polymarket_bench(args, tmp, nats, results)
+            return
         flood = Simulator(args.markets, 0)
         root = write_exchanges(tmp, flood.ws, flood.rest, nats.url)
         env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
@@ -267,6 +346,40 @@ async def main() -> None:
     print(f"latency at 10k msgs/s            send->ack p50 {lat['send_to_ack_p50_ms']:.1f} ms, "
           f"p99 {lat['send_to_ack_p99_ms']:.1f} ms; recv->ack p50 {lat['recv_to_ack_p50_ms']:.2f} ms, "
           f"p99 {lat['recv_to_ack_p99_ms']:.2f} ms; achieved {lat['acked_per_s']:,.0f} msgs/s")
+    print(json.dumps(results))
+
+
+async def polymarket_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, results: dict[str, object]) -> None:
+    PolymarketSimulator.array_max = args.array_max
+    flood = PolymarketSimulator(args.markets, 0)
+    try:
+        root = write_exchanges(tmp, flood.ws, flood.rest, nats.url, "polymarket")
+        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
+        nc = await connect_once(nats.url, "bench-setup")
+        await reconcile(nc.jetstream(), env, apply=True)
+        await nc.close()
+        discovered, directory = await discover(flood, root, tmp)
+        tokens = [m.ticker for m in discovered][: polymarket.MAX_ASSETS_PER_CONNECTION]
+        print(f"recording {args.frames:,} price_change events from the simulator ...", flush=True)
+        messages = await record_polymarket_messages(flood, tokens, args.frames)
+        print("ceiling: publisher alone, same elements, same acks ...", flush=True)
+        results["ceiling_acked_per_s"] = await polymarket_ceiling(nats.url, messages, directory)
+        await purge(nats.url)
+        print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
+        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+    finally:
+        flood.stop()
+    flood_r = results["flood"]
+    assert isinstance(flood_r, dict)
+    ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
+    results.update(feed="polymarket", array_max=args.array_max,
+                   flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
+    print()
+    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}")
+    print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s (array elements)")
+    print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
+          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
+          f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
     print(json.dumps(results))
 
 
