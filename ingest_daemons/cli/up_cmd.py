@@ -44,6 +44,8 @@ def register(sub: Any) -> None:
             "    (shard assignments in NATS KV), publishing into the streams, the lifecycle consumer\n"
             "    that applies market_lifecycle_v2 events to the secmaster, and the\n"
             "    unsharded Kalshi lifecycle connector (market_lifecycle_v2) into its own stream,\n"
+            "  - when the environment runs polymarket on a local endpoint: the Polymarket simulator, a Gamma\n"
+            "    sync into the secmaster and a Polymarket connector (tokens from Gamma),\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
             "    streams and archive partitions, on http://127.0.0.1:3000.\n"
             "Component logs go to DATA_DIR/logs/. Ctrl-C stops everything (the connector drains first)."
@@ -120,6 +122,37 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
     return None
 
 
+def add_polymarket(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Namespace) -> str | None:
+    """Simulator, a Gamma sync into the secmaster (when the stack runs PostgreSQL) and a connector,
+    when the environment runs polymarket against a local endpoint."""
+    feed = env.feeds.get("polymarket")
+    if feed is None:
+        return None
+    url = urlparse(feed.endpoint.ws)
+    if url.hostname not in {"127.0.0.1", "localhost"} or url.port is None:
+        return f"polymarket endpoint {feed.endpoint.ws} is not local; no simulator started"
+    common = {"SSMD_EXCHANGES_DIR": str(env.settings.exchanges_dir.resolve()), "SSMD_DATA_DIR": str(env.data_dir),
+              "NATS_URL": stack.nats.url}
+    stack.add(
+        "sim-polymarket",
+        ssmd_command("sim", "polymarket", "--host", "127.0.0.1", "--port", str(url.port),
+                     "--markets", str(args.sim_markets), "--rate", str(args.sim_rate)),
+        port=url.port,
+    )
+    if any(c.name == "postgres" for c in stack.children):
+        stack.add("secmaster-sync-polymarket",
+                  ssmd_command("secmaster", "sync", "--env", env.name, "--feed", "polymarket"),
+                  env=common, oneshot=True)
+    # Tokens and their categories from the simulator's Gamma; no credentials.
+    stack.add(
+        "connector-polymarket",
+        ssmd_command("connector", "--env", env.name, "--feed", "polymarket",
+                     "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+        env=common,
+    )
+    return None
+
+
 def add_dagster(stack: LocalStack, env: ResolvedEnvironment, port: int) -> None:
     """`dagster dev` on a local instance under DATA_DIR/dagster, loading workspace.yaml from the repository."""
     home = env.data_dir / "dagster"
@@ -159,6 +192,12 @@ def summary(
             f"  subjects    {env.name}.kalshi.<category>.json.<type>.<ticker>, "
             f"e.g. {env.name}.kalshi.economics.json.trade.>",
         ]
+    if "sim-polymarket" in names:
+        feed = env.feeds["polymarket"]
+        lines += [
+            f"  polymarket  simulator {feed.endpoint.ws} (Gamma {feed.endpoint.rest}); connector into "
+            f"{env.name}.polymarket.<category>.json.<type>.<token id>",
+        ]
     if "postgres" in names:
         lines.append(f"  secmaster   PostgreSQL under {env.data_dir / 'postgres'} "
                      f"(password in {env.data_dir / 'postgres' / 'password'}); CDC -> {env.name.upper()}_SECMASTER_CDC")
@@ -191,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     if env is None:
         return 1
     stack = LocalStack(env)
-    note = None if args.no_sim else add_kalshi(stack, env, args)
+    notes = [] if args.no_sim else [add_kalshi(stack, env, args), add_polymarket(stack, env, args)]
+    note = "; ".join(n for n in notes if n) or None
     if not args.no_dagster:
         add_dagster(stack, env, args.dagster_port)
     dagster = not args.no_dagster

@@ -24,6 +24,7 @@ from tests.fixtures.config import WriteEnv
 @pytest.mark.timeout(360)
 async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique_env: str, tmp_path: Path) -> None:
     nats_port, sim_port, metrics_port, dagster_port = free_port(), free_port(), free_port(), free_port()
+    poly_port = free_port()
     root = write_env(
         unique_env,
         nats_url=f"nats://127.0.0.1:{nats_port}",
@@ -32,6 +33,8 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
             "categories": ["Economics", "Crypto", "Climate and Weather", "Politics", "Financials"],
             "endpoint": {"ws": f"ws://127.0.0.1:{sim_port}/trade-api/ws/v2",
                          "rest": f"http://127.0.0.1:{sim_port}/trade-api/v2"},
+        }, "polymarket": {
+            "endpoint": {"ws": f"ws://127.0.0.1:{poly_port}/ws/market", "rest": f"http://127.0.0.1:{poly_port}"},
         }},
     )
     env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "SSMD_ENV"}}
@@ -47,8 +50,8 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
         while "ssmd is up" not in (tmp_path / "up.log").read_text():  # every component is listening
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up.log").read_text()
             await asyncio.sleep(0.2)
-        total = 0
-        while time.monotonic() < deadline and total < 100:  # market data (and CDC) flowing
+        total = polymarket = 0
+        while time.monotonic() < deadline and (total < 100 or polymarket < 20):  # market data (and CDC) flowing
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
             try:
                 nc = await nats.connect(f"nats://127.0.0.1:{nats_port}", connect_timeout=1, max_reconnect_attempts=0)
@@ -58,8 +61,10 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
             infos = await list_streams(nc.jetstream())
             await nc.close()
             total = sum(i.state.messages for i in infos if (i.config.name or "").startswith(unique_env.upper()))
+            polymarket = sum(i.state.messages for i in infos
+                             if (i.config.name or "").startswith(f"{unique_env.upper()}_POLYMARKET_"))
             await asyncio.sleep(0.2)
-        assert total >= 100, (tmp_path / "up.log").read_text()
+        assert total >= 100 and polymarket >= 20, (tmp_path / "up.log").read_text()
         # The Dagster headroom job raises the local shard count; the stack starts that shard's connector.
         write_shard_count(shard_count_path(tmp_path / "var", "kalshi"), 2)
         shard1_log = tmp_path / "var" / "logs" / "connector-kalshi-1.log"
@@ -97,3 +102,7 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     assert "headroom shard: started connector-kalshi-1" in output
     assert "every frame acknowledged" in (tmp_path / "var" / "logs" / "connector-kalshi-1.log").read_text()
     assert (tmp_path / "var" / "keys" / "kalshi-local.key-id").read_text().strip() not in connector_log
+    polymarket_log = (tmp_path / "var" / "logs" / "connector-polymarket.log").read_text()
+    assert "every frame acknowledged" in polymarket_log, polymarket_log[-2000:]
+    assert "secmaster sync done" in (tmp_path / "var" / "logs" / "secmaster-sync-polymarket.log").read_text()
+    assert f"{unique_env}.polymarket.<category>" in output
