@@ -15,7 +15,8 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamInfo, StreamsListIterator
 
 from ingest_daemons.errors import SsmdError
-from ingest_daemons.logs import get_logger
+from ingest_daemons.logs import get_logger, redact
+from ingest_daemons.nats_settings import NatsSettings, as_settings
 
 log = get_logger("ssmd.nats")
 
@@ -30,7 +31,7 @@ class NatsUnavailable(SsmdError):
 
 
 async def _log_error(exc: Exception) -> None:
-    log.warning("nats error", error=type(exc).__name__, detail=str(exc))
+    log.warning("nats error", error=type(exc).__name__, detail=redact(str(exc)))
 
 
 async def _log_disconnected() -> None:
@@ -46,9 +47,12 @@ def server_list(url: str) -> list[str]:
     return [part.strip() for part in url.split(",") if part.strip()]
 
 
-async def connect_daemon(url: str, name: str, **overrides: Any) -> Client:
-    """A connection that never gives up reconnecting and notices a dead server within ~15 s."""
+async def connect_daemon(url: str | NatsSettings, name: str, **overrides: Any) -> Client:
+    """A connection that never gives up reconnecting and notices a dead server within ~15 s.
+
+    ``url`` is the settings, or a server list whose credentials and TLS come from ``NATS_*``."""
     options: dict[str, Any] = {
+        **as_settings(url).nats_py_options(),
         "name": name,
         "connect_timeout": DEFAULT_CONNECT_TIMEOUT_S,
         "allow_reconnect": True,
@@ -63,26 +67,31 @@ async def connect_daemon(url: str, name: str, **overrides: Any) -> Client:
         "reconnected_cb": _log_reconnected,
     }
     options.update(overrides)
-    return await nats.connect(server_list(url), **options)
+    return await nats.connect(**options)
 
 
-async def connect_once(url: str, name: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Client:
-    """For CLI commands: fail fast with a message that says what to do."""
+async def connect_once(url: str | NatsSettings, name: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Client:
+    """For CLI commands: fail fast with a message that says what to do (and never shows a secret)."""
+    settings = as_settings(url)
+    errors: list[Exception] = []
 
-    async def quiet(exc: Exception) -> None:
-        return None
+    async def remember(exc: Exception) -> None:
+        errors.append(exc)
 
     try:
         # nats-py treats max_reconnect_attempts=0 as "no limit" on the first connect: bound it ourselves.
         return await asyncio.wait_for(
-            nats.connect(server_list(url), name=name, connect_timeout=timeout_s, allow_reconnect=False,
-                         max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet),
+            nats.connect(**settings.nats_py_options(), name=name, connect_timeout=timeout_s, allow_reconnect=False,
+                         max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=remember),
             timeout_s * 2,
         )
     except Exception as exc:
+        cause = errors[-1] if errors else exc
+        reason = redact(str(cause)) or type(cause).__name__
         raise NatsUnavailable(
-            f"cannot reach NATS at {url} ({type(exc).__name__}); is `ssmd up` running, or is NATS_URL right?"
-        ) from exc
+            f"cannot reach NATS at {settings.url} ({type(cause).__name__}: {reason}); "
+            "is `ssmd up` running, or are NATS_URL and the NATS credentials right?"
+        ) from None
 
 
 async def list_streams(js: JetStreamContext) -> list[StreamInfo]:

@@ -23,7 +23,12 @@ Guarantees:
   (to the next configured server, or the same URL when there is one) while the old one keeps
   publishing, and the held frames move over once the new one answers.
 
-Supports ``nats://[user:pass@|token@]host:port``; TLS is not implemented on this path.
+Connection settings come from :class:`~ingest_daemons.nats_settings.NatsSettings`: ``nats://`` and
+``tls://`` servers, TLS upgraded after ``INFO`` when the server requires or offers it (or before
+``INFO`` with ``handshake_first``), and user/password, token, nkey or creds-file authentication (the
+last two sign the ``INFO`` nonce). A refused connection is retried like a lost one; its reason (the
+server's ``-ERR``, an untrusted certificate) is logged with the server's URL and kept in
+:attr:`JetStreamPublisher.last_connect_error`.
 """
 
 from __future__ import annotations
@@ -32,17 +37,17 @@ import asyncio
 import contextlib
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, cast
-from urllib.parse import unquote, urlparse
 
 import orjson
 
 from ingest_daemons.backoff import Backoff
 from ingest_daemons.frame_chunks import split_frame
-from ingest_daemons.logs import get_logger
+from ingest_daemons.logs import get_logger, redact
+from ingest_daemons.nats_settings import NatsServerAddress, NatsSettings, NatsSettingsError, as_settings
 
 log = get_logger("ssmd.publisher")
 
@@ -69,40 +74,20 @@ _ATTEMPTS: Final = 3
 _PREFIX_CACHE_MAX = 65_536
 
 
-@dataclass(frozen=True)
-class NatsAddress:
-    host: str
-    port: int
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> NatsAddress:
-        parsed = urlparse(url if "://" in url else f"nats://{url}")
-        if parsed.scheme not in {"nats", ""}:
-            raise ValueError(f"unsupported NATS URL scheme {parsed.scheme!r} for the publisher (use nats://)")
-        user = unquote(parsed.username) if parsed.username else None
-        password = unquote(parsed.password) if parsed.password else None
-        token = user if user and password is None else None
-        return cls(parsed.hostname or "127.0.0.1", parsed.port or 4222, None if token else user, password, token)
-
-    def connect_line(self, name: str) -> bytes:
-        options: dict[str, object] = {
-            "verbose": False,
-            "pedantic": False,
-            "headers": True,
-            "no_responders": True,
-            "protocol": 1,
-            "lang": "python-ssmd",
-            "version": "1",
-            "name": name,
-        }
-        if self.user is not None:
-            options["user"], options["pass"] = self.user, self.password or ""
-        if self.token is not None:
-            options["auth_token"] = self.token
-        return b"CONNECT " + orjson.dumps(options) + _CRLF
+def connect_line(settings: NatsSettings, name: str, nonce: str | None, tls: bool) -> bytes:
+    options: dict[str, object] = {
+        "verbose": False,
+        "pedantic": False,
+        "tls_required": tls,
+        "headers": True,
+        "no_responders": True,
+        "protocol": 1,
+        "lang": "python-ssmd",
+        "version": "1",
+        "name": name,
+        **settings.connect_auth(nonce),
+    }
+    return b"CONNECT " + orjson.dumps(options) + _CRLF
 
 
 class _Protocol(asyncio.Protocol):
@@ -117,6 +102,8 @@ class _Protocol(asyncio.Protocol):
         self.pong = asyncio.Event()
         self.max_payload: int | None = None
         self.lame_duck = asyncio.Event()
+        self.info: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self.last_error: str | None = None  # the server's last -ERR (e.g. an authorization violation)
         # ``MSG <inbox><token> `` lines: the token of every ack in a buffer, found in one pass
         self.ack_tokens = re.compile(b"^MSG " + re.escape(owner._inbox_b) + rb"(\d+) ", re.MULTILINE).findall
 
@@ -173,6 +160,8 @@ class _Protocol(asyncio.Protocol):
         except orjson.JSONDecodeError:
             log.warning("unreadable INFO from the nats server", detail=body[:200].decode(errors="replace"))
             return
+        if not self.info.done():
+            self.info.set_result(info)
         if isinstance(info.get("max_payload"), int) and info["max_payload"] > 0:
             self.max_payload = int(info["max_payload"])
             self.owner._on_max_payload(self, self.max_payload)
@@ -227,7 +216,8 @@ class _Protocol(asyncio.Protocol):
                 elif line.startswith(b"INFO "):
                     self._on_info(line[5:])
                 elif line.startswith(b"-ERR"):
-                    log.warning("nats server error", detail=line[5:].decode(errors="replace"))
+                    self.last_error = line[5:].decode(errors="replace").strip()
+                    log.warning("nats server error", detail=self.last_error)
         del buf[:pos]
 
 
@@ -236,7 +226,7 @@ class JetStreamPublisher:
 
     def __init__(
         self,
-        url: str,
+        url: str | NatsSettings,
         *,
         name: str = "ssmd-publisher",
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
@@ -245,12 +235,15 @@ class JetStreamPublisher:
         on_ack: Callable[[str, int, bytes], None] | None = None,
         chunk_oversized: bool = True,
     ) -> None:
-        self.addresses = [NatsAddress.parse(part.strip()) for part in url.split(",") if part.strip()]
-        if not self.addresses:
-            raise ValueError("no NATS server URL given")
+        try:
+            self.settings = as_settings(url)
+        except NatsSettingsError as exc:
+            raise ValueError(str(exc)) from None
+        self.addresses = list(self.settings.servers)
         self.address = self.addresses[0]
         self._next_address = 0
-        self.url = url
+        self.url = self.settings.url  # without credentials
+        self._ssl_context = self.settings.ssl_context()
         self.name = name
         self.max_in_flight = max_in_flight
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
@@ -290,6 +283,7 @@ class JetStreamPublisher:
         self.reconnects = 0
         self.lame_duck_moves = 0  # connections replaced because their server entered lame-duck mode
         self.chunked_frames = 0
+        self.last_connect_error: str | None = None  # why the last connection attempt failed (no secrets)
         self._no_stream_logged: set[str] = set()
         # The first rejection since clear_rejection(): its detail, and an event for callers that must
         # stop at once rather than let the frame be retried (an ordered publisher re-syncs instead).
@@ -578,31 +572,70 @@ class JetStreamPublisher:
                 log.warning("re-sending unacknowledged frames", count=len(overdue), in_flight=len(self._pending))
                 self._flush()
 
-    async def _connect(self, address: NatsAddress) -> _Protocol | None:
-        """One attempt: TCP, CONNECT, the inbox subscription, and a PONG proving the server took them."""
+    async def _connect(self, address: NatsServerAddress) -> _Protocol | None:
+        """One attempt: TCP (TLS as the settings and the server's INFO ask), CONNECT with credentials,
+        the inbox subscription, and a PONG proving the server took them."""
         loop = asyncio.get_running_loop()
+        settings = self.settings
+        first_tls = settings.tls.handshake_first
+        server_name = settings.tls.server_name or address.host
+        proto: _Protocol | None = None
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(self), address.host, address.port), 5.0
-            )
+            async with asyncio.timeout(5.0):
+                _, proto = await loop.create_connection(
+                    lambda: _Protocol(self), address.host, address.port,
+                    ssl=self._ssl_context if first_tls else None,
+                    server_hostname=server_name if first_tls else None,
+                )
+                info = await asyncio.shield(proto.info)
+                tls = first_tls or address.wants_tls or bool(info.get("tls_required")) or (
+                    self._ssl_context is not None and bool(info.get("tls_available")))
+                if tls and not first_tls:
+                    assert proto.transport is not None
+                    context = self._ssl_context or ssl.create_default_context()
+                    transport = await loop.start_tls(proto.transport, proto, context, server_hostname=server_name)
+                    if transport is None:
+                        raise ConnectionError("connection closed during the TLS handshake")
+                    proto.transport = transport
+                    proto.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+                nonce = info.get("nonce")
+                line = connect_line(settings, self.name, nonce if isinstance(nonce, str) else None, tls)
+        except ssl.SSLCertVerificationError as exc:
+            self._connect_failed(proto, address, "TLS certificate not trusted", exc.verify_message)
+            return None
+        except ssl.SSLError as exc:
+            self._connect_failed(proto, address, "TLS failed", exc.reason or type(exc).__name__)
+            return None
+        except NatsSettingsError as exc:
+            self._connect_failed(proto, address, "bad NATS credentials", redact(str(exc)))
+            return None
         except (OSError, TimeoutError) as exc:
-            log.warning("nats unreachable", url=self._safe_url(address), error=type(exc).__name__,
-                        held=len(self._pending))
+            self._connect_failed(proto, address, "nats unreachable", type(exc).__name__)
             return None
         assert proto.transport is not None
-        proto.transport.write(address.connect_line(self.name) + b"SUB " + self._inbox_b + b"* 1\r\nPING\r\n")
+        proto.transport.write(line + b"SUB " + self._inbox_b + b"* 1\r\nPING\r\n")
         if not await self._await_pong(proto, 5.0) or proto.closed.done():
+            if proto.last_error is not None:
+                self.last_connect_error = f"{address.url}: the server refused: {proto.last_error}"
+                log.warning("nats refused the connection", url=address.url, reason=proto.last_error)
             proto.transport.close()
             return None
+        self.last_connect_error = None
         return proto
 
-    def _rotate(self) -> NatsAddress:
+    def _connect_failed(self, proto: _Protocol | None, address: NatsServerAddress, what: str, reason: str) -> None:
+        self.last_connect_error = f"{address.url}: {what}: {reason}"
+        log.warning(what, url=address.url, reason=reason, held=len(self._pending))
+        if proto is not None and proto.transport is not None:
+            proto.transport.abort()
+
+    def _rotate(self) -> NatsServerAddress:
         """The next configured server (the same one when only one is configured)."""
         address = self.addresses[self._next_address % len(self.addresses)]
         self._next_address += 1
         return address
 
-    def _activate(self, proto: _Protocol, address: NatsAddress, first: bool) -> None:
+    def _activate(self, proto: _Protocol, address: NatsServerAddress, first: bool) -> None:
         """Make ``proto`` the connection every frame goes to, and re-send everything held, oldest first."""
         self._proto = proto
         self.address = address
@@ -655,7 +688,7 @@ class JetStreamPublisher:
             if not self._closing:
                 log.warning("publisher disconnected; frames held until reconnected", held=len(self._pending))
 
-    async def _replace_lame_duck(self, old: _Protocol) -> tuple[_Protocol, NatsAddress] | None:
+    async def _replace_lame_duck(self, old: _Protocol) -> tuple[_Protocol, NatsServerAddress] | None:
         """Make a new connection while ``old`` (lame duck) still publishes; None if ``old`` closed first.
 
         Tries the next configured server first; a single URL is retried (behind a load balancer it
@@ -710,9 +743,8 @@ class JetStreamPublisher:
         finally:
             lame_duck.cancel()
 
-    def _safe_url(self, address: NatsAddress | None = None) -> str:
-        address = address or self.address
-        return f"nats://{address.host}:{address.port}"
+    def _safe_url(self, address: NatsServerAddress | None = None) -> str:
+        return (address or self.address).url
 
 
 def header_block(fields: dict[str, str]) -> bytes:

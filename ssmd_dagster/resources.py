@@ -17,6 +17,7 @@ from pydantic import Field
 from ingest_daemons.archive.nats_wire import DEFAULT_TIMEOUT_S, NatsWireClient
 from ingest_daemons.config import ResolvedEnvironment, Settings, resolve_environment
 from ingest_daemons.nats_client import DEFAULT_CONNECT_TIMEOUT_S, connect_once
+from ingest_daemons.nats_settings import NatsSettings
 
 
 class SsmdConfigResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -45,15 +46,20 @@ class NatsResource(ConfigurableResource):  # type: ignore[type-arg]
     read_timeout_s: float = DEFAULT_TIMEOUT_S
 
     def server_url(self) -> str:
-        return self.url or self.config.environment().nats_url
+        """The server list without credentials (safe to show in metadata and messages)."""
+        return self.settings().url
+
+    def settings(self) -> NatsSettings:
+        """Servers, credentials and TLS: the environment's ``nats:`` settings and ``NATS_*`` variables."""
+        return self.config.environment().nats_settings(self.url)
 
     async def connect(self, name: str) -> Client:
         """A short-lived connection that fails fast (raises NatsUnavailable with a hint)."""
-        return await connect_once(self.server_url(), name=name, timeout_s=self.connect_timeout_s)
+        return await connect_once(self.settings(), name=name, timeout_s=self.connect_timeout_s)
 
     def wire_client(self, name: str) -> NatsWireClient:
         """Unconnected; use as a context manager."""
-        return NatsWireClient(self.server_url(), name=name, timeout_s=self.read_timeout_s)
+        return NatsWireClient(self.settings(), name=name, timeout_s=self.read_timeout_s)
 
 
 class ArchiveStorageResource(ConfigurableResource):  # type: ignore[type-arg]

@@ -8,9 +8,10 @@ and hands raw bytes to the caller: the stream reader then needs no header parsin
 push consumer (sequence and timestamp are in the reply subject). Measured on a 2-core machine,
 1M messages: ~260k msgs/s read, nats-server using ~2.3 µs of CPU per message.
 
-Supported: ``nats://`` and ``tls://`` URLs (several, comma-separated, tried in order), TLS when the
-server requires it, user/password or token in the URL. Not supported: NKEY/JWT credentials (the
-server then refuses the connection and :class:`ArchiveReadError` says so).
+Connection settings (servers tried in order, TLS, user/password, token, nkey or creds file signing
+the ``INFO`` nonce) come from :class:`~ingest_daemons.nats_settings.NatsSettings`. TLS is used when
+the server requires it, the URL says ``tls://``, or client TLS is configured and the server offers
+it; with ``handshake_first`` the TLS handshake comes before the server's ``INFO``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import ssl
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import orjson
 
 from ingest_daemons.archive.errors import ArchiveReadError
+from ingest_daemons.logs import redact
+from ingest_daemons.nats_settings import NatsServerAddress, NatsSettings, NatsSettingsError, as_settings
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_RECV_BYTES = 1 << 20
@@ -42,16 +44,17 @@ class NatsWireClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | NatsSettings,
         *,
         name: str = "ssmd-archive",
         timeout_s: float = DEFAULT_TIMEOUT_S,
         api_prefix: str = DEFAULT_API_PREFIX,
         recv_bytes: int = DEFAULT_RECV_BYTES,
     ) -> None:
-        self.urls = [u.strip() for u in url.split(",") if u.strip()]
-        if not self.urls:
-            raise ValueError("no NATS URL given")
+        try:
+            self.settings = as_settings(url)
+        except NatsSettingsError as exc:
+            raise ValueError(str(exc)) from None
         self.name = name
         self.timeout_s = timeout_s
         self.api_prefix = api_prefix
@@ -78,14 +81,20 @@ class NatsWireClient:
 
     def connect(self) -> NatsWireClient:
         errors = []
-        for url in self.urls:
+        for server in self.settings.servers:
             try:
-                self._connect_one(url)
-                self.connected_url = _without_credentials(url)
+                self._connect_one(server)
+                self.connected_url = server.url
                 return self
-            except (OSError, ArchiveReadError) as exc:
+            except ssl.SSLCertVerificationError as exc:
                 self.close()
-                errors.append(f"{_without_credentials(url)}: {exc}")
+                errors.append(f"{server.url}: TLS certificate not trusted ({exc.verify_message})")
+            except ssl.SSLError as exc:
+                self.close()
+                errors.append(f"{server.url}: TLS failed ({exc.reason or type(exc).__name__})")
+            except (OSError, ArchiveReadError, NatsSettingsError) as exc:
+                self.close()
+                errors.append(f"{server.url}: {redact(str(exc))}")
         raise ArchiveReadError("cannot connect to NATS: " + "; ".join(errors))
 
     def close(self) -> None:
@@ -97,17 +106,22 @@ class NatsWireClient:
             except OSError:
                 pass
 
-    def _connect_one(self, url: str) -> None:
-        parsed = urlparse(url if "://" in url else f"nats://{url}")
-        host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
-        sock = socket.create_connection((host, port), timeout=self.timeout_s)
+    def _connect_one(self, server: NatsServerAddress) -> None:
+        settings = self.settings
+        sock = socket.create_connection((server.host, server.port), timeout=self.timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._sock = sock
+        context = settings.ssl_context()
+        server_name = settings.tls.server_name or server.host
+        if settings.tls.handshake_first:
+            assert context is not None
+            self._sock = sock = _wrap_tls(context, sock, server_name)
         info = self._read_info(sock)
-        tls = parsed.scheme == "tls" or bool(info.get("tls_required"))
-        if tls:
-            self._sock = sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        tls = settings.tls.handshake_first or server.wants_tls or bool(info.get("tls_required")) or (
+            context is not None and bool(info.get("tls_available")))
+        if tls and not settings.tls.handshake_first:
+            self._sock = sock = _wrap_tls(context or ssl.create_default_context(), sock, server_name)
         options: dict[str, Any] = {
             "verbose": False,
             "pedantic": False,
@@ -118,11 +132,8 @@ class NatsWireClient:
             "protocol": 1,
             "headers": True,
             "no_responders": True,
+            **settings.connect_auth(info.get("nonce")),
         }
-        if parsed.username and parsed.password is not None:
-            options["user"], options["pass"] = unquote(parsed.username), unquote(parsed.password)
-        elif parsed.username:
-            options["auth_token"] = unquote(parsed.username)
         self._frames = self._frame_reader()
         self._next_sid = 1
         sock.sendall(b"CONNECT " + orjson.dumps(options) + b"\r\nPING\r\n")
@@ -309,8 +320,5 @@ class NatsWireClient:
                 yield frames
 
 
-def _without_credentials(url: str) -> str:
-    parsed = urlparse(url if "://" in url else f"nats://{url}")
-    if parsed.username is None:
-        return url
-    return url.replace(parsed.netloc, f"***@{parsed.hostname}:{parsed.port or 4222}")
+def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, server_name: str) -> ssl.SSLSocket:
+    return context.wrap_socket(sock, server_hostname=server_name)

@@ -41,6 +41,7 @@ from ingest_daemons.archive.stream_head import window_head
 from ingest_daemons.archive.verify import verify_file
 from ingest_daemons.archive.writer import DEFAULT_LEVEL, PartitionWriter, compression_label
 from ingest_daemons.logs import get_logger
+from ingest_daemons.nats_settings import NatsSettings
 
 log = get_logger("ssmd.archive")
 
@@ -359,7 +360,7 @@ def keep_archived(paths: PartitionPaths, existing: PartitionManifest, reason: st
 
 
 def archive_partition(
-    nats_url: str,
+    nats_url: str | NatsSettings,
     archive_root: Path,
     env: str,
     stream: str,

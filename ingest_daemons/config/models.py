@@ -279,9 +279,30 @@ class GcsConfig(_Model):
     prefix: str = "ssmd"
 
 
+class NatsTlsConfig(_Model):
+    """Client TLS files (paths); ``NATS_CA``/``NATS_CERT``/``NATS_KEY`` override them."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = Field(default=None, alias="serverName")
+    handshake_first: bool = Field(default=False, alias="handshakeFirst")
+
+
+class NatsConfig(_Model):
+    """How the environment's clients authenticate to NATS. Only file paths and a user name: passwords,
+    tokens and seeds come from the variables (``NATS_PASSWORD``, ``NATS_TOKEN``, ``NATS_NKEY``)."""
+
+    creds: str | None = None
+    nkey: str | None = None  # a seed file
+    user: str | None = None
+    tls: NatsTlsConfig = Field(default_factory=NatsTlsConfig)
+
+
 class EnvironmentConfig(_Model):
     name: Name
     nats_url: str = "nats://127.0.0.1:4222"
+    nats: NatsConfig = Field(default_factory=NatsConfig)
     endpoint_set: str = "prod"
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     gcs: GcsConfig = Field(default_factory=GcsConfig)

@@ -1,7 +1,8 @@
 """Where things are and which environment runs: YAML values with the environment variables on top.
 
 Precedence, highest first: explicit argument (CLI flag), environment variable, YAML, built-in default.
-``NATS_URL`` overrides the environment's ``nats_url``; ``SSMD_ENV`` picks the environment;
+``NATS_URL`` overrides the environment's ``nats_url`` (credentials and TLS: ``NATS_*``, see
+:mod:`ingest_daemons.nats_settings`); ``SSMD_ENV`` picks the environment;
 ``SSMD_DATA_DIR`` is the root of all local state (default ``./var``); ``SSMD_EXCHANGES_DIR`` is the
 config folder (default ``./exchanges``, else the one shipped beside the package).
 """
@@ -9,7 +10,7 @@ config folder (default ``./exchanges``, else the one shipped beside the package)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ingest_daemons.config.models import (
     FeedConfig,
     StreamLimits,
 )
+from ingest_daemons.nats_settings import NatsSettings
 
 ARCHIVE_START_ENV = "SSMD_ARCHIVE_START"  # overrides archive.start_date (YYYY-MM-DD)
 FIRST_RUN_DIR = "first_run"
@@ -86,6 +88,14 @@ class ResolvedEnvironment:
     settings: Settings
     nats_url: str
     feeds: dict[str, ResolvedFeed]
+    nats: NatsSettings
+
+    def nats_settings(self, url: str | None = None) -> NatsSettings:
+        """The environment's NATS settings, with another server list where a CLI flag gives one."""
+        return self.nats if url is None else replace(NatsSettings.parse(url), creds_file=self.nats.creds_file,
+                                                     nkey_seed=self.nats.nkey_seed, user=self.nats.user,
+                                                     password=self.nats.password, token=self.nats.token,
+                                                     tls=self.nats.tls)
 
     @property
     def name(self) -> str:
@@ -149,10 +159,14 @@ def resolve_environment(settings: Settings | None = None, env_name: str | None =
         feed = exchanges.feeds[name]
         endpoint = feed_env.endpoint or feed.endpoints[env.endpoint_set]
         feeds[name] = ResolvedFeed(feed, feed_env, endpoint, feed_env.streams.apply_to(env.streams))
+    nats_yaml = env.nats.model_dump(exclude_none=True)
+    nats_yaml["tls"] = env.nats.tls.model_dump(exclude_none=True)
+    nats = NatsSettings.from_sources({**nats_yaml, "url": env.nats_url})
     return ResolvedEnvironment(
         config=env,
         exchanges=exchanges,
         settings=settings,
         nats_url=os.environ.get("NATS_URL") or env.nats_url,
         feeds=feeds,
+        nats=nats,
     )

@@ -87,7 +87,7 @@ class Connector:
         self._acks = 0
         self.metrics = ConnectorMetrics(feed.name, options.shard)
         self.publisher = JetStreamPublisher(
-            options.nats_url or env.nats_url,
+            env.nats_settings(options.nats_url),
             name=f"ssmd-connector-{env.name}-{feed.name}-{options.shard}",
             max_in_flight=options.max_in_flight,
             ack_timeout_s=options.ack_timeout_s,
@@ -221,7 +221,7 @@ class Connector:
         await self.publisher.start(wait_connected_s=None)
         markets = self.candidates
         if self.options.use_registry and not self.options.lifecycle:
-            self._nc = await connect_daemon(self.options.nats_url or self.env.nats_url,
+            self._nc = await connect_daemon(self.env.nats_settings(self.options.nats_url),
                                             name=f"ssmd-connector-{self.env.name}-{self.feed.name}-{self.options.shard}-kv")
             js = self._nc.jetstream()
             self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name,

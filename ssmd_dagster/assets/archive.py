@@ -142,7 +142,7 @@ def build_archive_asset(
             context.log.info(progress.describe())
 
         result = archive_partition(
-            nats.server_url(),
+            nats.settings(),
             archive_storage.root_path(),
             target.env,
             target.stream,

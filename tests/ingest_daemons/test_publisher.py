@@ -10,7 +10,7 @@ from nats.aio.client import Client
 from nats.js import api as js_api
 
 from ingest_daemons.nats_runner import NatsServer
-from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher, NatsAddress, _Protocol, header_block
+from ingest_daemons.publisher import HeaderTemplate, JetStreamPublisher, _Protocol, header_block
 from tests.helpers import wait_until
 
 
@@ -30,12 +30,12 @@ async def make_stream(nc: Client, name: str, subject: str) -> None:
     )
 
 
-def test_address_parsing() -> None:
-    assert NatsAddress.parse("nats://127.0.0.1:4333") == NatsAddress("127.0.0.1", 4333)
-    assert NatsAddress.parse("nats://bob:s3cret@h:1").password == "s3cret"
-    assert NatsAddress.parse("nats://tok@h:1").token == "tok"
-    with pytest.raises(ValueError, match="tls"):
-        NatsAddress.parse("tls://h:1")
+def test_server_list_parsing() -> None:
+    pub = JetStreamPublisher("nats://bob:s3cret-pw@127.0.0.1:4333,tls://h:1")
+    assert [a.url for a in pub.addresses] == ["nats://127.0.0.1:4333", "tls://h:1"]
+    assert pub.settings.password == "s3cret-pw" and "s3cret-pw" not in pub.url
+    with pytest.raises(ValueError, match="scheme"):
+        JetStreamPublisher("http://h:1")
 
 
 def test_header_template_matches_slow_path() -> None:

@@ -93,6 +93,25 @@ def test_environment_variables_override_yaml(monkeypatch: pytest.MonkeyPatch, tm
     assert env.archive_root == Path("/data/archive")
 
 
+def test_nats_section_gives_the_clients_settings(write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_CA", "NATS_CREDS"):
+        monkeypatch.delenv(var, raising=False)
+    root = write_env("t", nats_url="nats://n1:4222,nats://n2:4222",
+                     nats={"creds": "/etc/nats/archiver.creds",
+                           "tls": {"ca": "/etc/nats/ca.pem", "serverName": "nats"}})
+    env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=root), env_name="t")
+    assert [s.host for s in env.nats.servers] == ["n1", "n2"] and env.nats.auth_method == "creds"
+    assert env.nats.tls.ca_file == Path("/etc/nats/ca.pem") and env.nats.tls.server_name == "nats"
+    flag = env.nats_settings("nats://flag:4333")
+    assert flag.url == "nats://flag:4333" and flag.creds_file == Path("/etc/nats/archiver.creds")
+    monkeypatch.setenv("NATS_CA", "/run/ca.pem")
+    env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=root), env_name="t")
+    assert env.nats.tls.ca_file == Path("/run/ca.pem")
+    write_env("t", nats={"password": "in-yaml"})  # secrets never live in the YAML
+    with pytest.raises(ConfigError, match="password"):
+        resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=root), env_name="t")
+
+
 def test_cli_validate(write_env: WriteEnv, capsys: pytest.CaptureFixture[str]) -> None:
     from ingest_daemons.cli import main
 
