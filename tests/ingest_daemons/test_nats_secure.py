@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 from nats.js import api as js_api
 
 from ingest_daemons.archive import ArchiveReadError, TimeWindow, archive_partition
@@ -65,9 +66,11 @@ async def _publish(settings: NatsSettings, messages: list[tuple[str, bytes, dict
         await publisher.close()
 
 
-@pytest.mark.parametrize("connector_role", ["connector-kalshi", "connector-kalshi-nkey"])
+@pytest.mark.parametrize(("connector_role", "loop"),
+                         [("connector-kalshi", "asyncio"), ("connector-kalshi-nkey", "asyncio"),
+                          ("connector-kalshi", "uvloop")])  # the daemons run on uvloop
 def test_publish_then_archive_over_tls_with_each_role_s_credentials(
-    secure_nats_server: SecureNatsServer, connector_role: str, tmp_path: Path, captured_logs: io.StringIO
+    secure_nats_server: SecureNatsServer, connector_role: str, loop: str, tmp_path: Path, captured_logs: io.StringIO
 ) -> None:
     secure = secure_nats_server
     category = f"c{time.monotonic_ns() % 10**9}"
@@ -75,7 +78,8 @@ def test_publish_then_archive_over_tls_with_each_role_s_credentials(
     factory = MessageFactory(secure.env, "kalshi", category)
     messages = [factory.ticker(i) for i in range(500)]
     asyncio.run(_create_stream(secure, stream, [f"{secure.env}.kalshi.{category}.>"]))
-    assert asyncio.run(_publish(secure.clients[connector_role], messages)) == len(messages)
+    run = uvloop.run if loop == "uvloop" else asyncio.run
+    assert run(_publish(secure.clients[connector_role], messages)) == len(messages)
 
     result = archive_partition(secure.clients["archiver"], tmp_path, secure.env, stream, "2026-03-01",
                                TimeWindow(0, time.time_ns()))
