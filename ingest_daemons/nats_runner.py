@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sysconfig
 import time
@@ -72,6 +73,7 @@ class NatsServer:
         lame_duck_grace_period_s: float | None = None,
         jetstream: bool = True,
         config_lines: list[str] | None = None,
+        tls_first: bool = False,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -90,6 +92,8 @@ class NatsServer:
         self.lame_duck_grace_period_s = lame_duck_grace_period_s
         self.jetstream = jetstream
         self.config_lines = config_lines or []  # more top-level config (e.g. server_tags)
+        # The config has ``tls { handshake_first: true }``: the server greets only after a TLS handshake.
+        self.tls_first = tls_first
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -179,13 +183,23 @@ class NatsServer:
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                    if sock.recv(4096).startswith(b"INFO"):
+                    if self._greeting(sock).startswith(b"INFO"):
                         return
             except OSError:
                 pass
             time.sleep(0.02)
         self.stop()
         raise NatsServerError(f"nats-server not ready on {self.url} after {timeout_s:.0f}s; see {self.log_file}")
+
+    def _greeting(self, sock: socket.socket) -> bytes:
+        if not self.tls_first:
+            return sock.recv(4096)
+        # Readiness only: any certificate will do, the clients verify theirs.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with context.wrap_socket(sock, server_hostname=self.host) as tls:
+            return tls.recv(4096)
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """SIGTERM (JetStream flushes its store), then SIGKILL if it does not exit in time."""

@@ -45,17 +45,19 @@ def _password() -> str:
 
 def prepare_secure_nats(
     directory: Path, url: str, env: str, feeds: Sequence[str], host: str = "127.0.0.1",
-    extra_hosts: Sequence[str] = ("localhost",),
+    extra_hosts: Sequence[str] = ("localhost",), handshake_first: bool = False,
 ) -> SecureNats:
     """Certificates, users and config for a server at ``url`` (``nats://host:port``).
 
     Roles: ``admin``, ``archiver``, ``cdc``, ``connector-<feed>`` (user/password) and
-    ``connector-<feed>-nkey`` (the same permissions, authenticating with an nkey seed).
+    ``connector-<feed>-nkey`` (the same permissions, authenticating with an nkey seed). With
+    ``handshake_first`` the server expects TLS before its ``INFO`` and refuses anything else (start
+    it with ``NatsServer(tls_first=True)``), and the clients are set to start with it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     ca = LocalCa()
     server_files = ca.issue(directory / "tls", "server", [host, *extra_hosts])
-    tls = NatsTls(ca_file=server_files.ca)
+    tls = NatsTls(ca_file=server_files.ca, handshake_first=handshake_first)
     users: list[RoleUser] = []
     clients: dict[str, NatsSettings] = {}
 
@@ -79,7 +81,8 @@ def prepare_secure_nats(
         f'  cert_file: "{server_files.cert}"\n'
         f'  key_file: "{server_files.key}"\n'
         "  timeout: 5\n"
-        "}",
+        + ("  handshake_first: true\n" if handshake_first else "")
+        + "}",
         authorization_block(users),
     ]
     client_dir = directory / "clients"

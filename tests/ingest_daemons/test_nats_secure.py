@@ -23,7 +23,8 @@ from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.logs import configure_logging
 from ingest_daemons.nats_certs import LocalCa
 from ingest_daemons.nats_client import NatsUnavailable, connect_once
-from ingest_daemons.nats_runner import NatsServer
+from ingest_daemons.nats_runner import NatsServer, free_port
+from ingest_daemons.nats_secure import prepare_secure_nats
 from ingest_daemons.nats_settings import NatsSettings, NatsTls
 from ingest_daemons.publisher import JetStreamPublisher, header_block
 from tests.fixtures.archive import MessageFactory
@@ -220,3 +221,30 @@ def test_nats_py_connects_over_tls_with_the_same_settings(secure_nats_server: Se
             await nc.close()
 
     assert asyncio.run(run()) == 1
+
+
+def test_tls_before_info_for_all_three_clients(tmp_path: Path) -> None:
+    """``handshake_first``: the client starts TLS before the server's INFO (a server may refuse plain
+    bytes before TLS); publish, read back, and nats-py, all with it."""
+    port = free_port()
+    setup = prepare_secure_nats(tmp_path / "setup", f"nats://127.0.0.1:{port}", "sec", ["kalshi"],
+                                handshake_first=True)
+    with NatsServer(tmp_path / "store", port=port, config_lines=setup.config_lines, tls_first=True) as server:
+        admin, connector = setup.clients["admin"], setup.clients["connector-kalshi"]
+        assert connector.tls.handshake_first and server.running
+        waits_for_info = dataclasses.replace(setup.clients["archiver"],
+                                             tls=dataclasses.replace(connector.tls, handshake_first=False))
+        with pytest.raises(ArchiveReadError, match=server.url):  # the server never greets in plain text
+            NatsWireClient(waits_for_info, timeout_s=1).connect()
+
+        async def run() -> int:
+            nc = await connect_once(admin, "test-admin")
+            try:
+                await nc.jetstream().add_stream(js_api.StreamConfig(name="FIRST", subjects=["sec.kalshi.>"]))
+            finally:
+                await nc.close()
+            return await _publish(connector, [("sec.kalshi.x", b"{}", {"Nats-Msg-Id": "1"})])
+
+        assert asyncio.run(run()) == 1
+        with NatsWireClient(setup.clients["archiver"]) as client:
+            assert client.api_request("$JS.API.STREAM.INFO.FIRST")["state"]["messages"] == 1
