@@ -65,12 +65,16 @@ def connector_permissions(env: str, feed: str) -> Permissions:
         f"{env}.{feed}.>",
         f"$KV.{bucket}.{feed}.>",
         f"{_JS}.INFO",
+        f"{_JS}.STREAM.NAMES",  # nats-py finds a subscription's stream by subject
         f"{_JS}.STREAM.INFO.KV_{bucket}",
         f"{_JS}.STREAM.MSG.GET.KV_{bucket}",
+        f"{_JS}.DIRECT.GET.KV_{bucket}",
         f"{_JS}.DIRECT.GET.KV_{bucket}.>",
+        f"{_JS}.CONSUMER.CREATE.KV_{bucket}",
         f"{_JS}.CONSUMER.CREATE.KV_{bucket}.>",
         f"{_JS}.CONSUMER.DELETE.KV_{bucket}.>",
         f"{_JS}.CONSUMER.INFO.KV_{bucket}.>",
+        f"$JS.FC.KV_{bucket}.>",  # flow control of the shard watch (an ordered consumer)
     ))
 
 

@@ -27,6 +27,7 @@ from ingest_daemons.nats_runner import NatsServer, free_port
 from ingest_daemons.nats_secure import prepare_secure_nats
 from ingest_daemons.nats_settings import NatsSettings, NatsTls
 from ingest_daemons.publisher import JetStreamPublisher, header_block
+from ingest_daemons.shards import ShardRegistry, bucket_name
 from tests.fixtures.archive import MessageFactory
 from tests.fixtures.nats import SecureNatsServer
 from tests.helpers import wait_until
@@ -248,3 +249,39 @@ def test_tls_before_info_for_all_three_clients(tmp_path: Path) -> None:
         assert asyncio.run(run()) == 1
         with NatsWireClient(setup.clients["archiver"]) as client:
             assert client.api_request("$JS.API.STREAM.INFO.FIRST")["state"]["messages"] == 1
+
+
+def test_a_connector_role_runs_its_shard_registry_and_cannot_touch_another_feed_s_keys(
+    secure_nats_server: SecureNatsServer,
+) -> None:
+    secure = secure_nats_server
+
+    async def run() -> tuple[dict[str, str | None], list[str]]:
+        admin = await connect_once(secure.clients["admin"], "test-admin")
+        await ShardRegistry.open(admin.jetstream(), secure.env, "kalshi")  # provisioning creates the bucket
+        await admin.close()
+        nc = await connect_once(secure.clients["connector-kalshi-nkey"], "test-connector-kv")
+        try:
+            registry = await ShardRegistry.open(nc.jetstream(), secure.env, "kalshi")
+            await registry.ensure_layout(shards=1, capacity=100)
+            changes: list[str] = []
+
+            async def on_change(ticker: str, member: bool, category: str | None) -> None:
+                changes.append(ticker)
+
+            watch = await registry.follow_shard(0, on_change)
+            await registry.assign_many([("KX-A", "economics"), ("KX-B", None)])
+            await registry.heartbeat(0, markets=2)
+            await registry.mark_waiting("KX-C", "economics")
+            await registry.clear_waiting("KX-C")
+            await wait_until(lambda: len(changes) >= 2, 10, "the shard watch to see both markets")
+            await watch.unsubscribe()
+            return await registry.members(0), changes
+        finally:
+            await nc.close()
+
+    members, changes = asyncio.run(run())
+    assert set(members) == {"KX-A", "KX-B"} and set(changes) >= {"KX-A", "KX-B"}
+    denied = f"$KV.{bucket_name(secure.env)}.kalshi.layout"
+    assert f'Permissions Violation for Publish to "{denied}"' in _refused(
+        secure.clients["connector-polymarket"], denied, b"{}")
