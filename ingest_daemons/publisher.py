@@ -22,6 +22,7 @@ Guarantees:
   server entering lame-duck mode (``"ldm": true``) is left before it goes: a new connection is made
   (to the next configured server, or the same URL when there is one) while the old one keeps
   publishing, and the held frames move over once the new one answers.
+* Servers the cluster announces (``INFO`` ``connect_urls``) join the rotation after the configured ones.
 
 Connection settings come from :class:`~ingest_daemons.nats_settings.NatsSettings`: ``nats://`` and
 ``tls://`` servers, TLS upgraded after ``INFO`` when the server requires or offers it (or before
@@ -165,6 +166,9 @@ class _Protocol(asyncio.Protocol):
         if isinstance(info.get("max_payload"), int) and info["max_payload"] > 0:
             self.max_payload = int(info["max_payload"])
             self.owner._on_max_payload(self, self.max_payload)
+        urls = info.get("connect_urls")
+        if isinstance(urls, list) and urls:
+            self.owner._learn_servers(urls)
         if info.get("ldm") and not self.lame_duck.is_set():
             self.lame_duck.set()
 
@@ -628,6 +632,23 @@ class JetStreamPublisher:
         log.warning(what, url=address.url, reason=reason, held=len(self._pending))
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
+
+    def _learn_servers(self, urls: list[object]) -> None:
+        """The cluster's other servers (INFO ``connect_urls``) join the rotation after the configured ones,
+        so a client given one URL still finds the rest of the cluster when its server goes."""
+        known = {(address.host, address.port) for address in self.addresses}
+        scheme = self.addresses[0].scheme
+        for url in urls:
+            if not isinstance(url, str):
+                continue
+            host, _, port = url.rpartition(":")
+            host = host.strip("[]")
+            if not host or not port.isdigit() or (host, int(port)) in known:
+                continue
+            address = NatsServerAddress(scheme, host, int(port))
+            self.addresses.append(address)
+            known.add((host, int(port)))
+            log.info("nats server discovered", url=address.url, servers=len(self.addresses))
 
     def _rotate(self) -> NatsServerAddress:
         """The next configured server (the same one when only one is configured)."""
