@@ -45,6 +45,9 @@ class NatsServerAddress:
     scheme: str
     host: str
     port: int
+    # The name its TLS certificate is checked against when not the host: a server learnt from a
+    # cluster's INFO (an address) is checked against the configured server's name, as nats-py does.
+    tls_name: str | None = None
 
     @property
     def url(self) -> str:

@@ -582,7 +582,7 @@ class JetStreamPublisher:
         loop = asyncio.get_running_loop()
         settings = self.settings
         first_tls = settings.tls.handshake_first
-        server_name = settings.tls.server_name or address.host
+        server_name = settings.tls.server_name or address.tls_name or address.host
         proto: _Protocol | None = None
         try:
             async with asyncio.timeout(5.0):
@@ -637,7 +637,7 @@ class JetStreamPublisher:
         """The cluster's other servers (INFO ``connect_urls``) join the rotation after the configured ones,
         so a client given one URL still finds the rest of the cluster when its server goes."""
         known = {(address.host, address.port) for address in self.addresses}
-        scheme = self.addresses[0].scheme
+        scheme, tls_name = self.addresses[0].scheme, self.addresses[0].tls_name or self.addresses[0].host
         for url in urls:
             if not isinstance(url, str):
                 continue
@@ -645,7 +645,7 @@ class JetStreamPublisher:
             host = host.strip("[]")
             if not host or not port.isdigit() or (host, int(port)) in known:
                 continue
-            address = NatsServerAddress(scheme, host, int(port))
+            address = NatsServerAddress(scheme, host, int(port), tls_name)
             self.addresses.append(address)
             known.add((host, int(port)))
             log.info("nats server discovered", url=address.url, servers=len(self.addresses))
