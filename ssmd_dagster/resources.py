@@ -17,7 +17,7 @@ from pydantic import Field
 from ingest_daemons.archive.nats_wire import DEFAULT_TIMEOUT_S, NatsWireClient
 from ingest_daemons.config import ResolvedEnvironment, Settings, resolve_environment
 from ingest_daemons.nats_client import DEFAULT_CONNECT_TIMEOUT_S, connect_once
-from ingest_daemons.nats_settings import NatsSettings
+from ingest_daemons.nats_settings import NatsSettings, as_settings
 
 
 class SsmdConfigResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -50,8 +50,10 @@ class NatsResource(ConfigurableResource):  # type: ignore[type-arg]
         return self.settings().url
 
     def settings(self) -> NatsSettings:
-        """Servers, credentials and TLS: the environment's ``nats:`` settings and ``NATS_*`` variables."""
-        return self.config.environment().nats_settings(self.url)
+        """Servers, credentials and TLS: the environment's ``nats:`` settings and ``NATS_*`` variables
+        (with ``url`` set, that URL and the variables, without reading the environment)."""
+        return as_settings(self.url) if self.url else self.config.environment().nats
+
 
     async def connect(self, name: str) -> Client:
         """A short-lived connection that fails fast (raises NatsUnavailable with a hint)."""
