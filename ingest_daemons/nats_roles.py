@@ -22,6 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ingest_daemons.naming import cdc_stream_name
 from ingest_daemons.shards import bucket_name
 
 _JS = "$JS.API"
@@ -94,7 +95,11 @@ def archiver_permissions() -> Permissions:
 
 
 def cdc_permissions(env: str) -> Permissions:
-    return Permissions(publish=(f"{env}.secmaster.cdc.>", f"{_JS}.INFO", f"{_JS}.STREAM.INFO.>"))
+    stream = cdc_stream_name(env)
+    # on start it reads its stream's last message to resume (stream info, then last message by subject)
+    return Permissions(publish=(f"{env}.secmaster.cdc.>", f"{_JS}.INFO", f"{_JS}.STREAM.INFO.{stream}",
+                                f"{_JS}.STREAM.MSG.GET.{stream}", f"{_JS}.DIRECT.GET.{stream}",
+                                f"{_JS}.DIRECT.GET.{stream}.>"))
 
 
 def authorization_block(users: Sequence[RoleUser]) -> str:

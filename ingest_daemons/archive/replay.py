@@ -32,6 +32,7 @@ import nats
 from ingest_daemons import wire
 from ingest_daemons.archive.cat import ArchivedMessage, MessageFilter, iter_messages
 from ingest_daemons.logs import get_logger
+from ingest_daemons.nats_settings import as_settings
 from ingest_daemons.publisher import JetStreamPublisher, header_block
 
 log = get_logger("ssmd.archive.replay")
@@ -126,7 +127,8 @@ async def replay_partition(
     started = time.monotonic()
     count, first, last, lone = 0, None, None, 0
     publisher = JetStreamPublisher(nats_url, name="ssmd-replay") if acked else None
-    core = None if acked else await nats.connect(nats_url, name="ssmd-replay", connect_timeout=5)
+    core = None if acked else await nats.connect(**as_settings(nats_url).nats_py_options(), name="ssmd-replay",
+                                                 connect_timeout=5)
     try:
         if publisher is not None:
             await publisher.start()

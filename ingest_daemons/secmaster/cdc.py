@@ -45,6 +45,7 @@ from ingest_daemons import naming
 from ingest_daemons.backoff import Backoff
 from ingest_daemons.connector.metrics import HealthServer
 from ingest_daemons.logs import get_logger
+from ingest_daemons.nats_settings import as_settings
 from ingest_daemons.publisher import JetStreamPublisher
 from ingest_daemons.secmaster.cdc_outbox import (
     HDR_EPOCH,
@@ -350,7 +351,8 @@ class CdcPublisher:
                 await _sleep_unless(stop, delay)
 
     async def _read_stream_end(self, epoch: str) -> StreamEnd:
-        nc = await nats.connect(self.options.nats_url, connect_timeout=2, allow_reconnect=False,
+        nc = await nats.connect(**as_settings(self.options.nats_url).nats_py_options(), connect_timeout=2,
+                                allow_reconnect=False,
                                 max_reconnect_attempts=0, name=f"ssmd-cdc-resume-{self.options.env}")
         try:
             js = nc.jetstream(timeout=5)
