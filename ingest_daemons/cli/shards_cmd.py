@@ -78,7 +78,7 @@ async def _status(args: argparse.Namespace) -> int:
     if env is None:
         return 1
     try:
-        nc = await connect_once(args.nats_url or env.nats_url, name="ssmd-shards")
+        nc = await connect_once(env.nats_settings(args.nats_url), name="ssmd-shards")
     except NatsUnavailable as exc:
         print(str(exc))
         return 1
@@ -133,7 +133,7 @@ async def _scale(args: argparse.Namespace) -> int:
             return 1
         print(f"connectors: {result.target}: {result.previous} -> {result.current}")
     try:
-        nc = await connect_once(args.nats_url or env.nats_url, name="ssmd-shards")
+        nc = await connect_once(env.nats_settings(args.nats_url), name="ssmd-shards")
     except NatsUnavailable as exc:
         print(str(exc))
         return 1

@@ -65,9 +65,9 @@ async def _run(args: argparse.Namespace) -> int:
     env = resolve_or_report(args)
     if env is None:
         return 1
-    url = args.nats_url or env.nats_url
+    nats = env.nats_settings(args.nats_url)
     try:
-        nc = await connect_once(url, name=f"ssmd-streams-{env.name}")
+        nc = await connect_once(nats, name=f"ssmd-streams-{env.name}")
     except NatsUnavailable as exc:
         print(str(exc))
         return 1
@@ -75,7 +75,7 @@ async def _run(args: argparse.Namespace) -> int:
         js = nc.jetstream()
         desired = desired_streams(env)
         changes = plan(desired, await observe(js, desired), env.name, prune=args.prune)
-        print(f"environment {env.name} on {url}:")
+        print(f"environment {env.name} on {nats.url}:")
         print_changes(changes)
         if args.apply:
             try:
