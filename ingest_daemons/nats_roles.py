@@ -75,6 +75,7 @@ def connector_permissions(env: str, feed: str) -> Permissions:
         f"{_JS}.CONSUMER.CREATE.KV_{bucket}.>",
         f"{_JS}.CONSUMER.DELETE.KV_{bucket}.>",
         f"{_JS}.CONSUMER.INFO.KV_{bucket}.>",
+        f"{_JS}.CONSUMER.MSG.NEXT.KV_{bucket}.>",  # the registry's key listings (a pull consumer)
         f"$JS.FC.KV_{bucket}.>",  # flow control of the shard watch (an ordered consumer)
     ))
 
