@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ingest_daemons.logs import get_logger
+from ingest_daemons.sim.base.server import AsyncServer, HttpListener, Waiters
 from ingest_daemons.sim.kalshi import spec
 from ingest_daemons.sim.kalshi.auth import DEFAULT_MAX_CLOCK_SKEW_S, HeaderVerifier, load_public_key
 from ingest_daemons.sim.kalshi.catalog import build_universe
@@ -40,7 +41,7 @@ log = get_logger("ingest.sim.kalshi")
 DEFAULT_CLOSE_TIMEOUT_S = 2.0
 
 
-class KalshiSimulator:
+class KalshiSimulator(AsyncServer):
     """A protocol-faithful Kalshi exchange for tests and local runs.
 
     ``rate`` is data frames per second per connection, spread over its subscribed (channel, market)
@@ -102,8 +103,8 @@ class KalshiSimulator:
         self._close_timeout = close_timeout
         self._sessions: dict[int, Session] = {}
         self._next_conn_id = 1
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._runner: web.AppRunner | None = None
+        self._waiters = Waiters()
+        self._listener = HttpListener()
         self.auth_failures: list[str] = []  # reasons of rejected upgrades, in order
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -113,12 +114,7 @@ class KalshiSimulator:
         app = web.Application()
         app.router.add_route("GET", spec.WS_PATH, self._ws_handler)
         app.router.add_route("*", spec.REST_PREFIX + "/{tail:.*}", self._rest.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        address = self._runner.addresses[0]
-        self.port = int(address[1])
+        self.port = await self._listener.start(app, self.host, self.port)
         log.info(
             "kalshi_sim_started",
             ws=self.ws_url,
@@ -132,21 +128,9 @@ class KalshiSimulator:
     async def stop(self) -> None:
         """Close every connection (1001 going away) and release the port."""
         await self.close_connections(code=1001)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.cancel()
-        self._waiters.clear()
+        await self._listener.stop()
+        self._waiters.cancel_all()
         log.info("kalshi_sim_stopped", port=self.port)
-
-    async def __aenter__(self) -> KalshiSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # --- what tests read -------------------------------------------------------------------------
 
@@ -213,10 +197,7 @@ class KalshiSimulator:
     # --- waiting --------------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        for pred, fut in list(self._waiters):
-            if not fut.done() and pred():
-                fut.set_result(None)
-        self._waiters = [(p, f) for p, f in self._waiters if not f.done()]
+        self._waiters.changed()
 
     # The timeout parameters below are part of the documented test API (`wait_for_connections(n, timeout)`).
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
@@ -224,14 +205,7 @@ class KalshiSimulator:
 
         Raises ``TimeoutError`` after ``timeout`` seconds.
         """
-        if predicate():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, fut))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        finally:
-            self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
+        await self._waiters.wait_for(predicate, timeout)
 
     async def wait_for_connections(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         await self.wait_for(lambda: self.connection_count >= n, timeout)

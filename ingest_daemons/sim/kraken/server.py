@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 import orjson
 from aiohttp import WSMsgType, web
 
+from ingest_daemons.sim.base.server import AsyncServer, HttpListener, Waiters
 from ingest_daemons.sim.kraken.connection import Connection, SentFrame, SimState, log
 from ingest_daemons.sim.kraken.futures import FuturesConnection
 from ingest_daemons.sim.kraken.spot import SpotConnection
@@ -36,7 +37,7 @@ def _json(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-class KrakenSimulator:
+class KrakenSimulator(AsyncServer):
     """A protocol-faithful Kraken spot v2 or futures v1 feed with REST, for tests and local runs.
 
     ``rate`` is data events per second per connection (``0`` floods). ``pairs``/``instruments`` size
@@ -76,8 +77,8 @@ class KrakenSimulator:
                                record=record, book_cycle=book_cycle, on_change=self._changed)
         self._conns: dict[int, Connection] = {}
         self._next_conn_id = 1
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._runner: web.AppRunner | None = None
+        self._waiters = Waiters()
+        self._listener = HttpListener()
         self._tasks: set[asyncio.Task[None]] = set()
         self.rest_requests: list[str] = []
         self.closed_connections: list[tuple[int, int | None]] = []
@@ -91,34 +92,18 @@ class KrakenSimulator:
         app.router.add_route("POST", CONTROL_PREFIX + "/faults/{fault}", self._control_fault)
         app.router.add_route("POST", CONTROL_PREFIX + "/rate", self._control_rate)
         app.router.add_route("GET", CONTROL_PREFIX + "/status", self._control_status)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self.port = await self._listener.start(app, self.host, self.port)
         log.info("kraken_sim_started", market=self.market, ws=self.ws_url, rest=self.rest_url,
                  symbols=len(self.symbols), rate=self._state.rate)
 
     async def stop(self) -> None:
         await self.close_connections(code=1001)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._listener.stop()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.cancel()
-        self._waiters.clear()
+        self._waiters.cancel_all()
         log.info("kraken_sim_stopped", market=self.market, port=self.port)
-
-    async def __aenter__(self) -> KrakenSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # --- what tests read -----------------------------------------------------------------------
 
@@ -174,21 +159,11 @@ class KrakenSimulator:
     # --- waiting -------------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        for pred, fut in list(self._waiters):
-            if not fut.done() and pred():
-                fut.set_result(None)
-        self._waiters = [(p, f) for p, f in self._waiters if not f.done()]
+        self._waiters.changed()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
         """Return once ``predicate()`` holds, re-checked on every connection or subscription change."""
-        if predicate():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, fut))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        finally:
-            self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
+        await self._waiters.wait_for(predicate, timeout)
 
     async def wait_for_connections(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         await self.wait_for(lambda: self.connection_count >= n, timeout)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from aiohttp import WSMsgType, web
 
 from ingest_daemons.logs import get_logger
+from ingest_daemons.sim.base.server import AsyncServer, HttpListener, Waiters
 from ingest_daemons.sim.polymarket import spec
 from ingest_daemons.sim.polymarket.control import ControlApi
 from ingest_daemons.sim.polymarket.frames import SentFrame
@@ -28,7 +29,7 @@ log = get_logger("ingest.sim.polymarket")
 DEFAULT_CLOSE_TIMEOUT_S = 2.0
 
 
-class PolymarketSimulator:
+class PolymarketSimulator(AsyncServer):
     """A protocol-faithful Polymarket market channel plus Gamma, for tests and local runs.
 
     ``rate`` is events per second per connection (``0`` floods with array-wrapped ``price_change``
@@ -82,8 +83,8 @@ class PolymarketSimulator:
         self._close_timeout = close_timeout
         self._sessions: dict[int, Session] = {}
         self._next_conn_id = 1
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._runner: web.AppRunner | None = None
+        self._waiters = Waiters()
+        self._listener = HttpListener()
         self.closed_connections: list[tuple[int, int | None]] = []  # (conn_id, close code), in order
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -95,11 +96,7 @@ class PolymarketSimulator:
         app.router.add_route("GET", "/markets", self._gamma.handle)
         app.router.add_route("GET", "/events", self._gamma.handle)
         self._control.register(app.router)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self.port = await self._listener.start(app, self.host, self.port)
         log.info(
             "polymarket_sim_started",
             ws=self.ws_url,
@@ -111,21 +108,9 @@ class PolymarketSimulator:
     async def stop(self) -> None:
         """Close every connection (1001 going away) and release the port."""
         await self.close_connections(code=1001)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.cancel()
-        self._waiters.clear()
+        await self._listener.stop()
+        self._waiters.cancel_all()
         log.info("polymarket_sim_stopped", port=self.port)
-
-    async def __aenter__(self) -> PolymarketSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # --- what tests read -----------------------------------------------------------------------
 
@@ -204,21 +189,11 @@ class PolymarketSimulator:
     # --- waiting -------------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        for pred, fut in list(self._waiters):
-            if not fut.done() and pred():
-                fut.set_result(None)
-        self._waiters = [(p, f) for p, f in self._waiters if not f.done()]
+        self._waiters.changed()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
         """Return once ``predicate()`` holds, re-checked on every connection or subscription change."""
-        if predicate():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, fut))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        finally:
-            self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
+        await self._waiters.wait_for(predicate, timeout)
 
     async def wait_for_connections(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         await self.wait_for(lambda: self.connection_count >= n, timeout)
