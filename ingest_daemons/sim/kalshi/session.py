@@ -20,7 +20,6 @@ Kalshi's terminal error 25 on every subscription instead, like the real server (
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from ingest_daemons.logs import get_logger
+from ingest_daemons.sim.base.pacing import Pacer
+from ingest_daemons.sim.base.wire import SMALL_TEXT_HEADERS, text_frame_header
 from ingest_daemons.sim.kalshi import messages, spec
 from ingest_daemons.sim.kalshi.commands import CommandProcessor, Subscription
 from ingest_daemons.sim.kalshi.frames import Out, SentFrame
@@ -46,19 +47,6 @@ MAX_BURST_S: Final = 0.05  # never catch up more than this much time after a pau
 HIGH_WATER_BYTES: Final = 512 * 1024
 LOW_WATER_BYTES: Final = 128 * 1024
 DRAIN_POLL_S: Final = 0.001
-
-_HDR_SMALL: Final = tuple(bytes((0x81, n)) for n in range(126))
-_HDR_MEDIUM: Final = struct.Struct("!BBH")
-_HDR_LARGE: Final = struct.Struct("!BBQ")
-
-
-def text_frame_header(n: int) -> bytes:
-    """RFC 6455 header of an unmasked, final, text frame with an ``n``-byte payload."""
-    if n < 126:
-        return _HDR_SMALL[n]
-    if n < 65536:
-        return _HDR_MEDIUM.pack(0x81, 126, n)
-    return _HDR_LARGE.pack(0x81, 127, n)
 
 
 @dataclass(slots=True)
@@ -102,11 +90,10 @@ class Session:
         )
         self.generator = DataGenerator(shared.builder, shared.universe, seed)
         self.pending: deque[Out] = deque()
-        self.stalled_until = 0.0
+        self.pacer = Pacer()
         self.answer_pings: bool | None = None  # None: follow shared.answer_pings
         self.frames_written = 0
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self._schedule: list[Pair] = []
         self._schedule_key = (-1, -1)
         self._replay_pos = 0
@@ -121,23 +108,15 @@ class Session:
     def subscriptions(self) -> list[Subscription]:
         return list(self.processor.subs.values())
 
-    def stalled(self) -> bool:
-        return self._loop.time() < self.stalled_until
-
     def stall(self, seconds: float) -> None:
-        self.stalled_until = max(self.stalled_until, self._loop.time() + seconds)
+        self.pacer.stall(seconds)
 
     def wake(self) -> None:
-        self._wake.set()
+        self.pacer.wake()
 
     def _subs_changed(self) -> None:
         self.wake()
         self.shared.on_change()
-
-    async def gate(self) -> None:
-        """Return once no stall is in force (a stall is a deadline, so sleeping until it is exact)."""
-        while (left := self.stalled_until - self._loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -155,7 +134,7 @@ class Session:
         for o in outs:
             data = o[0]
             n = len(data)
-            append(_HDR_SMALL[n] if n < 126 else text_frame_header(n))
+            append(SMALL_TEXT_HEADERS[n] if n < 126 else text_frame_header(n))
             append(data)
         self.transport.write(b"".join(parts))
         self.frames_written += len(outs)
@@ -177,7 +156,7 @@ class Session:
         """Write now, or queue behind a stall or earlier queued frames (never reorders)."""
         if not outs:
             return
-        if self.pending or self.stalled():
+        if self.pending or self.pacer.stalled():
             self.pending.extend(outs)
             self.wake()
             return
@@ -201,7 +180,7 @@ class Session:
         answer = self.shared.answer_pings if self.answer_pings is None else self.answer_pings
         if not answer:
             return
-        await self.gate()
+        await self.pacer.gate()
         if not self.is_closed:
             await self.ws.pong(b"" if self.shared.empty_pongs else payload)
 
@@ -283,16 +262,6 @@ class Session:
             return outs
         return self.generator.produce(self._current_schedule(), n, messages.Clock())
 
-    async def _sleep(self, seconds: float | None) -> None:
-        """Wait for ``wake()`` or ``seconds`` (None: only ``wake()``)."""
-        if self._wake.is_set():
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
-
     async def _flow_control(self) -> None:
         tr = self.transport
         size = tr.get_write_buffer_size()
@@ -330,12 +299,12 @@ class Session:
         last = loop.time()
         owed = 0.0
         while not self.is_closed:
-            self._wake.clear()
-            await self.gate()
+            self.pacer.clear()
+            await self.pacer.gate()
             if self.pending:
                 self._flush_pending()
             if sh.paused or not self._has_source():
-                await self._sleep(None)
+                await self.pacer.sleep(None)
                 last, owed = loop.time(), 0.0
                 continue
             rate = sh.rate
@@ -352,7 +321,7 @@ class Session:
                 await self._flow_control()
             if rate > 0:
                 delay = (1.0 - owed) / rate if owed < 1.0 else 0.0
-                await self._sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))
+                await self.pacer.sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))
 
     async def run_pinger(self) -> None:
         """§A6: a Ping frame with body ``heartbeat`` every ``ping_interval`` seconds."""
@@ -361,7 +330,7 @@ class Session:
             return
         while not self.is_closed:
             await asyncio.sleep(interval)
-            await self.gate()
+            await self.pacer.gate()
             if self.is_closed:
                 return
             try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from typing import Any, NamedTuple
 from aiohttp import web
 
 from ingest_daemons.logs import get_logger
+from ingest_daemons.sim.base.pacing import Pacer
+from ingest_daemons.sim.base.wire import text_frame_header
 
 log = get_logger("ingest.sim.kraken")
 
@@ -28,19 +29,6 @@ DRAIN_POLL_S = 0.001
 FLOOD_BATCH = 256
 MIN_TICK_S = 0.002
 MAX_TICK_S = 0.1
-
-
-_HDR_MEDIUM = struct.Struct("!BBH")
-_HDR_LARGE = struct.Struct("!BBQ")
-
-
-def text_frame_header(n: int) -> bytes:
-    """Header of an unmasked, final text frame with an ``n``-byte payload (RFC 6455 §5.2)."""
-    if n < 126:
-        return bytes((0x81, n))
-    if n < 65536:
-        return _HDR_MEDIUM.pack(0x81, 126, n)
-    return _HDR_LARGE.pack(0x81, 127, n)
 
 
 class SentFrame(NamedTuple):
@@ -94,12 +82,11 @@ class Connection:
         self.queue: asyncio.Queue[tuple[bytes, str, str, str | None, str | None]] = asyncio.Queue()
         self._drained = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.stalled_until = 0.0
+        self.pacer = Pacer()
         self.held = False  # no data until released (maintenance): data resumes only after the status says so
         self.last_inbound = self._loop.time()
         self.frames_written = 0
         self.pings = 0
-        self._wake = asyncio.Event()
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -131,8 +118,7 @@ class Connection:
         queue = self.queue
         while True:
             batch = [await queue.get()]
-            while (left := self.stalled_until - self._loop.time()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(left)
+            await self.pacer.gate()
             while len(batch) < WRITE_BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             if self.ws.closed or self.transport.is_closing():
@@ -157,19 +143,10 @@ class Connection:
                 await asyncio.sleep(DRAIN_POLL_S)
 
     def stall(self, seconds: float) -> None:
-        self.stalled_until = max(self.stalled_until, self._loop.time() + seconds)
+        self.pacer.stall(seconds)
 
     def wake(self) -> None:
-        self._wake.set()
-
-    async def _sleep(self, seconds: float | None) -> None:
-        if self._wake.is_set():
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        self.pacer.wake()
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -192,9 +169,9 @@ class Connection:
         last = loop.time()
         owed = 0.0
         while not self.ws.closed:
-            self._wake.clear()
+            self.pacer.clear()
             if not self.generating():
-                await self._sleep(None)
+                await self.pacer.sleep(None)
                 last, owed = loop.time(), 0.0
                 continue
             rate = self.state.rate
@@ -217,7 +194,7 @@ class Connection:
                     break
                 await self.generate_one()
             delay = (1.0 - owed) / rate if owed < 1.0 else 0.0
-            await self._sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))
+            await self.pacer.sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))
 
     async def run_idle_watchdog(self, close_code: int, reason: bytes) -> None:
         """Close a connection that sent nothing (no frame, no WebSocket ping) for ``idle_timeout``."""

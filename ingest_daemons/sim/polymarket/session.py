@@ -11,7 +11,6 @@ first when it ends, so a subscription's ``book`` snapshots are never overtaken b
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +21,8 @@ import orjson
 from aiohttp import web
 
 from ingest_daemons.logs import get_logger
+from ingest_daemons.sim.base.pacing import Pacer
+from ingest_daemons.sim.base.wire import SMALL_TEXT_HEADERS, text_frame_header
 from ingest_daemons.sim.polymarket import messages, spec
 from ingest_daemons.sim.polymarket.frames import Out, SentFrame
 from ingest_daemons.sim.polymarket.generator import DataGenerator, Element, GeneratorOptions, frame_of
@@ -37,19 +38,6 @@ MAX_BURST_S: Final = 0.05
 HIGH_WATER_BYTES: Final = 512 * 1024
 LOW_WATER_BYTES: Final = 128 * 1024
 DRAIN_POLL_S: Final = 0.001
-
-_HDR_SMALL: Final = tuple(bytes((0x81, n)) for n in range(126))
-_HDR_MEDIUM: Final = struct.Struct("!BBH")
-_HDR_LARGE: Final = struct.Struct("!BBQ")
-
-
-def text_frame_header(n: int) -> bytes:
-    """Header of an unmasked, final text frame with an ``n``-byte payload."""
-    if n < 126:
-        return _HDR_SMALL[n]
-    if n < 65536:
-        return _HDR_MEDIUM.pack(0x81, 126, n)
-    return _HDR_LARGE.pack(0x81, 127, n)
 
 
 @dataclass(slots=True)
@@ -88,14 +76,13 @@ class Session:
         self.subscribed = False  # the initial {"type":"market"} message arrived
         self.subs_version = 0
         self.pending: deque[Out] = deque()
-        self.stalled_until = 0.0
+        self.pacer = Pacer()
         self.answer_pings: bool | None = None  # None: follow shared.answer_pings
         self.pings = 0
         self.frames_written = 0
         self.closing_reason: str | None = None
         self._loop = asyncio.get_running_loop()
         self.last_ping = self._loop.time()
-        self._wake = asyncio.Event()
         self._close_task: asyncio.Task[bool] | None = None
 
     # --- state ---------------------------------------------------------------------------------
@@ -104,18 +91,11 @@ class Session:
     def is_closed(self) -> bool:
         return self.ws.closed or self.transport.is_closing() or self.closing_reason is not None
 
-    def stalled(self) -> bool:
-        return self._loop.time() < self.stalled_until
-
     def stall(self, seconds: float) -> None:
-        self.stalled_until = max(self.stalled_until, self._loop.time() + seconds)
+        self.pacer.stall(seconds)
 
     def wake(self) -> None:
-        self._wake.set()
-
-    async def gate(self) -> None:
-        while (left := self.stalled_until - self._loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
+        self.pacer.wake()
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -129,7 +109,7 @@ class Session:
         append = parts.append
         for data, _, _ in outs:
             n = len(data)
-            append(_HDR_SMALL[n] if n < 126 else text_frame_header(n))
+            append(SMALL_TEXT_HEADERS[n] if n < 126 else text_frame_header(n))
             append(data)
         self.transport.write(b"".join(parts))
         self.frames_written += len(outs)
@@ -147,7 +127,7 @@ class Session:
         """Write now, or queue behind a stall or earlier queued frames (never reorders)."""
         if not outs:
             return
-        if self.pending or self.stalled():
+        if self.pending or self.pacer.stalled():
             self.pending.extend(outs)
             self.wake()
             return
@@ -241,15 +221,6 @@ class Session:
 
     # --- tasks ---------------------------------------------------------------------------------
 
-    async def _sleep(self, seconds: float | None) -> None:
-        if self._wake.is_set():
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
-
     async def _flow_control(self) -> None:
         tr = self.transport
         if tr.get_write_buffer_size() <= HIGH_WATER_BYTES:
@@ -274,14 +245,14 @@ class Session:
         last = loop.time()
         owed = 0.0
         while not self.is_closed:
-            self._wake.clear()
-            await self.gate()
+            self.pacer.clear()
+            await self.pacer.gate()
             if self.pending:
                 outs = list(self.pending)
                 self.pending.clear()
                 self.write(outs)
             if sh.paused or not self.assets:
-                await self._sleep(None)
+                await self.pacer.sleep(None)
                 last, owed = loop.time(), 0.0
                 continue
             rate = sh.rate
@@ -289,7 +260,7 @@ class Session:
             if rate <= 0:
                 frames = self.generator.flood(tokens, FLOOD_BATCH, self.subs_version)
                 if not frames:
-                    await self._sleep(None)
+                    await self.pacer.sleep(None)
                     continue
                 self.send_events(frames)
                 await self._flow_control()
@@ -302,13 +273,13 @@ class Session:
             if n:
                 frames = self.generator.produce(tokens, n, self.custom)
                 if not frames:
-                    await self._sleep(None)
+                    await self.pacer.sleep(None)
                     last, owed = loop.time(), 0.0
                     continue
                 self.send_events(frames)
                 await self._flow_control()
             delay = (1.0 - owed) / rate if owed < 1.0 else 0.0
-            await self._sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))
+            await self.pacer.sleep(min(max(delay, MIN_TICK_S), MAX_TICK_S))
 
     async def run_idle_watchdog(self) -> None:
         """§B1: a connection whose client stops sending ``PING`` is closed after ``idle_timeout``."""
