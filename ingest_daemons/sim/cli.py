@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from ingest_daemons.cli.common import add_command, run_daemon
+from ingest_daemons.sim.base.server import AsyncServer
 
 KALSHI_DESCRIPTION = """\
 Run a Kalshi exchange simulator: the WebSocket API at /trade-api/ws/v2 and the public REST API under
@@ -81,8 +83,7 @@ def register(sub: Any) -> None:
         description=KALSHI_DESCRIPTION,
         examples=KALSHI_EXAMPLES,
     )
-    kalshi.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    kalshi.add_argument("--port", type=int, required=True, help="port to bind (0 = any free port)")
+    _add_bind_args(kalshi)
     kalshi.add_argument("--markets", type=int, default=20, help="number of markets in the universe (default: 20)")
     kalshi.add_argument("--rate", type=float, default=200.0,
                         help="data frames/s per connection, 0 = flood (default: 200)")
@@ -108,8 +109,7 @@ def register(sub: Any) -> None:
         description=POLYMARKET_DESCRIPTION,
         examples=POLYMARKET_EXAMPLES,
     )
-    poly.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    poly.add_argument("--port", type=int, required=True, help="port to bind (0 = any free port)")
+    _add_bind_args(poly)
     poly.add_argument("--markets", type=int, default=20, help="markets in the universe, 2 tokens each (default: 20)")
     poly.add_argument("--rate", type=float, default=200.0,
                       help="events/s per connection, 0 = flood (default: 200)")
@@ -132,8 +132,7 @@ def register(sub: Any) -> None:
         examples=KRAKEN_EXAMPLES,
     )
     kraken.add_argument("--market", choices=["spot", "futures"], required=True, help="which Kraken socket to serve")
-    kraken.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    kraken.add_argument("--port", type=int, required=True, help="port to bind (0 = any free port)")
+    _add_bind_args(kraken)
     kraken.add_argument("--pairs", type=int, default=6, help="spot pairs in the universe (default: 6)")
     kraken.add_argument("--instruments", type=int, default=5, help="futures products in the universe (default: 5)")
     kraken.add_argument("--rate", type=float, default=200.0,
@@ -148,6 +147,37 @@ def register(sub: Any) -> None:
                         help="spot: loop N pre-made book updates per symbol, each pass opening with its "
                              "snapshot, so a flood costs a write per frame (default: 0 = off)")
     kraken.set_defaults(func=run_kraken)
+
+
+def _add_bind_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, required=True, help="port to bind (0 = any free port)")
+
+
+def _run(serve: Coroutine[Any, Any, int]) -> int:
+    try:
+        return run_daemon(serve)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve_until_signalled(sim: AsyncServer, banner: Callable[[], list[str]]) -> int:
+    """Start ``sim``, print ``banner()`` (where to connect), serve until SIGINT or SIGTERM, then stop.
+
+    ``banner`` is called after binding so it shows the real port when ``--port 0`` asked for any.
+    """
+    await sim.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    for line in banner():
+        print(line, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+    return 0
 
 
 def run_kalshi(args: argparse.Namespace) -> int:
@@ -166,10 +196,7 @@ def run_kalshi(args: argparse.Namespace) -> int:
     if args.replay is not None and not Path(args.replay).is_file():
         print(f"error: --replay file not found: {args.replay}", file=sys.stderr)
         return 2
-    try:
-        return run_daemon(_serve_kalshi(args, pem))
-    except KeyboardInterrupt:
-        return 130
+    return _run(_serve_kalshi(args, pem))
 
 
 async def _serve_kalshi(args: argparse.Namespace, pem: bytes | None) -> int:
@@ -194,11 +221,6 @@ async def _serve_kalshi(args: argparse.Namespace, pem: bytes | None) -> int:
     except KeyLoadError as exc:
         print(f"error: --public-key: {exc}", file=sys.stderr)
         return 2
-    await sim.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     mode = (
         f"auth ON (RSA-PSS signatures checked against {args.public_key})"
         if not args.no_auth
@@ -210,22 +232,19 @@ async def _serve_kalshi(args: argparse.Namespace, pem: bytes | None) -> int:
         if args.rate <= 0
         else f"{args.rate:g} frames/s per connection"
     )
-    print(f"Kalshi simulator: {mode}", flush=True)
-    print(f"  ws:   {sim.ws_url}", flush=True)
-    print(f"  rest: {sim.rest_url}", flush=True)
-    print(f"  data: {source}, {rate}; Ctrl-C to stop", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
-    return 0
+    return await serve_until_signalled(
+        sim,
+        lambda: [
+            f"Kalshi simulator: {mode}",
+            f"  ws:   {sim.ws_url}",
+            f"  rest: {sim.rest_url}",
+            f"  data: {source}, {rate}; Ctrl-C to stop",
+        ],
+    )
 
 
 def run_polymarket(args: argparse.Namespace) -> int:
-    try:
-        return run_daemon(_serve_polymarket(args))
-    except KeyboardInterrupt:
-        return 130
+    return _run(_serve_polymarket(args))
 
 
 async def _serve_polymarket(args: argparse.Namespace) -> int:
@@ -244,29 +263,21 @@ async def _serve_polymarket(args: argparse.Namespace) -> int:
         max_assets=args.max_assets,
         record=False,  # a long-running process must not keep every frame it sent
     )
-    await sim.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     rate = "flood" if args.rate <= 0 else f"{args.rate:g} events/s per connection"
-    print(f"Polymarket simulator: {len(sim.markets)} markets, {len(sim.trading_tokens())} tokens", flush=True)
-    print(f"  ws:      {sim.ws_url}", flush=True)
-    print(f"  rest:    {sim.rest_url}", flush=True)
-    print(f"  control: {sim.rest_url}/_sim/status", flush=True)
-    print(f"  data: {rate}, arrays {args.array_frames}; Ctrl-C to stop", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
-    return 0
+    return await serve_until_signalled(
+        sim,
+        lambda: [
+            f"Polymarket simulator: {len(sim.markets)} markets, {len(sim.trading_tokens())} tokens",
+            f"  ws:      {sim.ws_url}",
+            f"  rest:    {sim.rest_url}",
+            f"  control: {sim.rest_url}/_sim/status",
+            f"  data: {rate}, arrays {args.array_frames}; Ctrl-C to stop",
+        ],
+    )
 
 
 def run_kraken(args: argparse.Namespace) -> int:
-    try:
-        return run_daemon(_serve_kraken(args))
-    except KeyboardInterrupt:
-        return 130
+    return _run(_serve_kraken(args))
 
 
 async def _serve_kraken(args: argparse.Namespace) -> int:
@@ -285,19 +296,14 @@ async def _serve_kraken(args: argparse.Namespace) -> int:
         record=False,  # a long-running process must not keep every frame it sent
         book_cycle=args.book_cycle,
     )
-    await sim.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     rate = "flood" if args.rate <= 0 else f"{args.rate:g} events/s per connection"
-    print(f"Kraken {args.market} simulator: {len(sim.symbols)} symbols", flush=True)
-    print(f"  ws:      {sim.ws_url}", flush=True)
-    print(f"  rest:    {sim.rest_url}", flush=True)
-    print(f"  control: {sim.rest_url}/_sim/status", flush=True)
-    print(f"  data: {rate}; Ctrl-C to stop", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
-    return 0
+    return await serve_until_signalled(
+        sim,
+        lambda: [
+            f"Kraken {args.market} simulator: {len(sim.symbols)} symbols",
+            f"  ws:      {sim.ws_url}",
+            f"  rest:    {sim.rest_url}",
+            f"  control: {sim.rest_url}/_sim/status",
+            f"  data: {rate}; Ctrl-C to stop",
+        ],
+    )
