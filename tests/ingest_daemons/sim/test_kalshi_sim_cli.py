@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import signal
-import sys
 from pathlib import Path
 
 import orjson
@@ -15,28 +12,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import InvalidStatus
 
-from ingest_daemons.sim import cli
-
-# Runs only the `sim` sub-command tree, so this test does not depend on the rest of the ssmd CLI.
-HARNESS = (
-    "import argparse, sys\n"
-    "from ingest_daemons.sim import cli\n"
-    "p = argparse.ArgumentParser(prog='ssmd')\n"
-    "cli.register(p.add_subparsers(dest='command', required=True))\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.func(a))\n"
-)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssmd")
-    cli.register(p.add_subparsers(dest="command", required=True))
-    return p
+from tests.fixtures.sim_cli import sim_parser, start_sim, stop_sim
 
 
 def test_help_has_description_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        parser().parse_args(["sim", "kalshi", "--help"])
+        sim_parser().parse_args(["sim", "kalshi", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "Kalshi exchange simulator" in out and "examples:" in out and "ssmd sim kalshi --port 8765" in out
@@ -54,16 +35,13 @@ def test_help_has_description_and_examples(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_refuses_to_run_without_key_or_no_auth(capsys: pytest.CaptureFixture[str]) -> None:
-    args = parser().parse_args(["sim", "kalshi", "--port", "0"])
+    args = sim_parser().parse_args(["sim", "kalshi", "--port", "0"])
     assert args.func(args) == 2
     assert "--no-auth" in capsys.readouterr().err
 
 
 async def run_cli(*argv: str) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HARNESS, "sim", "kalshi", *argv,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    proc = await start_sim("kalshi", *argv)
     assert proc.stdout is not None
     out: dict[str, str] = {}
     async with asyncio.timeout(15):
@@ -77,11 +55,6 @@ async def run_cli(*argv: str) -> tuple[asyncio.subprocess.Process, dict[str, str
     return proc, out
 
 
-async def stop(proc: asyncio.subprocess.Process) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(proc.wait(), 10)
-
-
 async def test_runs_without_auth_and_stops_on_sigterm() -> None:
     proc, out = await run_cli("--port", "0", "--no-auth", "--markets", "5", "--rate", "100")
     try:
@@ -93,7 +66,7 @@ async def test_runs_without_auth_and_stops_on_sigterm() -> None:
             assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
             assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "ticker"
     finally:
-        code = await stop(proc)
+        code = await stop_sim(proc)
     assert code == 0
 
 
@@ -112,5 +85,5 @@ async def test_runs_with_public_key_and_rejects_unsigned(tmp_path: Path) -> None
             await websockets.connect(out["ws"])
         assert info.value.response.status_code == 401
     finally:
-        code = await stop(proc)
+        code = await stop_sim(proc)
     assert code == 0

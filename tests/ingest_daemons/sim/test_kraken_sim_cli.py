@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import signal
-import sys
 
 import aiohttp
 import orjson
@@ -13,22 +10,11 @@ import pytest
 import websockets
 
 from ingest_daemons.adapters.kraken import SpotIntegrity, classify, spot_subscribe
-from ingest_daemons.sim import cli
-
-# Runs only the `sim` sub-command tree, so this test does not depend on the rest of the ssmd CLI.
-HARNESS = (
-    "import argparse, sys\n"
-    "from ingest_daemons.sim import cli\n"
-    "p = argparse.ArgumentParser(prog='ssmd')\n"
-    "cli.register(p.add_subparsers(dest='command', required=True))\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.func(a))\n"
-)
+from tests.fixtures.sim_cli import read_banner, sim_parser, start_sim, stop_sim
 
 
 def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
-    p = argparse.ArgumentParser(prog="ssmd")
-    cli.register(p.add_subparsers(dest="command", required=True))
+    p = sim_parser()
     with pytest.raises(SystemExit) as info:
         p.parse_args(["sim", "kraken", "--help"])
     assert info.value.code == 0
@@ -42,23 +28,8 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--market" in capsys.readouterr().err
 
 
-async def read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
-    assert proc.stdout is not None
-    out: dict[str, str] = {}
-    async with asyncio.timeout(15):
-        while "data" not in out:
-            line = (await proc.stdout.readline()).decode().strip()
-            assert line, "simulator exited before printing its URLs"
-            key, _, value = line.partition(":")
-            out[key.strip()] = value.strip()
-    return out
-
-
 async def test_spot_runs_is_steered_at_run_time_and_stops_on_sigterm() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HARNESS, "sim", "kraken", "--market", "spot", "--port", "0", "--rate", "300",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    proc = await start_sim("kraken", "--market", "spot", "--port", "0", "--rate", "300")
     try:
         out = await read_banner(proc)
         assert out["ws"].startswith("ws://127.0.0.1:") and out["ws"].endswith("/v2")
@@ -92,16 +63,12 @@ async def test_spot_runs_is_steered_at_run_time_and_stops_on_sigterm() -> None:
             async with http.post(rest + "/_sim/faults/stall", json={}) as r:
                 assert r.status == 400
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 10)
+        code = await stop_sim(proc)
     assert code == 0
 
 
 async def test_futures_runs_and_skips_a_seq_on_request() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HARNESS, "sim", "kraken", "--market", "futures", "--port", "0", "--rate", "300",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    proc = await start_sim("kraken", "--market", "futures", "--port", "0", "--rate", "300")
     try:
         out = await read_banner(proc)
         assert out["ws"].endswith("/ws/v1")
@@ -130,6 +97,5 @@ async def test_futures_runs_and_skips_a_seq_on_request() -> None:
                         last = body["seq"]
                 assert body["seq"] == last + 5
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 10)
+        code = await stop_sim(proc)
     assert code == 0

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import signal
-import sys
 
 import aiohttp
 import orjson
 import pytest
 import websockets
 
-from ingest_daemons.sim import cli
-
-# Runs only the `sim` sub-command tree, so this test does not depend on the rest of the ssmd CLI.
-HARNESS = (
-    "import argparse, sys\n"
-    "from ingest_daemons.sim import cli\n"
-    "p = argparse.ArgumentParser(prog='ssmd')\n"
-    "cli.register(p.add_subparsers(dest='command', required=True))\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.func(a))\n"
-)
+from tests.fixtures.sim_cli import read_banner, sim_parser, start_sim, stop_sim
 
 
 def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
-    p = argparse.ArgumentParser(prog="ssmd")
-    cli.register(p.add_subparsers(dest="command", required=True))
+    p = sim_parser()
     with pytest.raises(SystemExit) as info:
         p.parse_args(["sim", "polymarket", "--help"])
     assert info.value.code == 0
@@ -39,19 +25,9 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 async def test_runs_is_steered_at_run_time_and_stops_on_sigterm() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HARNESS, "sim", "polymarket", "--port", "0", "--markets", "4", "--rate", "100",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    out: dict[str, str] = {}
+    proc = await start_sim("polymarket", "--port", "0", "--markets", "4", "--rate", "100")
     try:
-        async with asyncio.timeout(15):
-            while "data" not in out:
-                line = (await proc.stdout.readline()).decode().strip()
-                assert line, "simulator exited before printing its URLs"
-                key, _, value = line.partition(":")
-                out[key.strip()] = value.strip()
+        out = await read_banner(proc)
         assert out["ws"].startswith("ws://127.0.0.1:") and out["ws"].endswith("/ws/market")
         rest = out["rest"]
         async with aiohttp.ClientSession() as http:
@@ -85,6 +61,5 @@ async def test_runs_is_steered_at_run_time_and_stops_on_sigterm() -> None:
             async with http.post(rest + "/_sim/faults/nonsense", json={}) as r:
                 assert r.status == 404
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 10)
+        code = await stop_sim(proc)
     assert code == 0
