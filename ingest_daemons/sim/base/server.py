@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from typing import Self
+from typing import Protocol, Self, TypeVar
 
 from aiohttp import web
 
@@ -86,3 +86,35 @@ class AsyncServer(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
+C = TypeVar("C", bound=Wakeable)
+
+
+class ConnectionTable(dict[int, C]):
+    """Open connections by id, in connection order; ids count up from 1 and are never reused, so a
+    test's ``conn_id`` never names a later connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_id = 1
+
+    def next_id(self) -> int:
+        conn_id = self._next_id
+        self._next_id += 1
+        return conn_id
+
+    def targets(self, conn_id: int | None) -> list[C]:
+        """Every open connection (``None``) or the one with ``conn_id``, if still open."""
+        if conn_id is None:
+            return list(self.values())
+        c = self.get(conn_id)
+        return [c] if c is not None else []
+
+    def wake_all(self) -> None:
+        for c in self.values():
+            c.wake()

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ingest_daemons.logs import get_logger
-from ingest_daemons.sim.base.server import AsyncServer, HttpListener, Waiters
+from ingest_daemons.sim.base.server import AsyncServer, ConnectionTable, HttpListener, Waiters
 from ingest_daemons.sim.kalshi import spec
 from ingest_daemons.sim.kalshi.auth import DEFAULT_MAX_CLOCK_SKEW_S, HeaderVerifier, load_public_key
 from ingest_daemons.sim.kalshi.catalog import build_universe
@@ -101,8 +101,7 @@ class KalshiSimulator(AsyncServer):
         self.replay_path = Path(replay) if replay is not None else None
         self._rest = RestApi(self._universe)
         self._close_timeout = close_timeout
-        self._sessions: dict[int, Session] = {}
-        self._next_conn_id = 1
+        self._sessions: ConnectionTable[Session] = ConnectionTable()
         self._waiters = Waiters()
         self._listener = HttpListener()
         self.auth_failures: list[str] = []  # reasons of rejected upgrades, in order
@@ -192,7 +191,7 @@ class KalshiSimulator(AsyncServer):
 
     def subscriptions(self, conn_id: int | None = None) -> list[tuple[int, int, str]]:
         """(conn_id, sid, channel) of every live subscription."""
-        return [(s.conn_id, sub.sid, sub.channel) for s in self._targets(conn_id) for sub in s.subscriptions]
+        return [(s.conn_id, sub.sid, sub.channel) for s in self._sessions.targets(conn_id) for sub in s.subscriptions]
 
     # --- waiting --------------------------------------------------------------------------------
 
@@ -218,7 +217,7 @@ class KalshiSimulator(AsyncServer):
 
     def set_rate(self, msgs_per_s: float) -> None:
         self._shared.rate = float(msgs_per_s)
-        self._wake_all()
+        self._sessions.wake_all()
 
     def pause(self) -> None:
         """Stop generating data (replies, pings and lifecycle changes still flow)."""
@@ -226,17 +225,7 @@ class KalshiSimulator(AsyncServer):
 
     def resume(self) -> None:
         self._shared.paused = False
-        self._wake_all()
-
-    def _wake_all(self) -> None:
-        for s in self._sessions.values():
-            s.wake()
-
-    def _targets(self, conn_id: int | None) -> list[Session]:
-        if conn_id is None:
-            return list(self._sessions.values())
-        s = self._sessions.get(conn_id)
-        return [s] if s is not None else []
+        self._sessions.wake_all()
 
     # --- fault injection ------------------------------------------------------------------------
 
@@ -244,21 +233,21 @@ class KalshiSimulator(AsyncServer):
         self, code: int = 1011, conn_id: int | None = None, abort: bool = False
     ) -> None:
         """Server-initiated close with ``code``; ``abort=True`` drops TCP without a close frame."""
-        targets = self._targets(conn_id)
+        targets = self._sessions.targets(conn_id)
         if targets:
             log.info("fault_close", conns=len(targets), code=code, abort=abort)
         await asyncio.gather(*(s.close(code, abort) for s in targets), return_exceptions=True)
 
     def stall(self, seconds: float, conn_id: int | None = None) -> None:
         """Keep sockets open but send nothing at all (data, replies, pings, pongs) for ``seconds``."""
-        for s in self._targets(conn_id):
+        for s in self._sessions.targets(conn_id):
             s.stall(seconds)
 
     async def send_malformed(
         self, data: bytes = b'{"type":"ticker","msg":{', conn_id: int | None = None
     ) -> None:
         """Send ``data`` as a text frame; recorded in ``sent_frames`` with type ``malformed``."""
-        for s in self._targets(conn_id):
+        for s in self._sessions.targets(conn_id):
             s.send_raw(data)
         await asyncio.sleep(0)
 
@@ -266,19 +255,20 @@ class KalshiSimulator(AsyncServer):
         """A deep-book ``orderbook_snapshot`` of at least ``min_bytes`` among the normal frames of every
         connection with an orderbook subscription (larger than a NATS server's ``max_payload``); returns
         the markets it was sent for. Recorded in ``sent_frames`` like any data frame."""
-        tickers = [t for s in self._targets(conn_id) if (t := s.send_oversized_snapshot(min_bytes)) is not None]
+        targets = self._sessions.targets(conn_id)
+        tickers = [t for s in targets if (t := s.send_oversized_snapshot(min_bytes)) is not None]
         log.info("fault_oversized_frame", conns=len(tickers), min_bytes=min_bytes)
         await asyncio.sleep(0)
         return tickers
 
     def skip_seq(self, n: int = 1, conn_id: int | None = None) -> None:
         """The next data message on every seq-carrying sid jumps by ``n`` (those seqs are never sent)."""
-        for s in self._targets(conn_id):
+        for s in self._sessions.targets(conn_id):
             s.skip_seq(n)
 
     async def send_error(self, code: int = spec.ERR_BUFFER_OVERFLOW, conn_id: int | None = None) -> None:
         """``{"type":"error","sid":S,...}`` on every live sid; for terminal codes the sid is dropped."""
-        for s in self._targets(conn_id):
+        for s in self._sessions.targets(conn_id):
             sids = s.send_sid_errors(code)
             log.info("fault_sid_error", conn=s.conn_id, code=code, sids=len(sids))
         await asyncio.sleep(0)
@@ -290,7 +280,7 @@ class KalshiSimulator(AsyncServer):
             for s in self._sessions.values():
                 s.answer_pings = None
         else:
-            for s in self._targets(conn_id):
+            for s in self._sessions.targets(conn_id):
                 s.answer_pings = not stop
 
     def fail_next_rest(self, status: int = 429, count: int = 1) -> None:
@@ -377,8 +367,7 @@ class KalshiSimulator(AsyncServer):
         await ws.prepare(request)
         transport = request.transport
         assert transport is not None
-        conn_id = self._next_conn_id
-        self._next_conn_id += 1
+        conn_id = self._sessions.next_id()
         session = Session(conn_id, ws, transport, self._shared, seed=self.seed * 1_000_003 + conn_id)
         self._sessions[conn_id] = session
         log.info("ws_connected", conn=conn_id, peer=request.remote)

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 import orjson
 from aiohttp import WSMsgType, web
 
-from ingest_daemons.sim.base.server import AsyncServer, HttpListener, Waiters
+from ingest_daemons.sim.base.server import AsyncServer, ConnectionTable, HttpListener, Waiters
 from ingest_daemons.sim.kraken.connection import Connection, SentFrame, SimState, log
 from ingest_daemons.sim.kraken.futures import FuturesConnection
 from ingest_daemons.sim.kraken.spot import SpotConnection
@@ -75,8 +75,7 @@ class KrakenSimulator(AsyncServer):
             idle_timeout = FUTURES_IDLE_TIMEOUT_S if market == "futures" else 0.0
         self._state = SimState(rate=float(rate), heartbeat_interval=heartbeat_interval, idle_timeout=idle_timeout,
                                record=record, book_cycle=book_cycle, on_change=self._changed)
-        self._conns: dict[int, Connection] = {}
-        self._next_conn_id = 1
+        self._conns: ConnectionTable[Connection] = ConnectionTable()
         self._waiters = Waiters()
         self._listener = HttpListener()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,28 +169,20 @@ class KrakenSimulator(AsyncServer):
 
     # --- knobs and faults ----------------------------------------------------------------------
 
-    def _targets(self, conn_id: int | None) -> list[Connection]:
-        if conn_id is None:
-            return list(self._conns.values())
-        c = self._conns.get(conn_id)
-        return [c] if c is not None else []
-
     def set_rate(self, events_per_s: float) -> None:
         self._state.rate = float(events_per_s)
-        for c in self._conns.values():
-            c.wake()
+        self._conns.wake_all()
 
     def pause(self) -> None:
         self._state.paused = True
 
     def resume(self) -> None:
         self._state.paused = False
-        for c in self._conns.values():
-            c.wake()
+        self._conns.wake_all()
 
     async def close_connections(self, code: int = 1011, conn_id: int | None = None, abort: bool = False) -> None:
         """Server-initiated close with ``code``; ``abort=True`` drops TCP without a close frame."""
-        targets = self._targets(conn_id)
+        targets = self._conns.targets(conn_id)
         for c in targets:
             if abort:
                 if (tr := c.ws._req.transport if c.ws._req is not None else None) is not None:
@@ -202,11 +193,11 @@ class KrakenSimulator(AsyncServer):
 
     def stall(self, seconds: float, conn_id: int | None = None) -> None:
         """Send nothing (data, heartbeats, replies) for ``seconds``, then catch up in order."""
-        for c in self._targets(conn_id):
+        for c in self._conns.targets(conn_id):
             c.stall(seconds)
 
     def send_malformed(self, data: bytes = MALFORMED, conn_id: int | None = None) -> None:
-        for c in self._targets(conn_id):
+        for c in self._conns.targets(conn_id):
             c.send(data, "malformed", "malformed")
 
     def stop_answering_pings(self, stop: bool = True) -> None:
@@ -219,14 +210,14 @@ class KrakenSimulator(AsyncServer):
 
     def bad_checksum(self, symbol: str | None = None, conn_id: int | None = None) -> None:
         """Spot: the next book update (of ``symbol``, or of any symbol) carries a wrong checksum."""
-        for c in self._targets(conn_id):
+        for c in self._conns.targets(conn_id):
             if isinstance(c, SpotConnection):
                 c.bad_checksums.append(symbol)
                 c.wake()
 
     def skip_trade_id(self, symbol: str | None = None, skip: int = 1, conn_id: int | None = None) -> None:
         """Spot: the next trade (of ``symbol``, or of any) jumps ``skip`` ``trade_id``\\ s."""
-        for c in self._targets(conn_id):
+        for c in self._conns.targets(conn_id):
             if isinstance(c, SpotConnection):
                 c.trade_id_skips.append((symbol, skip))
 
@@ -235,13 +226,13 @@ class KrakenSimulator(AsyncServer):
         """Futures: the next ``feed`` (``book`` or ``trade``) message jumps ``skip`` ``seq``\\ s."""
         if feed not in ("book", "trade"):
             raise ValueError("feed must be book or trade")
-        for c in self._targets(conn_id):
+        for c in self._conns.targets(conn_id):
             if isinstance(c, FuturesConnection):
                 c.seq_skips.append((feed, product, skip))
 
     def maintenance(self, seconds: float, conn_id: int | None = None) -> None:
         """Spot: ``status`` ``maintenance`` now, no data for ``seconds``, then ``status`` ``online``."""
-        for c in self._targets(conn_id):
+        for c in self._conns.targets(conn_id):
             if isinstance(c, SpotConnection):
                 c.status("maintenance")
                 c.held = True
@@ -325,8 +316,7 @@ class KrakenSimulator(AsyncServer):
         await ws.prepare(request)
         transport = request.transport
         assert transport is not None
-        conn_id = self._next_conn_id
-        self._next_conn_id += 1
+        conn_id = self._conns.next_id()
         seed = self.seed * 1_000_003 + conn_id
         conn: SpotConnection | FuturesConnection
         if self.market == "spot":

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from aiohttp import WSMsgType, web
 
 from ingest_daemons.logs import get_logger
-from ingest_daemons.sim.base.server import AsyncServer, HttpListener, Waiters
+from ingest_daemons.sim.base.server import AsyncServer, ConnectionTable, HttpListener, Waiters
 from ingest_daemons.sim.polymarket import spec
 from ingest_daemons.sim.polymarket.control import ControlApi
 from ingest_daemons.sim.polymarket.frames import SentFrame
@@ -81,8 +81,7 @@ class PolymarketSimulator(AsyncServer):
         self._gamma = GammaApi(self._universe)
         self._control = ControlApi(self)
         self._close_timeout = close_timeout
-        self._sessions: dict[int, Session] = {}
-        self._next_conn_id = 1
+        self._sessions: ConnectionTable[Session] = ConnectionTable()
         self._waiters = Waiters()
         self._listener = HttpListener()
         self.closed_connections: list[tuple[int, int | None]] = []  # (conn_id, close code), in order
@@ -181,10 +180,10 @@ class PolymarketSimulator(AsyncServer):
 
     def subscriptions(self, conn_id: int | None = None) -> dict[int, list[str]]:
         """Token ids subscribed on each open connection, in subscription order."""
-        return {s.conn_id: list(s.assets) for s in self._targets(conn_id)}
+        return {s.conn_id: list(s.assets) for s in self._sessions.targets(conn_id)}
 
     def pings_received(self, conn_id: int | None = None) -> int:
-        return sum(s.pings for s in self._targets(conn_id))
+        return sum(s.pings for s in self._sessions.targets(conn_id))
 
     # --- waiting -------------------------------------------------------------------------------
 
@@ -206,7 +205,7 @@ class PolymarketSimulator(AsyncServer):
 
     def set_rate(self, events_per_s: float) -> None:
         self._shared.rate = float(events_per_s)
-        self._wake_all()
+        self._sessions.wake_all()
 
     def pause(self) -> None:
         """Stop generating data (PONGs and lifecycle announcements still flow)."""
@@ -214,37 +213,27 @@ class PolymarketSimulator(AsyncServer):
 
     def resume(self) -> None:
         self._shared.paused = False
-        self._wake_all()
-
-    def _wake_all(self) -> None:
-        for s in self._sessions.values():
-            s.wake()
-
-    def _targets(self, conn_id: int | None) -> list[Session]:
-        if conn_id is None:
-            return list(self._sessions.values())
-        s = self._sessions.get(conn_id)
-        return [s] if s is not None else []
+        self._sessions.wake_all()
 
     # --- fault injection -----------------------------------------------------------------------
 
     async def close_connections(self, code: int = 1011, conn_id: int | None = None, abort: bool = False) -> None:
         """Server-initiated close with ``code``; ``abort=True`` drops TCP without a close frame."""
-        targets = self._targets(conn_id)
+        targets = self._sessions.targets(conn_id)
         if targets:
             log.info("fault_close", conns=len(targets), code=code, abort=abort)
         await asyncio.gather(*(s.close(code, abort) for s in targets), return_exceptions=True)
 
     def stall(self, seconds: float, conn_id: int | None = None) -> None:
         """Keep sockets open but send nothing (data, snapshots, PONGs) for ``seconds``; then catch up."""
-        for s in self._targets(conn_id):
+        for s in self._sessions.targets(conn_id):
             s.stall(seconds)
 
     async def send_malformed(
         self, data: bytes = b'{"event_type":"book","asset_id":"1', conn_id: int | None = None
     ) -> None:
         """Send ``data`` as a text frame; recorded in ``sent_frames`` with kind ``malformed``."""
-        for s in self._targets(conn_id):
+        for s in self._sessions.targets(conn_id):
             s.send_raw(data)
         await asyncio.sleep(0)
 
@@ -255,7 +244,7 @@ class PolymarketSimulator(AsyncServer):
             for s in self._sessions.values():
                 s.answer_pings = None
         else:
-            for s in self._targets(conn_id):
+            for s in self._sessions.targets(conn_id):
                 s.answer_pings = not stop
 
     def fail_next_rest(self, status: int = 429, count: int = 1) -> None:
@@ -301,8 +290,7 @@ class PolymarketSimulator(AsyncServer):
         await ws.prepare(request)
         transport = request.transport
         assert transport is not None
-        conn_id = self._next_conn_id
-        self._next_conn_id += 1
+        conn_id = self._sessions.next_id()
         session = Session(conn_id, ws, transport, self._shared, seed=self.seed * 1_000_003 + conn_id)
         self._sessions[conn_id] = session
         log.info("ws_connected", conn=conn_id, peer=request.remote)
