@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ingest_daemons.logs import get_logger
+from ingest_daemons.sim.base.connections import accept_websocket, not_an_upgrade, stop_tasks
 from ingest_daemons.sim.base.server import AsyncServer, ConnectionTable, HttpListener, Waiters
 from ingest_daemons.sim.kalshi import spec
 from ingest_daemons.sim.kalshi.auth import DEFAULT_MAX_CLOCK_SKEW_S, HeaderVerifier, load_public_key
@@ -362,11 +363,8 @@ class KalshiSimulator(AsyncServer):
             max_msg_size=1 << 20,
             decode_text=False,
         )
-        if not ws.can_prepare(request).ok:
-            return web.Response(status=400, text="400 Bad Request: expected a WebSocket upgrade\n")
-        await ws.prepare(request)
-        transport = request.transport
-        assert transport is not None
+        if (transport := await accept_websocket(ws, request)) is None:
+            return not_an_upgrade()
         conn_id = self._sessions.next_id()
         session = Session(conn_id, ws, transport, self._shared, seed=self.seed * 1_000_003 + conn_id)
         self._sessions[conn_id] = session
@@ -385,12 +383,7 @@ class KalshiSimulator(AsyncServer):
         except (ConnectionError, RuntimeError) as exc:
             log.info("ws_read_error", conn=conn_id, error=type(exc).__name__)
         finally:
-            for t in tasks:
-                t.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for r in results:
-                if isinstance(r, Exception) and not isinstance(r, ConnectionError):
-                    log.error("ws_task_failed", conn=conn_id, error=repr(r))
+            await stop_tasks(tasks, log, conn_id)
             del self._sessions[conn_id]
             log.info("ws_disconnected", conn=conn_id, code=ws.close_code, frames=session.frames_written)
             self._changed()

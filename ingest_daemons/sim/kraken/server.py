@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 import orjson
 from aiohttp import WSMsgType, web
 
+from ingest_daemons.sim.base.connections import accept_websocket, not_an_upgrade, stop_tasks
 from ingest_daemons.sim.base.server import AsyncServer, ConnectionTable, HttpListener, Waiters
 from ingest_daemons.sim.kraken.connection import Connection, SentFrame, SimState, log
 from ingest_daemons.sim.kraken.futures import FuturesConnection
@@ -311,11 +312,8 @@ class KrakenSimulator(AsyncServer):
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=2 << 20)
-        if not ws.can_prepare(request).ok:
-            return web.Response(status=400, text="400 Bad Request: expected a WebSocket upgrade\n")
-        await ws.prepare(request)
-        transport = request.transport
-        assert transport is not None
+        if (transport := await accept_websocket(ws, request)) is None:
+            return not_an_upgrade()
         conn_id = self._conns.next_id()
         seed = self.seed * 1_000_003 + conn_id
         conn: SpotConnection | FuturesConnection
@@ -349,11 +347,7 @@ class KrakenSimulator(AsyncServer):
         except (ConnectionError, RuntimeError) as exc:
             log.info("ws_read_error", conn=conn_id, error=type(exc).__name__)
         finally:
-            for t in tasks:
-                t.cancel()
-            for r in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(r, Exception) and not isinstance(r, ConnectionError):
-                    log.error("ws_task_failed", conn=conn_id, error=repr(r))
+            await stop_tasks(tasks, log, conn_id)
             del self._conns[conn_id]
             self.closed_connections.append((conn_id, ws.close_code))
             log.info("ws_disconnected", market=self.market, conn=conn_id, code=ws.close_code,
