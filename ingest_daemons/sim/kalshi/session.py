@@ -1,6 +1,6 @@
 """One client connection: command handling, the data sender, server pings, fault hooks.
 
-Writing goes straight to the asyncio transport, with the WebSocket frame headers built here
+Writing goes straight to the asyncio transport, with the WebSocket frame headers from ``sim.base.wire``
 (server→client frames are unmasked: ``0x81`` + length), many frames per ``transport.write``. That
 is what makes the flood rate possible; the library's own ``send`` costs an await and a write per
 frame. Control frames (pings, pongs, close) still go through aiohttp, which writes to the same

@@ -110,7 +110,7 @@ class Connection:
     async def run_writer(self) -> None:
         """Write queued frames in order, as many per transport write as are waiting.
 
-        Frames go to the transport with RFC 6455 headers built here (server frames are unmasked):
+        Frames go to the transport with RFC 6455 headers from ``sim.base.wire`` (server frames are unmasked):
         one ``send_str`` per frame costs more than generating it. Close frames still go through
         aiohttp on the same transport and thread, so frames never interleave.
         """

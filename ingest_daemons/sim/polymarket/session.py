@@ -1,6 +1,6 @@
 """One market-channel connection: subscriptions, keep-alive, the data sender, fault hooks.
 
-Frames go straight to the asyncio transport with RFC 6455 headers built here (server frames are
+Frames go straight to the asyncio transport with RFC 6455 headers from ``sim.base.wire`` (server frames are
 unmasked), many per ``transport.write``, which is what makes flood rates possible. Close frames go
 through aiohttp on the same transport and thread, so frames never interleave.
 
