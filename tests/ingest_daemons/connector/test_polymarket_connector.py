@@ -42,7 +42,8 @@ async def reconnected(bench: PolymarketBench) -> None:
 
 
 async def test_events_land_on_their_token_subject_as_byte_slices(polymarket_bench: PolymarketBenchFactory) -> None:
-    bench = await polymarket_bench(sim_kwargs={"array_frames": "always", "price_change_shape": "mixed"})
+    # Several events per 2 ms tick, so "always" arrays really hold several events (at 300/s a tick holds one).
+    bench = await polymarket_bench(rate=3000, sim_kwargs={"array_frames": "always", "price_change_shape": "mixed"})
     await bench.connector.wait_subscribed(10)
     await flow(bench, 400)
     stored = await bench.stop_and_collect()
