@@ -236,6 +236,10 @@ def _raw_environment_checks(
         for i, channel in _str_items(body.get("channels")):
             if channel not in feed.channels.available:
                 issue([*loc, "channels", i], _unknown("channel", channel, feed.channels.available))
+        scope = body.get("channel_scope")
+        for channel in scope if isinstance(scope, dict) else ():
+            if channel not in feed.channels.available:
+                issue([*loc, "channel_scope", str(channel)], _unknown("channel", str(channel), feed.channels.available))
         shard_size = body.get("shard_size")
         limit = feed.limits.markets_per_connection * feed.limits.connections
         if isinstance(shard_size, int) and not isinstance(shard_size, bool) and shard_size > limit:

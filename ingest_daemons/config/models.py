@@ -55,15 +55,26 @@ class FeedLimits(_Model):
     commands_per_second: float = Field(gt=0)
 
 
+# Where a channel runs: `all` = one subscription with no market list on the unsharded
+# `ssmd connector --all-markets` (the exchange sends every market, new ones included); `shard` = per
+# market, on the sharded connectors.
+Scope = Literal["all", "shard"]
+
+
 class ChannelsConfig(_Model):
     available: list[str] = Field(min_length=1)
     default: list[str] = Field(min_length=1)
+    # channel -> scope; a channel not listed runs per shard (the exchange may require a market list).
+    scope: dict[str, Scope] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _default_is_available(self) -> ChannelsConfig:
         unknown = sorted(set(self.default) - set(self.available))
         if unknown:
             raise ValueError(f"default channels {unknown} are not in available {self.available}")
+        unknown = sorted(set(self.scope) - set(self.available))
+        if unknown:
+            raise ValueError(f"scope names channels {unknown} that are not in available {self.available}")
         return self
 
 
@@ -227,6 +238,8 @@ class EnvironmentFeedConfig(_Model):
     categories: list[str] | None = None
     exclude_categories: list[str] | None = Field(default=None, alias="excludeCategories")
     channels: list[str] | None = None
+    # Overrides the feed's `channels.scope` per channel (checked against the feed's channels by the loader).
+    channel_scope: dict[str, Scope] = Field(default_factory=dict)
     shard_size: int = Field(default=500, gt=0)
     endpoint: Endpoint | None = None
     streams: StreamLimitsOverride = Field(default_factory=StreamLimitsOverride)

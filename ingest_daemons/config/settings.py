@@ -74,6 +74,20 @@ class ResolvedFeed:
     def channels(self) -> list[str]:
         return list(self.settings.channels or self.feed.channels.default)
 
+    def scope_of(self, channel: str) -> str:
+        """``all`` (no market list, unsharded) or ``shard``: the environment's override, else the feed's."""
+        return self.settings.channel_scope.get(channel) or self.feed.channels.scope.get(channel, "shard")
+
+    @property
+    def all_market_channels(self) -> list[str]:
+        """Channels of :attr:`channels` the unsharded ``--all-markets`` connector runs."""
+        return [c for c in self.channels if self.scope_of(c) == "all"]
+
+    @property
+    def shard_channels(self) -> list[str]:
+        """Channels of :attr:`channels` the sharded connectors run, per market."""
+        return [c for c in self.channels if self.scope_of(c) == "shard"]
+
     def stream_categories(self) -> list[str]:
         """Categories that get a stream: the allow-list, or the feed's known ones minus the deny-list."""
         if self.settings.categories is not None:

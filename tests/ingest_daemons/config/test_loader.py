@@ -223,3 +223,30 @@ def test_validate_reports_every_kind_of_typo_in_every_file_in_one_run(
         assert any(fragment in line for line in lines), (fragment, out)
     assert "did you mean 'Economics'?" in out and "'file' or 'memory'" in out
     assert "unknown feed" not in out
+
+
+def test_channel_scope_splits_all_market_and_shard_channels(write_env: WriteEnv) -> None:
+    root = write_env("scoped", feeds={"kalshi": {}})
+    feed = resolve_environment(Settings.from_env(exchanges_dir=root), "scoped").feeds["kalshi"]
+    assert feed.all_market_channels == ["ticker", "trade"]
+    assert feed.shard_channels == ["orderbook_delta"]
+
+
+def test_environment_overrides_channel_scope(write_env: WriteEnv) -> None:
+    root = write_env("scoped", feeds={"kalshi": {"channel_scope": {"trade": "shard"}}})
+    feed = resolve_environment(Settings.from_env(exchanges_dir=root), "scoped").feeds["kalshi"]
+    assert feed.all_market_channels == ["ticker"]
+    assert feed.shard_channels == ["trade", "orderbook_delta"]
+
+
+def test_channel_scope_is_validated(write_env: WriteEnv, exchanges_dir: Path) -> None:
+    [issue] = issues_of(write_env("broken", feeds={"kalshi": {"channel_scope": {"tikcer": "all"}}}))
+    assert "feeds.kalshi.channel_scope.tikcer: unknown channel 'tikcer'" in issue
+    [issue] = issues_of(write_env("broken", feeds={"kalshi": {"channel_scope": {"trade": "everywhere"}}}))
+    assert "feeds.kalshi.channel_scope.trade" in issue and "'everywhere'" in issue
+    path = exchanges_dir / "feeds" / "kalshi.yaml"
+    feed = yaml.safe_load(path.read_text())
+    feed["channels"]["scope"]["fills"] = "all"
+    path.write_text(yaml.safe_dump(feed))
+    issues = issues_of(exchanges_dir)
+    assert any("feeds/kalshi.yaml" in i and "fills" in i and "not in available" in i for i in issues)
