@@ -506,6 +506,29 @@ async def test_lifecycle_events_follow_market_changes(sim: KalshiSimulator, clie
     assert body["market"]["status"] == "finalized" and body["market"]["result"] == "no"
 
 
+async def test_no_market_list_sends_every_market_including_one_created_later(
+    sim: KalshiSimulator, client: Client
+) -> None:
+    """§A3: ticker and trade with no market list carry every market, also one created after the subscribe."""
+    await client.cmd(1, "subscribe", {"channels": ["ticker", "trade"]})
+    for _ in range(2):
+        await client.until(lambda m: m["type"] == "subscribed")
+    every = {m.ticker for m in sim.trading_markets()}
+    seen: dict[str, set[str]] = {"ticker": set(), "trade": set()}
+
+    def covers(markets: set[str]) -> Callable[[dict[str, Any]], bool]:
+        def done(msg: dict[str, Any]) -> bool:
+            if msg["type"] in seen:
+                seen[msg["type"]].add(msg["msg"]["market_ticker"])
+            return all(markets <= found for found in seen.values())
+        return done
+
+    await client.until(covers(every), within=10)
+    new = await sim.add_market(series_ticker="KXHIGHNY", ticker="KXHIGHNY-SIMEV-B61.5", event_ticker="KXHIGHNY-SIMEV")
+    await client.until(covers(every | {new.ticker}), within=10)
+    assert not any(c.get("cmd") != "subscribe" for _, c in sim.commands), "no command after the first subscribe"
+
+
 async def test_legacy_era_payloads(private_key: rsa.RSAPrivateKey) -> None:
     async with KalshiSimulator(
         public_key_pem=public_pem(private_key), markets=5, rate=3000, era="legacy"
