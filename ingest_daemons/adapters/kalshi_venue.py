@@ -65,10 +65,15 @@ class KalshiVenue:
         channels: Sequence[str],
         credentials: KalshiCredentials | None,
         markets_per_command: int = DEFAULT_MARKETS_PER_COMMAND,
+        all_markets: bool = False,
     ) -> None:
         self.adapter = adapter
         self.channels = tuple(channels)
-        self.per_market = tuple(c for c in self.channels if c != LIFECYCLE_CHANNEL)
+        # all_markets: every channel is subscribed once with no market list (A3: ticker, trade and
+        # lifecycle then carry every market); otherwise only the lifecycle channel is.
+        unfiltered = self.channels if all_markets else tuple(c for c in self.channels if c == LIFECYCLE_CHANNEL)
+        self.unfiltered = unfiltered
+        self.per_market = tuple(c for c in self.channels if c not in unfiltered)
         self.credentials = credentials
         self.markets_per_command = markets_per_command
         self.subs: dict[int, _Subscription] = {}
@@ -104,8 +109,8 @@ class KalshiVenue:
         return [self._subscribe(self.per_market, markets)] if self.per_market else []
 
     def subscribe_unfiltered(self) -> list[Command]:
-        # The lifecycle channel carries every market and takes no market list (A5).
-        return [self._subscribe((LIFECYCLE_CHANNEL,), None)] if LIFECYCLE_CHANNEL in self.channels else []
+        # No market list = all markets (A3); the lifecycle channel takes none at all (A5).
+        return [self._subscribe(self.unfiltered, None)] if self.unfiltered else []
 
     def add(self, markets: Sequence[str]) -> list[Command]:
         """Fill the newest batch's sids (one per channel, same markets) while they have room, then new batches."""

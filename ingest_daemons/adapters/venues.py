@@ -39,3 +39,17 @@ def venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None
 
         return polymarket
     raise ValueError(f"feed {feed.name}: no venue module speaks protocol {feed.protocol!r}")
+
+
+def all_markets_venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None) -> VenueFactory:
+    """Venues that subscribe every channel they are given once, with no market list: the exchange then
+    sends every market, new ones included (``ssmd connector --all-markets``)."""
+    if feed.protocol == "kalshi_v2":
+        adapter = KalshiAdapter(feed.message_types)
+        size = feed.limits.markets_per_subscription
+
+        def kalshi(channels: Sequence[str]) -> VenueProtocol:
+            return KalshiVenue(adapter, channels, credentials, size, all_markets=True)
+
+        return kalshi
+    raise ValueError(f"feed {feed.name}: protocol {feed.protocol!r} has no all-markets subscription")

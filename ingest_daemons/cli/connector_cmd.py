@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ingest_daemons.adapters.kalshi_auth import load_credentials
-from ingest_daemons.adapters.venues import venue_factory
+from ingest_daemons.adapters.kalshi_auth import KalshiCredentials, load_credentials
+from ingest_daemons.adapters.venues import all_markets_venue_factory, venue_factory
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report, run_daemon
-from ingest_daemons.config.settings import ResolvedFeed
+from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
 from ingest_daemons.connector.directory import (
     DiscoveredMarket,
     KalshiCatalog,
@@ -49,6 +49,7 @@ def register(sub: Any) -> None:
             "  ssmd connector --env prod --feed kalshi --shard 2 --metrics-port 9464\n"
             "  ssmd connector --env prod --feed kalshi --lifecycle --metrics-port 9466\n"
             "  ssmd connector --env dev --feed polymarket\n"
+            "  ssmd connector --env prod --feed kalshi --all-markets --metrics-port 9468\n"
             "  ssmd connector --env dev --feed kalshi --ws-url ws://127.0.0.1:8765/trade-api/ws/v2 \\\n"
             "      --markets KXBTCD-26FEB1217-T72749.99,FED-23DEC-T3.00\n"
         ),
@@ -76,6 +77,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--lifecycle", action="store_true",
                         help="run the feed's lifecycle channel (all markets, unsharded) into the "
                              "{ENV}_{FEED}_LIFECYCLE stream instead of market data")
+    parser.add_argument("--all-markets", action="store_true",
+                        help="run the feed's all-market channels (channels.scope `all`: Kalshi ticker, trade) "
+                             "once, unsharded, with no market list: every market, new ones included; categories "
+                             "from the secmaster's CDC stream (needs `ssmd cdc`), unknown markets to uncategorized")
     parser.add_argument("--no-auth", action="store_true",
                         help="connect without Kalshi auth headers (only for a simulator run with --no-auth)")
     parser.set_defaults(func=run)
@@ -139,8 +144,14 @@ async def _run(args: argparse.Namespace) -> int:
     options = ConnectorOptions(
         shard=args.shard, ws_url=args.ws_url, nats_url=args.nats_url, idle_timeout_s=args.idle_timeout,
         max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
-        lifecycle=args.lifecycle, use_registry=args.follow_cdc, follow_cdc=args.follow_cdc,
+        lifecycle=args.lifecycle, use_registry=args.follow_cdc and not args.all_markets,
+        follow_cdc=args.follow_cdc or args.all_markets, all_markets=args.all_markets,
     )
+    if args.lifecycle and args.all_markets:
+        print("--lifecycle and --all-markets are separate connectors; pick one")
+        return 1
+    if args.all_markets:
+        return await _run_all_markets(env, feed, args, credentials, options)
     venues = venue_factory(feed.feed, credentials)
     if args.lifecycle:
         if feed.feed.lifecycle_channel is None:
@@ -163,6 +174,23 @@ async def _run(args: argparse.Namespace) -> int:
     # With the registry, every passing market is a candidate and the KV registry decides the shard.
     mine = markets if args.follow_cdc else shard_markets(markets, args.shard, feed.settings.shard_size)
     connector.use_markets(mine, directory, catalog)
+    return await connector.run_until_signalled()
+
+
+async def _run_all_markets(env: ResolvedEnvironment, feed: ResolvedFeed, args: argparse.Namespace,
+                           credentials: KalshiCredentials | None, options: ConnectorOptions) -> int:
+    if not feed.all_market_channels:
+        print(f"feed {feed.name!r} runs no channel with scope `all` in environment {env.name!r}")
+        return 1
+    connector = Connector(env, feed, [], build_directory(feed.stream_categories(), []),
+                          all_markets_venue_factory(feed.feed, credentials), options)
+    rest_url = args.rest_url or feed.endpoint.rest
+    if rest_url:
+        try:
+            connector.catalog = await discover_kalshi_catalog(rest_url)
+        except RuntimeError as exc:  # the CDC stream fills the map; until then markets go to uncategorized
+            log.warning("catalog discovery failed; categories come from secmaster changes only",
+                        feed=feed.name, error=str(exc))
     return await connector.run_until_signalled()
 
 

@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
             "  - a Kalshi connector signing with that key, following the CDC stream for new markets\n"
             "    (shard assignments in NATS KV), publishing into the streams, the lifecycle consumer\n"
             "    that applies market_lifecycle_v2 events to the secmaster, and the\n"
-            "    unsharded Kalshi lifecycle connector (market_lifecycle_v2) into its own stream,\n"
+            "    unsharded Kalshi lifecycle connector (market_lifecycle_v2) into its own stream, the\n"
+            "    unsharded all-markets connector (the feed's channels with scope `all`: ticker, trade),\n"
             "  - when the environment runs polymarket on a local endpoint: the Polymarket simulator, a Gamma\n"
             "    sync into the secmaster and a Polymarket connector (tokens from Gamma),\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
@@ -109,6 +110,14 @@ def add_kalshi(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
 
     stack.children.append(connector(0))
     stack.follow_shard_count("kalshi", shard_count_path(env.data_dir, "kalshi"), connector)
+    if feed.all_market_channels:
+        # ticker and trade once for every market, new ones included; the shards run the order book.
+        stack.add(
+            "connector-kalshi-all",
+            ssmd_command("connector", "--env", env.name, "--feed", "kalshi", "--all-markets",
+                         "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+            env=connector_env,
+        )
     if feed.feed.lifecycle_channel is not None:
         stack.add(
             "connector-kalshi-lifecycle",
@@ -186,7 +195,8 @@ def summary(
         lines += [
             f"  simulator   {feed.endpoint.ws} (REST {feed.endpoint.rest})",
             f"  connector   kalshi shard 0, metrics http://127.0.0.1:{metrics_port}/metrics "
-            f"(/healthz /readyz); kalshi lifecycle -> {env.name.upper()}_KALSHI_LIFECYCLE",
+            f"(/healthz /readyz); kalshi all markets ({', '.join(feed.all_market_channels)}); "
+            f"kalshi lifecycle -> {env.name.upper()}_KALSHI_LIFECYCLE",
             f"  shards      headroom shards start as {shard_count_path(env.data_dir, 'kalshi')} grows "
             f"(shard i: metrics port {metrics_port}+i)",
             f"  subjects    {env.name}.kalshi.<category>.json.<type>.<ticker>, "

@@ -21,6 +21,8 @@ from ingest_daemons.naming import UNCATEGORIZED, slug
 log = get_logger("ssmd.directory")
 
 DEFAULT_REST_TIMEOUT_S = 10.0
+# The category of a market whose category the environment excludes: its frames are counted, never published.
+EXCLUDED = ""
 DEFAULT_REST_ATTEMPTS = 6
 
 
@@ -36,6 +38,7 @@ class MarketDirectory:
     categories: dict[str, str] = field(default_factory=dict)
     stream_categories: set[str] | None = None
     fallback: str = UNCATEGORIZED  # where unknown tickers, unparsed frames and connection markers go
+    excluded: dict[str, str] = field(default_factory=dict)  # ticker -> category slug, for markets mapped to EXCLUDED
 
     def category_of(self, ticker: str | None) -> str:
         if ticker is None:
@@ -44,6 +47,15 @@ class MarketDirectory:
 
     def assign(self, ticker: str, category: str | None) -> None:
         self.categories[ticker] = self.slug_for(category)
+        self.excluded.pop(ticker, None)
+
+    def exclude(self, ticker: str, category: str) -> None:
+        """``ticker``'s category is one the environment does not capture: category_of gives EXCLUDED."""
+        self.categories[ticker] = EXCLUDED
+        self.excluded[ticker] = slug(category)
+
+    def excluded_category(self, ticker: str | None) -> str:
+        return self.excluded.get(ticker or "", self.fallback)
 
     def slug_for(self, category: str | None) -> str:
         """The stream category token ``category`` routes to here (fallback when it has no stream)."""

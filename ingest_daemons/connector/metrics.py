@@ -55,6 +55,11 @@ class _FastCollector(Collector):
         for message_type, count in sorted(owner.by_type.items()):
             messages.add_metric([*values, message_type], count)
         yield messages
+        filtered = CounterMetricFamily("ssmd_filtered", "Frames not published because the environment excludes "
+                                       "their market's category", labels=[*labels, "category"])
+        for category, count in sorted(owner.filtered.items()):
+            filtered.add_metric([*values, category], count)
+        yield filtered
         hist = owner.latency
         cumulative, buckets = 0, []
         for bound, count in zip((*hist.bounds, float("inf")), hist.counts, strict=True):
@@ -72,6 +77,7 @@ class ConnectorMetrics:
         self.labels = {"feed": feed, "shard": str(shard)}
         names = ["feed", "shard"]
         self.by_type: dict[str, int] = {}
+        self.filtered: dict[str, int] = {}  # category slug -> frames not published
         self.latency = FastHistogram(LATENCY_BUCKETS)
         self.registry.register(_FastCollector(self))
         self.reconnects = Counter("ssmd_reconnects", "Exchange WebSocket reconnects", names,
@@ -89,6 +95,9 @@ class ConnectorMetrics:
     def count(self, message_type: str, n: int = 1) -> None:
         by_type = self.by_type
         by_type[message_type] = by_type.get(message_type, 0) + n
+
+    def count_filtered(self, category: str) -> None:
+        self.filtered[category] = self.filtered.get(category, 0) + 1
 
     def gauge_fn(self, name: str, doc: str, fn: Callable[[], float]) -> None:
         gauge = Gauge(name, doc, list(self.labels), registry=self.registry).labels(**self.labels)

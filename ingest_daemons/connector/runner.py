@@ -18,6 +18,7 @@ from nats.aio.client import Client
 
 from ingest_daemons.adapters.venues import VenueFactory
 from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
+from ingest_daemons.connector.category_map import CategoryMap
 from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
 from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
@@ -51,6 +52,9 @@ class ConnectorOptions:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     lifecycle: bool = False  # run the feed's unsharded lifecycle channel instead of market data
+    # run the feed's all-market channels (scope `all`) unsharded, with no market list, instead of its
+    # per-shard channels; categories from the secmaster (seed + CDC)
+    all_markets: bool = False
     use_registry: bool = False  # shard assignments from the NATS KV registry (else the given market list)
     follow_cdc: bool = False  # subscribe/unsubscribe markets as the secmaster changes (needs use_registry)
     assigner_shard: int = 0  # with follow_cdc: the shard whose connector turns secmaster changes into assignments
@@ -106,6 +110,12 @@ class Connector:
             channels, markets = (feed.feed.lifecycle_channel,), []
             # Every lifecycle message goes to the lifecycle stream, whatever its market.
             directory = MarketDirectory(stream_categories={LIFECYCLE}, fallback=LIFECYCLE)
+        elif options.all_markets:
+            channels, markets = tuple(feed.all_market_channels), []
+            if not channels:
+                raise ValueError(f"feed {feed.name} has no channel with scope `all` in environment {env.name}")
+        else:
+            channels = tuple(feed.shard_channels)
         self.channels = channels
         settings = SessionSettings(
             url=options.ws_url or feed.endpoint.ws,
@@ -125,6 +135,7 @@ class Connector:
         self.catalog: KalshiCatalog | None = None  # set by the caller to seed CDC following
         self.registry: ShardRegistry | None = None
         self.follower: CdcFollower | None = None
+        self.category_map: CategoryMap | None = None
         self.membership: ShardMembership | None = None
         self.health: HealthServer | None = None
         # Why /readyz says no before the sessions exist (e.g. "discovering markets"), and the layout
@@ -220,7 +231,9 @@ class Connector:
         await self.serve_health()
         await self.publisher.start(wait_connected_s=None)
         markets = self.candidates
-        if self.options.use_registry and not self.options.lifecycle:
+        if self.options.all_markets:
+            await self._map_categories()
+        if self.options.use_registry and not self.options.lifecycle and not self.options.all_markets:
             self._nc = await connect_daemon(self.env.nats_settings(self.options.nats_url),
                                             name=f"ssmd-connector-{self.env.name}-{self.feed.name}-{self.options.shard}-kv")
             js = self._nc.jetstream()
@@ -234,7 +247,7 @@ class Connector:
             markets = await self._assigned_markets()
         self.sessions = self._make_sessions(markets)
         self.pool = SessionPool(self.sessions, self.feed.feed.limits.markets_per_connection, self._open_session)
-        self._tasks = [asyncio.create_task(s.run(), name=f"session-{s.index}") for s in self.sessions]
+        self._tasks += [asyncio.create_task(s.run(), name=f"session-{s.index}") for s in self.sessions]
         if self.registry is not None and self._nc is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
             if self.membership is not None:
@@ -258,7 +271,23 @@ class Connector:
         log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
                  run=self.run_id, connections=len(self.sessions), markets=len(markets),
                  registry=self.registry is not None, follow_cdc=self.membership is not None,
-                 assigner=self.follower is not None)
+                 assigner=self.follower is not None, category_map=self.category_map is not None)
+
+    async def _map_categories(self) -> None:
+        """All markets: categories from the catalog and, following CDC, from every secmaster change after it
+        (one dictionary get per frame, never a query)."""
+        self.category_map = categories = CategoryMap(self.directory, self.feed.settings, SecmasterView(self.feed.name))
+        subscription = None
+        if self.options.follow_cdc:
+            self._nc = await connect_daemon(self.env.nats_settings(self.options.nats_url),
+                                            name=f"ssmd-connector-{self.env.name}-{self.feed.name}-all-cdc")
+            subscription = await categories.subscribe(self._nc, self.env.name)  # before the seed: no change missed
+        if self.catalog is not None:
+            categories.seed(self.catalog)
+        if subscription is not None:
+            self.metrics.gauge_fn("ssmd_category_changes_applied", "Secmaster market changes applied to the "
+                                  "category map (cumulative)", lambda: categories.applied)
+            self._tasks.append(asyncio.create_task(categories.run(subscription, self._follow_stop), name="categories"))
 
     async def _heartbeat_loop(self) -> None:
         """The shard's state into KV every few seconds, for ``ssmd shards status`` and the headroom sensor."""

@@ -341,6 +341,9 @@ class VenueSession:
                         last_seq[seq_key] = seq
                         if last is not None and seq != last + 1:
                             await self._on_seq_jump(seq_key, last + 1, seq, market, category)
+                    if not category:  # EXCLUDED: a category the environment does not capture
+                        self.metrics.count_filtered(self.directory.excluded_category(market))
+                        continue
                     key = (category, subject_type, market)
                     subject = subjects.get(key)
                     if subject is None:
@@ -391,6 +394,9 @@ class VenueSession:
             self._last_seq[message.seq_key] = seq
             if last is not None and seq != last + 1:
                 await self._on_seq_jump(message.seq_key, last + 1, seq, message.market, category)
+        if not category:  # EXCLUDED: counted, not published
+            self.metrics.count_filtered(self.directory.excluded_category(message.market))
+            return
         key = (category, message.subject_type, message.market)
         subject = self._subjects.get(key) or self._subject_of(key)
         self._counter += 1

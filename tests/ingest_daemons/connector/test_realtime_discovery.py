@@ -23,7 +23,7 @@ from ingest_daemons.secmaster.lifecycle import LifecycleConsumer, LifecycleOptio
 from ingest_daemons.sim.kalshi import KalshiSimulator
 from ingest_daemons.streams import reconcile
 from tests.fixtures.config import WriteEnv
-from tests.fixtures.kalshi import CATEGORIES
+from tests.fixtures.kalshi import CATEGORIES, PER_SHARD_SCOPE
 from tests.fixtures.keys import KeyPair
 from tests.helpers import wait_until
 
@@ -36,7 +36,7 @@ async def test_created_event_to_subscription(
     sim = KalshiSimulator(public_key_pem=kalshi_keys.public_pem, markets=8, rate=50, seed=3)
     await sim.start()
     root = write_env(unique_env, nats_url=nats_server.url, streams={"max_age": "1h", "max_bytes": "128MiB"},
-                     feeds={"kalshi": {"categories": CATEGORIES,
+                     feeds={"kalshi": {"categories": CATEGORIES, "channel_scope": PER_SHARD_SCOPE,
                                        "endpoint": {"ws": sim.ws_url, "rest": sim.rest_url}}})
     env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=Path(root).parent), unique_env)
     nc = await nats.connect(nats_server.url)
