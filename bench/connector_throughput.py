@@ -17,8 +17,12 @@ With ``--feed polymarket`` the same ceiling and flood run against the Polymarket
 JSON arrays of ``price_change`` events (``--array-max`` per frame): rates count acked *messages*, one
 per array element, and the ceiling publishes the recorded frames' elements (no latency run).
 
+With ``--all-markets`` the connector measured is the all-markets one (ticker and trade with no market
+list, every frame's category looked up in the in-memory map), the ceiling publishes the same
+all-market frames, and the lookup's cost per message is measured on its own.
+
 Usage: ``python bench/connector_throughput.py [--feed kalshi|polymarket] [--seconds 10] [--markets 100]
-[--compare-framing]``.
+[--compare-framing] [--all-markets]``.
 Prints a table and a JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import aiohttp
@@ -48,7 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from ingest_daemons.adapters import polymarket  # noqa: E402
 from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E402
-from ingest_daemons.adapters.venues import venue_factory  # noqa: E402
+from ingest_daemons.adapters.venues import all_markets_venue_factory, venue_factory  # noqa: E402
 from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
 from ingest_daemons.connector import session as session_module  # noqa: E402
 from ingest_daemons.connector import ws_client  # noqa: E402
@@ -56,6 +62,7 @@ from ingest_daemons.connector.directory import (  # noqa: E402
     DiscoveredMarket,
     MarketDirectory,
     build_directory,
+    discover_kalshi_catalog,
     discover_kalshi_markets,
 )
 from ingest_daemons.connector.gamma_directory import discover_polymarket_tokens  # noqa: E402
@@ -81,8 +88,11 @@ def write_exchanges(tmp: Path, ws: str, rest: str, nats_url: str, feed: str = "k
     root = tmp / "exchanges"
     (root / "environments").mkdir(parents=True)
     (root / "feeds").symlink_to(REPO / "exchanges" / "feeds")
+    # every Kalshi channel per shard here (the sharded connector as before); --all-markets runs the feed's
+    # own all-market channels on the all-markets connector
     feeds: dict[str, object] = {"kalshi": {"endpoint": {"ws": ws, "rest": rest},
-                                           "channels": ["ticker", "trade", "orderbook_delta"], "shard_size": 5000}}
+                                           "channels": ["ticker", "trade", "orderbook_delta"],
+                                           "channel_scope": {"ticker": "shard", "trade": "shard"}, "shard_size": 5000}}
     if feed == "polymarket":
         feeds = {"kalshi": {"enabled": False}, "polymarket": {"endpoint": {"ws": ws, "rest": rest}, "shard_size": 5000}}
     env = {
@@ -179,11 +189,13 @@ async def polymarket_ceiling(nats_url: str, messages: list[tuple[str, bytes]], d
     return await publish_all(nats_url, routed)
 
 
-async def record_frames(sim: Simulator, tickers: list[str], count: int) -> list[bytes]:
+async def record_frames(sim: Simulator, tickers: list[str] | None, count: int) -> list[bytes]:
+    """``tickers`` None: ticker and trade for all markets, as the all-markets connector subscribes them."""
     frames: list[bytes] = []
+    params = ({"channels": ["ticker", "trade"]} if tickers is None
+              else {"channels": ["ticker", "trade", "orderbook_delta"], "market_tickers": tickers})
     async with aiohttp.ClientSession() as http, http.ws_connect(sim.ws, decode_text=False) as ws:
-        await ws.send_str(json.dumps({"id": 1, "cmd": "subscribe", "params": {
-            "channels": ["ticker", "trade", "orderbook_delta"], "market_tickers": tickers}}))
+        await ws.send_str(json.dumps({"id": 1, "cmd": "subscribe", "params": params}))
         while len(frames) < count:
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT and b'"sid"' in msg.data and b'"subscribed"' not in msg.data:
@@ -218,12 +230,19 @@ async def publish_all(nats_url: str, routed: list[tuple[str, bytes]]) -> float:
 
 
 async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds: float,
-                        warmup: float) -> dict[str, float]:
+                        warmup: float, all_markets: bool = False) -> dict[str, float]:
     env = resolve_environment(Settings.from_env(exchanges_dir=env_root, data_dir=data_dir), "bench")
     feed = env.feeds[sim.feed]
-    discovered, directory = await discover(sim, env_root, data_dir)
-    connector = Connector(env, feed, [m.ticker for m in discovered], directory, venue_factory(feed.feed),
-                                ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30))
+    if all_markets:  # the feed's own scope: ticker and trade, no market list, category looked up per frame
+        feed = dataclasses.replace(feed, settings=feed.settings.model_copy(update={"channel_scope": {}}))
+        connector = Connector(env, feed, [], build_directory(feed.stream_categories(), []),
+                              all_markets_venue_factory(feed.feed),
+                              ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30, all_markets=True))
+        connector.catalog = await discover_kalshi_catalog(sim.rest)
+    else:
+        discovered, directory = await discover(sim, env_root, data_dir)
+        connector = Connector(env, feed, [m.ticker for m in discovered], directory, venue_factory(feed.feed),
+                              ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30))
     recv_to_ack: list[int] = []
     send_to_ack: list[float] = []
     measuring = False
@@ -268,6 +287,30 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
     }
 
 
+def lookup_cost_ns(tickers: list[str], map_size: int) -> float:
+    """The per-frame category lookup alone (a bound-method call and a dict get, as on the hot path), in ns,
+    on a map of ``map_size`` markets; the loop's own cost is measured separately and subtracted."""
+    directory = MarketDirectory(stream_categories={"crypto"})
+    for i in range(map_size):
+        directory.assign(f"KXBENCH-{i:07d}", "Crypto")
+    for ticker in tickers:
+        directory.assign(ticker, "Crypto")
+    sample = (tickers * (1_000_000 // max(len(tickers), 1) + 1))[:1_000_000]
+    category_of = directory.category_of
+
+    def with_lookup() -> None:
+        for ticker in sample:
+            category_of(ticker)
+
+    def loop_only() -> None:
+        for _ticker in sample:
+            pass
+
+    best = min(timeit.repeat(with_lookup, number=1, repeat=5))
+    empty = min(timeit.repeat(loop_only, number=1, repeat=5))
+    return 1e9 * (best - empty) / len(sample)
+
+
 async def purge(nats_url: str) -> None:
     nc = await connect_once(nats_url, "bench-purge")
     js = nc.jetstream()
@@ -288,6 +331,9 @@ async def main() -> None:
                         help="polymarket: events per flooded array frame (default 20)")
     parser.add_argument("--compare-framing", action="store_true",
                         help="also flood with the websockets library's frame parser in place of the own one")
+    parser.add_argument("--all-markets", action="store_true",
+                        help="the all-markets connector (ticker and trade, no market list, category looked up per "
+                             "frame) instead of the sharded one, plus the lookup's cost on its own")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ssmd-bench-"))
     nats = NatsServer(tmp / "nats").start()
@@ -306,12 +352,16 @@ async def main() -> None:
         discovered = await discover_kalshi_markets(flood.rest)
         directory = build_directory(env.feeds["kalshi"].stream_categories(), discovered)
         print(f"recording {args.frames:,} frames from the simulator ...", flush=True)
-        frames = await record_frames(flood, [m.ticker for m in discovered], args.frames)
+        frames = await record_frames(flood, None if args.all_markets else [m.ticker for m in discovered],
+                                     args.frames)
+        if args.all_markets:
+            tickers = [t for t in (KalshiAdapter().classify(f).ticker for f in frames) if t]
+            results["lookup_ns_per_msg"] = lookup_cost_ns(tickers, 100_000)
         print("ceiling: publisher alone, same frames, same acks ...", flush=True)
         results["ceiling_acked_per_s"] = await ceiling(nats.url, frames, directory)
         await purge(nats.url)
         print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
-        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup, args.all_markets)
         if args.compare_framing:
             await purge(nats.url)
             print(f"flood, websockets framing, for {args.seconds:g}s ...", flush=True)
@@ -324,7 +374,7 @@ async def main() -> None:
         await purge(nats.url)
         paced = Simulator(args.markets, 10_000)
         print(f"latency: 10,000 msgs/s for {args.seconds:g}s ...", flush=True)
-        results["latency_10k"] = await run_connector(root, tmp, paced, args.seconds, args.warmup)
+        results["latency_10k"] = await run_connector(root, tmp, paced, args.seconds, args.warmup, args.all_markets)
         paced.stop()
     finally:
         nats.stop()
@@ -337,6 +387,9 @@ async def main() -> None:
     print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
           f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
           f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
+    if args.all_markets:
+        print(f"all-markets connector: ticker and trade with no market list, category looked up per frame; "
+              f"lookup alone {results['lookup_ns_per_msg']:.0f} ns/msg (map of 100,000 markets)")
     library = results.get("flood_websockets_framing")
     if isinstance(library, dict):
         print(f"flood, websockets framing        {library['acked_per_s']:>10,.0f} acked msgs/s "
