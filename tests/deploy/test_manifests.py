@@ -41,6 +41,9 @@ EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
         "ssmd connector --env $(SSMD_ENV) --feed kalshi --lifecycle --metrics-port 9466"
     ).split(),
     ("Deployment", "ssmd-lifecycle"): "ssmd lifecycle --env $(SSMD_ENV) --metrics-port 9467".split(),
+    ("Deployment", "ssmd-all-markets-connector-kalshi"): (
+        "ssmd connector --env $(SSMD_ENV) --feed kalshi --all-markets --metrics-port 9468"
+    ).split(),
 }
 DEV_EXTRA_ARGS = {"--ws-url", "--rest-url", "--no-auth"}
 SIM_URL = "ssmd-sim-kalshi:8765"
@@ -314,8 +317,9 @@ def kalshi_connectors(objects: Objects) -> list[tuple[dict[str, Any], dict[str, 
 def test_kalshi_credentials_arrive_where_the_feed_config_says(rendered: dict[str, Objects]) -> None:
     auth = yaml.safe_load((EXCHANGES / "feeds" / "kalshi.yaml").read_text())["auth"]
     prod = kalshi_connectors(rendered["prod"])
-    # The market-data shards and the lifecycle connector both sign with the Kalshi key.
-    assert {w["metadata"]["name"] for w, _, _ in prod} == {"ssmd-connector-kalshi", "ssmd-lifecycle-connector-kalshi"}
+    # The market-data shards, the all-markets and the lifecycle connector all sign with the Kalshi key.
+    assert {w["metadata"]["name"] for w, _, _ in prod} == {
+        "ssmd-connector-kalshi", "ssmd-lifecycle-connector-kalshi", "ssmd-all-markets-connector-kalshi"}
     for workload, pod, container in prod:
         where = workload["metadata"]["name"]
         assert "--no-auth" not in container["command"], where
