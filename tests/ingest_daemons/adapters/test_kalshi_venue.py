@@ -57,6 +57,20 @@ def test_lifecycle_channel_is_subscribed_once_without_markets() -> None:
     assert body(command)["params"] == {"channels": ["market_lifecycle_v2"]}
 
 
+def test_all_markets_venue_subscribes_every_channel_once_without_markets_and_resubscribes_the_same_way() -> None:
+    v = KalshiVenue(KalshiAdapter(), ("ticker", "trade"), None, 3, all_markets=True)
+    assert v.subscribe(["A"]) == [] and v.add(["A"]) == [] and v.remove(["A"]) == []
+    [command] = v.subscribe_unfiltered()
+    assert body(command)["params"] == {"channels": ["ticker", "trade"]} and command.replies == 2
+    assert subscribed(v, command, 1) == [1, 2]
+    _, outcome = reply(v, {"type": "error", "sid": 2, "msg": {"code": 17, "msg": "Internal error"}})
+    [again] = outcome.resubscribe
+    assert outcome.terminal and body(again)["params"] == {"channels": ["trade"]}
+    v.reset()  # a new socket: the same single subscribe again
+    [command] = v.subscribe_unfiltered()
+    assert body(command)["params"] == {"channels": ["ticker", "trade"]}
+
+
 def test_add_fills_the_newest_batch_per_sid_then_opens_a_new_one() -> None:
     v = venue(size=3)
     subscribed(v, v.subscribe(["A", "B"])[0], 1)
