@@ -81,6 +81,10 @@ def register(sub: Any) -> None:
                         help="run the feed's all-market channels (channels.scope `all`: Kalshi ticker, trade) "
                              "once, unsharded, with no market list: every market, new ones included; categories "
                              "from the secmaster's CDC stream (needs `ssmd cdc`), unknown markets to uncategorized")
+    parser.add_argument("--lease-ttl", type=float, default=10.0,
+                        help="with --all-markets: replicas share a NATS KV lease with this TTL in seconds; the "
+                             "holder publishes, the others stand by and take over when it stops (0 = no lease; "
+                             "default: 10)")
     parser.add_argument("--no-auth", action="store_true",
                         help="connect without Kalshi auth headers (only for a simulator run with --no-auth)")
     parser.set_defaults(func=run)
@@ -146,6 +150,7 @@ async def _run(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
         lifecycle=args.lifecycle, use_registry=args.follow_cdc and not args.all_markets,
         follow_cdc=args.follow_cdc or args.all_markets, all_markets=args.all_markets,
+        lease_ttl_s=args.lease_ttl if args.all_markets and args.lease_ttl > 0 else None,
     )
     if args.lifecycle and args.all_markets:
         print("--lifecycle and --all-markets are separate connectors; pick one")

@@ -21,6 +21,7 @@ from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
 from ingest_daemons.connector.category_map import CategoryMap
 from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
 from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
+from ingest_daemons.connector.lease import KvLease
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
 from ingest_daemons.connector.pool import SessionPool
 from ingest_daemons.connector.session import SessionSettings, VenueSession, ready_reason
@@ -55,6 +56,9 @@ class ConnectorOptions:
     # run the feed's all-market channels (scope `all`) unsharded, with no market list, instead of its
     # per-shard channels; categories from the secmaster (seed + CDC)
     all_markets: bool = False
+    # all markets: hold a NATS KV lease of this TTL before subscribing, so of several replicas one
+    # publishes and the others stand by (None: no lease, this replica always runs)
+    lease_ttl_s: float | None = None
     use_registry: bool = False  # shard assignments from the NATS KV registry (else the given market list)
     follow_cdc: bool = False  # subscribe/unsubscribe markets as the secmaster changes (needs use_registry)
     assigner_shard: int = 0  # with follow_cdc: the shard whose connector turns secmaster changes into assignments
@@ -136,6 +140,7 @@ class Connector:
         self.registry: ShardRegistry | None = None
         self.follower: CdcFollower | None = None
         self.category_map: CategoryMap | None = None
+        self.lease: KvLease | None = None
         self.membership: ShardMembership | None = None
         self.health: HealthServer | None = None
         # Why /readyz says no before the sessions exist (e.g. "discovering markets"), and the layout
@@ -231,6 +236,8 @@ class Connector:
         await self.serve_health()
         await self.publisher.start(wait_connected_s=None)
         markets = self.candidates
+        if self.options.all_markets and self.options.lease_ttl_s is not None and not await self._take_lease():
+            return  # stopped while standing by
         if self.options.all_markets:
             await self._map_categories()
         if self.options.use_registry and not self.options.lifecycle and not self.options.all_markets:
@@ -273,15 +280,40 @@ class Connector:
                  registry=self.registry is not None, follow_cdc=self.membership is not None,
                  assigner=self.follower is not None, category_map=self.category_map is not None)
 
+    async def _connect_nc(self, purpose: str) -> Client:
+        if self._nc is None:
+            self._nc = await connect_daemon(self.env.nats_settings(self.options.nats_url),
+                                            name=f"ssmd-connector-{self.env.name}-{self.feed.name}-{purpose}")
+        return self._nc
+
+    async def _take_lease(self) -> bool:
+        """Stand by until this replica holds the all-markets lease; then keep it, and stop when it is lost."""
+        assert self.options.lease_ttl_s is not None
+        nc = await self._connect_nc("all")
+        self.lease = lease = KvLease(nc, self.env.name, f"{self.feed.name}.all-markets", self.run_id,
+                                     self.options.lease_ttl_s)
+        self.starting = "standing by: another replica holds the all-markets lease"
+        if not await lease.acquire(self._stop, replicas=self.env.config.streams.replicas):
+            return False
+        self.starting = None
+        lost = asyncio.Event()
+
+        async def stop_when_lost() -> None:
+            await lost.wait()
+            self.request_stop()
+
+        self._tasks.append(asyncio.create_task(lease.keep(lost), name="lease"))
+        self._tasks.append(asyncio.create_task(stop_when_lost(), name="lease-lost"))
+        return True
+
     async def _map_categories(self) -> None:
         """All markets: categories from the catalog and, following CDC, from every secmaster change after it
         (one dictionary get per frame, never a query)."""
         self.category_map = categories = CategoryMap(self.directory, self.feed.settings, SecmasterView(self.feed.name))
         subscription = None
         if self.options.follow_cdc:
-            self._nc = await connect_daemon(self.env.nats_settings(self.options.nats_url),
-                                            name=f"ssmd-connector-{self.env.name}-{self.feed.name}-all-cdc")
-            subscription = await categories.subscribe(self._nc, self.env.name)  # before the seed: no change missed
+            # Subscribed before the seed is read: no change falls in between.
+            subscription = await categories.subscribe(await self._connect_nc("all"), self.env.name)
         if self.catalog is not None:
             categories.seed(self.catalog)
         if subscription is not None:
@@ -321,7 +353,7 @@ class Connector:
         if self.membership is not None:
             await self.membership.close()
         for task in self._tasks:
-            if task.get_name() in ("heartbeat", "membership"):
+            if task.get_name() in ("heartbeat", "membership", "lease", "lease-lost"):
                 task.cancel()
                 continue
             try:
@@ -329,6 +361,8 @@ class Connector:
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         drained = await self.publisher.drain(self.options.drain_timeout_s)
+        if self.lease is not None:
+            await self.lease.release()  # after the drain: the stand-by's frames come after ours
         if self._nc is not None:
             await self._nc.close()
         held = self.publisher.in_flight

@@ -4,9 +4,11 @@ frame's category from an in-memory map kept current by the secmaster's CDC strea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
-from ingest_daemons.connector.directory import discover_kalshi_catalog
+from ingest_daemons.connector.directory import build_directory, discover_kalshi_catalog
+from ingest_daemons.connector.runner import Connector
 from ingest_daemons.naming import UNCATEGORIZED, parse_subject, slug
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
@@ -153,3 +155,39 @@ async def test_sharded_connector_runs_only_the_per_shard_channels(kalshi_bench: 
     await bench.connector.wait_subscribed(10)
     assert {tuple(c["params"]["channels"]) for c in subscribes(bench)} == {("orderbook_delta",)}  # type: ignore[index]
     bench.assert_exactly_once(await bench.stop_and_collect())
+
+
+async def test_a_second_replica_stands_by_on_the_lease_and_takes_over(kalshi_bench: BenchFactory) -> None:
+    bench = await kalshi_bench(markets=12, rate=300, all_markets=True, lease_ttl_s=3.0)
+    await bench.connector.wait_subscribed(10)
+    first = bench.connector
+    feed = bench.env.feeds["kalshi"]
+    second = Connector(bench.env, feed, [], build_directory(feed.stream_categories(), []),
+                       first.venues, dataclasses.replace(first.options, metrics_port=None))
+    second.catalog = first.catalog
+    starting = asyncio.create_task(second.start())
+    second_stopped = False
+    try:
+        await wait_until(lambda: second.starting is not None and "standing by" in second.starting, 10,
+                         "the second replica to stand by")
+        await flow(bench, 200)
+        assert not second.sessions and len(subscribes(bench)) == 1, "only the lease holder subscribes"
+        assert second.ready() == (False, "standing by: another replica holds the all-markets lease")
+        assert await first.shutdown(), "the first replica drained"
+        await asyncio.wait_for(starting, 10)  # the stand-by took the lease within a retry interval
+        await second.wait_subscribed(10)
+        await flow(bench, 200)
+        bench.sim.pause()
+        second_stopped = True
+        assert await second.shutdown()
+    finally:
+        if not second_stopped:  # a failure above: stop the second replica too, whatever state it is in
+            second.request_stop()
+            await asyncio.wait_for(starting, 10)
+            await second.shutdown()
+    stored = await bench.stored()
+    bench.assert_exactly_once(stored, excluded_markets(bench))  # nothing lost, nothing twice across the takeover
+    connected = [json.loads(m.data) for m in stored if m.marker == "connected"]
+    # The takeover is marked: the new replica's connection starts with its own `connected` marker.
+    assert {str(c["conn"]).split(".")[0] for c in connected} == {first.run_id, second.run_id}
+    assert len(subscribes(bench)) == 2
