@@ -36,6 +36,9 @@ EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
     ("StatefulSet", "ssmd-connector-kalshi"): (
         "ssmd connector --env $(SSMD_ENV) --feed kalshi --shard $(SSMD_SHARD) --follow-cdc --metrics-port 9464"
     ).split(),
+    ("StatefulSet", "ssmd-connector-polymarket"): (
+        "ssmd connector --env $(SSMD_ENV) --feed polymarket --shard $(SSMD_SHARD) --metrics-port 9469"
+    ).split(),
     ("Deployment", "ssmd-cdc"): "ssmd cdc --env $(SSMD_ENV) --metrics-port 9465".split(),
     ("Deployment", "ssmd-lifecycle-connector-kalshi"): (
         "ssmd connector --env $(SSMD_ENV) --feed kalshi --lifecycle --metrics-port 9466"
@@ -46,7 +49,7 @@ EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
     ).split(),
 }
 DEV_EXTRA_ARGS = {"--ws-url", "--rest-url", "--no-auth"}
-SIM_URL = "ssmd-sim-kalshi:8765"
+SIM_URLS = {"kalshi": "ssmd-sim-kalshi:8765", "polymarket": "ssmd-sim-polymarket:8766"}
 
 
 @pytest.fixture(params=sorted(OVERLAYS))
@@ -179,7 +182,8 @@ def test_the_daemons_are_exactly_the_expected_ones(overlay: tuple[str, Objects])
         assert flags <= DEV_EXTRA_ARGS, f"dev {key}: {sorted(flags - DEV_EXTRA_ARGS)}"
         for flag in ("--ws-url", "--rest-url"):
             if flag in extra:
-                assert SIM_URL in extra[extra.index(flag) + 1], f"dev {key}: {flag} must name the simulator"
+                feed = command[command.index("--feed") + 1] if "--feed" in command else "kalshi"
+                assert SIM_URLS[feed] in extra[extra.index(flag) + 1], f"dev {key}: {flag} must name the simulator"
     # Each daemon kind has its own metrics port (the defaults of its sub-command, distinct in scrapes).
     ports = [metrics_port({"command": c}) for c in EXPECTED_DAEMONS.values()]
     assert len(set(ports)) == len(ports)
@@ -311,7 +315,8 @@ def test_runtime_environment_exists(overlay: tuple[str, Objects]) -> None:
 
 
 def kalshi_connectors(objects: Objects) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-    return [(w, p, c) for w, p, c in daemons(objects) if c["command"][:2] == ["ssmd", "connector"]]
+    return [(w, p, c) for w, p, c in daemons(objects)
+            if c["command"][:2] == ["ssmd", "connector"] and "kalshi" in c["command"]]
 
 
 def test_kalshi_credentials_arrive_where_the_feed_config_says(rendered: dict[str, Objects]) -> None:
@@ -342,7 +347,7 @@ def test_kalshi_credentials_arrive_where_the_feed_config_says(rendered: dict[str
         where = workload["metadata"]["name"]
         assert "--no-auth" in container["command"], where
         command = container["command"]
-        assert SIM_URL in command[command.index("--ws-url") + 1], where
+        assert SIM_URLS["kalshi"] in command[command.index("--ws-url") + 1], where
         assert "kalshi-credentials" not in {v["name"] for v in pod["volumes"]}, where
         assert not {auth["key_id_env"], auth["private_key_path_env"]} & {e["name"] for e in container["env"]}, where
 
