@@ -33,6 +33,7 @@ from ingest_daemons.streams import StreamChange, reconcile
 # How long a child may take to listen: `dagster dev` loads every definition first, which takes a
 # minute or more on a busy 2-core machine.
 START_TIMEOUT_S = 180.0
+LOCAL_MAX_FILE_STORE = 2**40  # 1 TiB of reservations; see LocalStack.__init__
 log = get_logger("ssmd.up")
 
 
@@ -136,8 +137,14 @@ class LocalStack:
         self.env = env
         self.data_dir = env.data_dir
         self.logs_dir = self.data_dir / "logs"
+        # JetStream reserves each file stream's max_bytes against max_file_store, which by default is a
+        # share of the disk's free space when the server starts: a laptop with less free disk than the
+        # streams' caps added up could not create them. The reservation is bookkeeping, not allocation
+        # (a disk that really fills refuses writes, which the connectors retry without acking), so the
+        # local stack sets a store limit no environment's caps reach.
         self.nats = NatsServer(
-            self.data_dir / "nats", port=nats_port(env.nats_url), log_file=self.logs_dir / "nats-server.log"
+            self.data_dir / "nats", port=nats_port(env.nats_url), log_file=self.logs_dir / "nats-server.log",
+            max_file_store=LOCAL_MAX_FILE_STORE,
         )
         self.children: list[ChildProcess] = []
         self.sharded: list[ShardedComponent] = []
