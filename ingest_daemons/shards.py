@@ -37,7 +37,6 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -53,9 +52,26 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from ingest_daemons.kv_scan import scan_last_per_subject
+from ingest_daemons.kv_batch import KvWrite, allow_direct_get, publish_all
+from ingest_daemons.kv_scan import is_delete_marker, scan_last_per_subject
 from ingest_daemons.logs import get_logger
-from ingest_daemons.naming import escape_token, unescape_token
+from ingest_daemons.shard_assign import BurstAssignment
+from ingest_daemons.shard_keys import (
+    WRONG_LAST_SEQUENCE,
+    ShardLayout,
+    ShardState,
+    assignment_value,
+    bucket_name,
+    kv_token,
+    membership_value,
+    parse_assignment,
+    ticker_of,
+)
+
+__all__ = [
+    "DELETE_MARKER_TTL_S", "ShardLayout", "ShardRegistry", "ShardState", "assignment_value", "bucket_name",
+    "kv_token", "membership_value", "parse_assignment", "ticker_of",
+]
 
 log = get_logger("ssmd.shards")
 
@@ -63,7 +79,6 @@ DEFAULT_CAS_ATTEMPTS = 200
 FULL_PASSES = 4  # passes over the shards before a market is reported as waiting
 
 
-WRONG_LAST_SEQUENCE = 10071
 # How long a removed key's purge marker stays: long enough for a follower that lost its connection
 # to hear of the removal when it resumes; after that a restarted connector reads members() instead.
 DELETE_MARKER_TTL_S = 24 * 3600
@@ -77,56 +92,6 @@ def _conflict(exc: Exception) -> bool:
     )
 
 
-def assignment_value(shard: int, category: str | None) -> bytes:
-    """The market's shard and category slug: the owning connector needs both to subscribe and route it."""
-    return orjson.dumps({"shard": shard, "category": category})
-
-
-def parse_assignment(value: bytes | None) -> tuple[int, str | None]:
-    data = orjson.loads(value or b"{}")
-    return int(data["shard"]), data.get("category")
-
-
-def membership_value(category: str | None) -> bytes:
-    return orjson.dumps({"category": category})
-
-
-def bucket_name(env: str) -> str:
-    return f"ssmd_shards_{env}"
-
-
-def kv_token(ticker: str) -> str:
-    """KV keys allow ``[-/_=.a-zA-Z0-9]``: the subject escape with ``%`` spelled ``=`` (still reversible)."""
-    return escape_token(ticker).replace("%", "=")
-
-
-def ticker_of(token: str) -> str:
-    return unescape_token(token.replace("=", "%"))
-
-
-@dataclass(frozen=True)
-class ShardLayout:
-    shards: int
-    capacity: int
-
-
-@dataclass(frozen=True)
-class ShardState:
-    shard: int
-    load: int
-    capacity: int
-    heartbeat: dict[str, Any] | None
-
-    @property
-    def utilisation(self) -> float:
-        return self.load / self.capacity if self.capacity else 1.0
-
-    def heartbeat_age_s(self, now: float | None = None) -> float | None:
-        if not self.heartbeat or "ts" not in self.heartbeat:
-            return None
-        return (now if now is not None else time.time()) - float(self.heartbeat["ts"])
-
-
 class ShardRegistry:
     """Assignments for one feed of one environment."""
 
@@ -136,6 +101,7 @@ class ShardRegistry:
         self.bucket = bucket
         self.feed = feed
         self.delete_marker_ttl_s = DELETE_MARKER_TTL_S
+        self.shards_seen = 0  # the layout's shard count last read by a burst assignment (it only grows)
 
     @classmethod
     async def open(cls, js: JetStreamContext, env: str, feed: str, replicas: int = 1) -> ShardRegistry:
@@ -145,6 +111,7 @@ class ShardRegistry:
             kv = await js.create_key_value(bucket=bucket_name(env), history=1, replicas=replicas,
                                            description=f"ssmd {env}: shard assignments and heartbeats")
         await _allow_marker_ttl(js, f"KV_{bucket_name(env)}")
+        await allow_direct_get(js, f"KV_{bucket_name(env)}")  # batched reads (ingest_daemons.kv_batch)
         return cls(js, kv, bucket_name(env), feed)
 
     # ------------------------------------------------------------------ layout
@@ -286,81 +253,59 @@ class ShardRegistry:
         return await self.shard_of(ticker)
 
     async def assign_many(self, items: list[tuple[str, str | None]]) -> dict[str, int | None]:
-        """:meth:`assign` for a burst: one reservation per shard for many markets, claims in parallel.
+        """:meth:`assign` for a burst, in a few round trips however many markets
+        (:mod:`ingest_daemons.shard_assign`).
 
         Same guarantees (a market is claimed once, no shard passes its capacity); markets that find
         no room map to ``None``. Markets already claimed get their membership key written again
         (idempotent), which repairs a writer that died between claim and membership.
         """
-        known = await asyncio.gather(*(self._claim_of(t) for t, _ in items))
-        result: dict[str, int | None] = {}
-        pending: list[tuple[str, str | None]] = []
-        repairs = []
-        for (ticker, category), claim in zip(items, known, strict=True):
-            if claim is None:
-                pending.append((ticker, category))
-            else:
-                result[ticker] = claim[0]
-                repairs.append(self._join(claim[0], ticker, claim[1]))
-        await asyncio.gather(*repairs)
-        # Markets that ever waited (tombstones included: deleting again is harmless), in one request
-        # however many wait during a saturation.
-        prefix = f"$KV.{self.bucket}.{self.feed}.waiting."
-        waiting = {ticker_of(s[len(prefix):]) for s in await self._keys_with_history(prefix)} if pending else set()
-        layout = await self.layout()
-        for shard in self._candidates(layout):
-            if not pending:
-                break
-            take = await self._reserve(shard, len(pending), layout.capacity)
-            if not take:
-                continue
-            batch, pending = pending[:take], pending[take:]
-            claims = await asyncio.gather(
-                *(self.kv.create(f"{self.feed}.market.{kv_token(t)}", assignment_value(shard, c)) for t, c in batch),
-                return_exceptions=True,
-            )
-            lost = 0
-            for (ticker, _), outcome in zip(batch, claims, strict=True):
-                if isinstance(outcome, BaseException):
-                    if not (isinstance(outcome, Exception) and _conflict(outcome)):
-                        raise outcome
-                    lost += 1
-                    result[ticker] = await self.shard_of(ticker)  # somebody else claimed it first
-                else:
-                    result[ticker] = shard
-            if lost:
-                await self._adjust_load(shard, -lost, None)
-            won = [(t, c) for t, c in batch if result.get(t) == shard]
-            await asyncio.gather(*(self._join(shard, t, c) for t, c in won))
-            await asyncio.gather(*(self._clear_waiting_key(t) for t, _ in won if t in waiting))
-        for ticker, _ in pending:
-            result[ticker] = None
-        return result
+        if not items:
+            return {}
+        return await BurstAssignment(self).run(items)
 
     async def _join(self, shard: int, ticker: str, category: str | None) -> None:
         """Write the market into shard ``shard``'s membership (what that shard's connector follows)."""
         await self.kv.put(f"{self.feed}.shard.{shard}.{kv_token(ticker)}", membership_value(category))
 
-    async def _reserve(self, shard: int, wanted: int, capacity: int) -> int:
-        """Reserve up to ``wanted`` slots on ``shard`` in one compare-and-set; returns how many."""
-        key = f"{self.feed}.load.{shard}"
+    async def _reserve(self, shard: int, wanted: int, capacity: int,
+                       seen: tuple[int, int | None] | None = None) -> int:
+        """Reserve up to ``wanted`` slots on ``shard`` in one compare-and-set; returns how many.
+
+        ``seen``: the counter (value, revision) as just read, saving the first read; a racing
+        writer costs a re-read and a retry with jitter.
+        """
         for attempt in range(DEFAULT_CAS_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
-            load, revision = await self._load(shard)
+            load, revision = seen if seen is not None and not attempt else await self._load(shard)
             take = min(wanted, capacity - load)
             if take <= 0:
                 return 0
-            try:
-                if revision is None:
-                    await self.kv.create(key, str(load + take).encode())
-                else:
-                    await self.kv.update(key, str(load + take).encode(), last=revision)
+            if await self.set_load(shard, load + take, revision):
                 return take
-            except APIError as exc:
-                if not _conflict(exc):
-                    raise
-        raise RuntimeError(f"could not update {key} (too much contention)")
+        raise RuntimeError(f"could not update {self.feed}.load.{shard} (too much contention)")
+
+    async def give_back(self, shard: int, slots: int) -> None:
+        """Return ``slots`` reservations whose claims were lost to another writer."""
+        await self._adjust_load(shard, -slots, None)
+
+    async def leader_claim(self, ticker: str) -> tuple[int | None, int]:
+        """(shard, revision) of the market's claim as the stream's leader holds it (never a lagging
+        replica): after a claim lost its compare-and-set, this says who won. Shard ``None`` when the key
+        is absent or removed; the revision is then the one a new claim must name (0: no message)."""
+        try:
+            msg = await self.js.get_msg(f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{self.feed}.market."
+                                        f"{kv_token(ticker)}", direct=False)
+        except NotFoundError:
+            return None, 0
+        if is_delete_marker(msg.headers) or not msg.data:
+            return None, int(msg.seq or 0)
+        return parse_assignment(msg.data)[0], int(msg.seq or 0)
+
+    def purge_headers(self) -> dict[str, str]:
+        """Headers of a purge marker that expires (see the module docstring)."""
+        return {"KV-Operation": "PURGE", "Nats-Rollup": "sub", "Nats-TTL": f"{self.delete_marker_ttl_s}s"}
 
     @staticmethod
     def _candidates(layout: ShardLayout) -> list[int]:
@@ -374,6 +319,16 @@ class ShardRegistry:
         """
         await self.kv.put(f"{self.feed}.waiting.{kv_token(ticker)}",
                           orjson.dumps({"ts": time.time(), "category": category}))
+
+    async def mark_waiting_many(self, items: list[tuple[str, str | None]]) -> None:
+        """:meth:`mark_waiting` for many markets at once (one wave of writes)."""
+        now = time.time()
+        writes = [KvWrite(f"$KV.{self.bucket}.{self.feed}.waiting.{kv_token(t)}",
+                          orjson.dumps({"ts": now, "category": c})) for t, c in items]
+        for write, outcome in zip(writes, await publish_all(self.js._nc, writes), strict=True):
+            if not outcome.ok:
+                raise APIError(description=f"marking {write.subject} waiting: {outcome.description}",
+                               err_code=outcome.err_code)
 
     async def waiting(self) -> list[str]:
         return sorted(await self.waiting_markets())
@@ -401,7 +356,7 @@ class ShardRegistry:
     async def _forget(self, key: str, last: int | None = None) -> None:
         """Remove ``key`` with a purge marker that expires (``last``: only if still at that revision;
         a mismatch raises the same conflict as :meth:`KeyValue.update`)."""
-        headers = {"KV-Operation": "PURGE", "Nats-Rollup": "sub", "Nats-TTL": f"{self.delete_marker_ttl_s}s"}
+        headers = self.purge_headers()
         if last:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
         try:
@@ -410,12 +365,6 @@ class ShardRegistry:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise KeyWrongLastSequenceError(description=exc.description) from None
             raise
-
-    async def _keys_with_history(self, prefix: str) -> list[str]:
-        """Subjects under ``prefix`` that hold a message: live keys and (unexpired) markers alike;
-        headers only, paged, whatever their number."""
-        found = await scan_last_per_subject(self.js, f"KV_{self.bucket}", prefix + ">", headers_only=True)
-        return sorted(record.subject for record in found)
 
     async def _live_keys(self, prefix: str) -> dict[str, bytes]:
         """Tickers (decoded) → value of every non-deleted key under ``prefix`` (a ``$KV.`` subject prefix)."""
