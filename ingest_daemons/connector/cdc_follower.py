@@ -44,7 +44,9 @@ log = get_logger("ssmd.cdc_follower")
 # Kalshi REST response statuses (protocols A7): trading now, and finished for good.
 OPEN_STATUSES = frozenset({"active", "open"})
 FINISHED_STATUSES = frozenset({"closed", "determined", "disputed", "amended", "finalized", "settled"})
-DEFAULT_FETCH_BATCH = 256
+# The server answers a pull with what is there (it waits only for the first change), so this caps a
+# batch: a burst of up to this many new markets is assigned together (ingest_daemons.shard_assign).
+DEFAULT_FETCH_BATCH = 1024
 WAITING_RETRY_S = 10.0
 
 Action = Literal["add", "remove", "none"]
@@ -192,11 +194,12 @@ class CdcFollower:
         if not items:
             return
         shards = await self.registry.assign_many(items)
-        for ticker, slug in items:
-            if shards.get(ticker) is None:
-                self.waiting[ticker] = slug
-                await self.registry.mark_waiting(ticker, slug)
-                log.warning("no shard has room; market waits for headroom", market=ticker, waiting=len(self.waiting))
+        unplaced = [(ticker, slug) for ticker, slug in items if shards.get(ticker) is None]
+        for ticker, slug in unplaced:
+            self.waiting[ticker] = slug
+            log.warning("no shard has room; market waits for headroom", market=ticker, waiting=len(self.waiting))
+        if unplaced:
+            await self.registry.mark_waiting_many(unplaced)
 
     async def _remove(self, ticker: str) -> None:
         """Give the slot back; the owning shard sees its membership key go and unsubscribes."""
