@@ -27,7 +27,9 @@ after the claim and deleted before it, and both writes are idempotent, so a writ
 between them is repaired by the next :meth:`ShardRegistry.assign_many` / :meth:`ShardRegistry.release`
 of that market (the CDC follower acks a change only after handling it). A market for which no shard
 has room is not dropped: :meth:`ShardRegistry.assign` returns ``None`` and the caller counts it as
-waiting until a headroom shard exists.
+waiting until a headroom shard exists. A burst goes through :meth:`ShardRegistry.assign_many`, which
+takes the same steps for all its markets at once (:mod:`ingest_daemons.shard_assign`); key names and
+values are in :mod:`ingest_daemons.shard_keys`.
 """
 
 from __future__ import annotations
