@@ -29,9 +29,14 @@ from dataclasses import dataclass
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from ingest_daemons.kv_scan import KeyRecord, is_delete_marker
+from ingest_daemons.logs import get_logger
+
+log = get_logger("ssmd.kv_batch")
 
 MULTI_LAST_MAX = 1024  # the server refuses a batched get with more results ("413 Too Many Results")
 DEFAULT_TIMEOUT_S = 10.0
@@ -40,6 +45,10 @@ EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 
 class BatchGetError(Exception):
     """The server refused a batched get (a status other than end-of-batch or no-results)."""
+
+
+class DirectGetUnavailable(Exception):
+    """Nobody answers direct gets on the stream (``allow_direct`` is off)."""
 
 
 @dataclass(frozen=True)
@@ -69,13 +78,23 @@ def compare_and_set(subject: str, payload: bytes, last: int, extra: dict[str, st
     return KvWrite(subject, payload, {**(extra or {}), EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
 
 
-async def allow_direct_get(js: JetStreamContext, stream: str) -> None:
-    """Switch on direct gets for a bucket created without them (they can be switched on at any time)."""
+async def allow_direct_get(js: JetStreamContext, stream: str) -> bool:
+    """Switch on direct gets for a bucket created without them (they can be switched on at any time).
+
+    False when that was refused (a role without stream administration opened an old bucket first):
+    reads then fall back to one request per key until provisioning switches them on.
+    """
     info = await js.stream_info(stream)
     if info.config.allow_direct:
-        return
+        return True
     info.config.allow_direct = True
-    await js.update_stream(info.config)
+    try:
+        await js.update_stream(info.config)
+    except (NatsError, TimeoutError) as exc:
+        log.warning("direct gets could not be switched on; KV reads go one request per key", stream=stream,
+                    error=type(exc).__name__)
+        return False
+    return True
 
 
 async def last_messages(nc: Client, stream: str, subjects: Sequence[str],
@@ -87,9 +106,28 @@ async def last_messages(nc: Client, stream: str, subjects: Sequence[str],
     unique = list(dict.fromkeys(subjects))
     chunks = [unique[i : i + MULTI_LAST_MAX] for i in range(0, len(unique), MULTI_LAST_MAX)]
     found: dict[str, KeyRecord] = {}
-    for part in await asyncio.gather(*(_last_of_chunk(nc, stream, chunk, timeout_s) for chunk in chunks)):
+    try:
+        parts = await asyncio.gather(*(_last_of_chunk(nc, stream, chunk, timeout_s) for chunk in chunks))
+    except DirectGetUnavailable:
+        parts = [await _last_one_by_one(nc, stream, unique, timeout_s)]
+    for part in parts:
         found.update(part)
     return found
+
+
+async def _last_one_by_one(nc: Client, stream: str, subjects: list[str], timeout_s: float) -> dict[str, KeyRecord]:
+    """The same answer from the stream's leader, one request per subject (all in flight together)."""
+    js = nc.jetstream(timeout=timeout_s)
+
+    async def one(subject: str) -> KeyRecord | None:
+        try:
+            msg = await js.get_msg(stream, subject=subject, direct=False)
+        except NotFoundError:
+            return None
+        return KeyRecord(subject, msg.data or b"", is_delete_marker(msg.headers), int(msg.seq or 0))
+
+    records = await asyncio.gather(*(one(subject) for subject in subjects))
+    return {record.subject: record for record in records if record is not None}
 
 
 async def _last_of_chunk(nc: Client, stream: str, subjects: list[str], timeout_s: float) -> dict[str, KeyRecord]:
@@ -117,6 +155,8 @@ async def _last_of_chunk(nc: Client, stream: str, subjects: list[str], timeout_s
         except TimeoutError:
             raise TimeoutError(f"batched get of {len(subjects)} keys from {stream}: "
                                f"no answer in {timeout_s} s") from None
+        if status.startswith("503"):  # no responders: the stream does not allow direct gets
+            raise DirectGetUnavailable(stream)
         if not (status.startswith("204") or status.startswith("404")):  # end of batch / none of them exists
             raise BatchGetError(f"batched get of {len(subjects)} keys from {stream} refused: {status}")
         return found

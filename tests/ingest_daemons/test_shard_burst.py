@@ -75,3 +75,22 @@ async def test_a_burst_costs_round_trips_per_burst_not_per_market_and_assigns_ea
         for conn in conns:
             await conn.close()
         await admin.close()
+
+
+async def test_a_bucket_without_direct_gets_is_read_one_key_at_a_time(nats_server: NatsServer, unique_env: str) -> None:
+    """A bucket whose stream answers no direct gets (an old bucket a role without stream administration
+    opened first) still assigns correctly: the batched read falls back to one request per key."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        registry = await ShardRegistry.open(nc.jetstream(), unique_env, "kalshi")
+        await registry.ensure_layout(shards=2, capacity=3)
+        assert await registry.assign("KXOLD-0") == 1
+        info = await nc.jetstream().stream_info(f"KV_{registry.bucket}")
+        info.config.allow_direct = False
+        await nc.jetstream().update_stream(info.config)
+        result = await registry.assign_many([(f"KXOLD-{i}", None) for i in range(7)])
+        assert result["KXOLD-0"] == 1, "the existing claim was read"
+        assert Counter(result.values()) == {1: 3, 0: 3, None: 1}
+        assert {s.shard: s.load for s in await registry.states()} == {0: 3, 1: 3}
+    finally:
+        await nc.close()
