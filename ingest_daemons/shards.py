@@ -103,7 +103,7 @@ class ShardRegistry:
         self.bucket = bucket
         self.feed = feed
         self.delete_marker_ttl_s = DELETE_MARKER_TTL_S
-        self.shards_seen = 0  # the layout's shard count last read by a burst assignment (it only grows)
+        self.shards_seen = 0  # shards whose counters a burst reads in its first request (more: a second read)
 
     @classmethod
     async def open(cls, js: JetStreamContext, env: str, feed: str, replicas: int = 1) -> ShardRegistry:
