@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from ingest_daemons.adapters.kalshi import KalshiAdapter
 from ingest_daemons.adapters.kalshi_auth import KalshiCredentials
 from ingest_daemons.adapters.kalshi_venue import KalshiVenue
+from ingest_daemons.adapters.kraken_book import DEFAULT_DEPTH
+from ingest_daemons.adapters.kraken_venue import FUTURES, MARKETS, SPOT, KrakenFuturesVenue, KrakenSpotVenue
 from ingest_daemons.adapters.polymarket import MAX_ASSETS_PER_CONNECTION
 from ingest_daemons.adapters.polymarket_venue import PolymarketVenue
 from ingest_daemons.config.models import FeedConfig
@@ -20,7 +22,14 @@ from ingest_daemons.connector.venue import VenueProtocol
 VenueFactory = Callable[[Sequence[str]], VenueProtocol]
 
 
-def venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None) -> VenueFactory:
+def venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None,
+                  market: str | None = None) -> VenueFactory:
+    """``market``: which of the feed's markets the connection serves (Kraken: ``spot``, the default, or
+    ``futures``); feeds with one market take none."""
+    if feed.protocol == "kraken_v2":
+        return _kraken(feed, market or SPOT)
+    if market is not None:
+        raise ValueError(f"feed {feed.name} has one market; --market applies to Kraken ({', '.join(MARKETS)})")
     if feed.protocol == "kalshi_v2":
         adapter = KalshiAdapter(feed.message_types)  # route tables built once, shared by every connection
         size = feed.limits.markets_per_subscription
@@ -39,6 +48,25 @@ def venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None
 
         return polymarket
     raise ValueError(f"feed {feed.name}: no venue module speaks protocol {feed.protocol!r}")
+
+
+def _kraken(feed: FeedConfig, market: str) -> VenueFactory:
+    types = feed.message_types
+    per_command = feed.limits.markets_per_subscription
+    if market == FUTURES:
+
+        def futures(channels: Sequence[str]) -> VenueProtocol:
+            return KrakenFuturesVenue(channels, types, per_command, feed.name)
+
+        return futures
+    if market != SPOT:
+        raise ValueError(f"feed {feed.name} has markets {', '.join(MARKETS)}, not {market!r}")
+    depth = feed.book_depth or DEFAULT_DEPTH
+
+    def spot(channels: Sequence[str]) -> VenueProtocol:
+        return KrakenSpotVenue(channels, types, depth, per_command, feed.name)
+
+    return spot
 
 
 def all_markets_venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None) -> VenueFactory:

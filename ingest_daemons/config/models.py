@@ -31,9 +31,17 @@ class _Model(BaseModel):
 # ----------------------------------------------------------------------------- feeds
 
 
+class MarketEndpoint(_Model):
+    ws: str
+    rest: str | None = None
+
+
 class Endpoint(_Model):
     ws: str
     rest: str | None = None
+    # Other markets of the feed on sockets of their own (Kraken: `futures` beside the spot socket above),
+    # each run by its own connector process (`ssmd connector --market NAME`).
+    markets: dict[str, MarketEndpoint] = Field(default_factory=dict)
 
 
 class AuthConfig(_Model):
@@ -104,6 +112,8 @@ class FeedConfig(_Model):
     # label (case-insensitive) → one of `categories`. An event takes the category of its first
     # mapped tag, in the event's own tag order; no mapped tag leaves it uncategorised.
     category_tags: dict[str, str] = Field(default_factory=dict)
+    # Order-book depth to subscribe where the venue takes one (Kraken spot: 10, 25, 100, 500 or 1000).
+    book_depth: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _lifecycle_channel_is_available(self) -> FeedConfig:

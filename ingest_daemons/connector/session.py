@@ -441,6 +441,9 @@ class VenueSession:
                 self.metrics.terminal_errors.inc()
                 await self.markers.status(wire.STATUS_TERMINAL_ERROR, self.markets, **outcome.live_error)
                 self._spawn(self._resubscribe(outcome.resubscribe))
+        if outcome.status is not None:
+            fields = outcome.status_fields if outcome.status_fields is not None else outcome.live_error
+            await self.markers.status(outcome.status, self.markets, **(fields or {}))
         if outcome.reply_to is not None:
             self._link.on_reply(outcome.reply_to, message, outcome.failed)
 

@@ -84,7 +84,10 @@ class ControlOutcome:
     ``live_error`` is an error on a live subscription (logged); with ``terminal`` that subscription is
     gone: the engine counts it, publishes a ``terminal_error`` status marker with ``live_error`` as its
     fields, runs ``resubscribe`` in the background and then a ``resubscribed`` marker. ``answer`` is a
-    frame to send back at once (a venue-level ping from the server).
+    frame to send back at once (a venue-level ping from the server). ``status`` publishes a status
+    marker of that kind into every stream the connection feeds, with ``status_fields`` (else
+    ``live_error``) as its fields: what the exchange said that a replay must see (Kraken's ``status``
+    going to ``maintenance``, a symbol refused on subscribe).
     """
 
     reply_to: Hashable | None = None
@@ -93,6 +96,8 @@ class ControlOutcome:
     terminal: bool = False
     resubscribe: Sequence[Command] = ()
     answer: bytes | None = None
+    status: str | None = None
+    status_fields: Mapping[str, Any] | None = None
 
 
 NOTHING = ControlOutcome()

@@ -1,0 +1,475 @@
+"""Kraken spot WebSocket v2 and futures WebSocket v1 as venues of the session engine (protocols §C, §D8).
+
+Pure (no socket, no timer), composed from :mod:`ingest_daemons.adapters.kraken` (commands,
+classification, integrity checks). One feed, two markets, two protocols: :class:`KrakenSpotVenue`
+serves a ``wss://ws.kraken.com/v2`` socket, :class:`KrakenFuturesVenue` a
+``wss://futures.kraken.com/ws/v1`` one; a connector process runs one market (``--market``).
+
+What each piece looks like, and why:
+
+- **Acks.** Spot answers a subscribe once per symbol, echoing the command's ``req_id``, so a command
+  waits for one reply per symbol; ``success:false`` for one symbol (``Currency pair not supported``)
+  is one of those replies, reported in a ``subscribe_refused`` status marker, and the socket stays
+  open. An error naming no symbol refuses the whole command. Futures answers ``subscribed`` (or
+  ``subscribed_failed``) once per command without an id: the reply is matched by event, feed and
+  product ids.
+- **Keep-alive.** Spot: an app-level ``{"method":"ping"}`` answered by ``pong`` (a WebSocket ping is
+  not); the exchange's once-a-second ``heartbeat`` and the data are the activity the engine's idle
+  watchdog watches, so a silent socket is replaced even while pongs come back. Futures: WebSocket
+  pings within the exchange's 60 s (it closes a client that sends nothing), and the ``heartbeat`` feed.
+- **Integrity, checked on every frame; the raw frame is published whatever the verdict.** A spot
+  ``book`` frame is applied to this socket's copy of the book (decimal text) and its checksum
+  verified; a mismatch is a ``gap`` marker (``reason: checksum``, ``expected`` = Kraken's CRC32,
+  ``computed`` = ours) and a resubscribe of that symbol's book (unsubscribe + subscribe: a fresh
+  snapshot). Spot ``trade_id`` jumps and futures ``seq`` jumps are ``gap`` markers; a futures book
+  ``seq`` jump also resubscribes that product's book.
+- **The hot path.** :meth:`route` verifies a spot book frame itself (the verdict names the symbol to
+  route by), so an intact update costs one parse and one apply. A frame that fails a check is
+  declined, and :meth:`classify` hands back the same frame as a ``DATA`` message with its ``Gap``
+  (the verdict is kept between the two calls; the book is never applied twice).
+- **Status.** A spot ``status`` message (``online``, ``maintenance``, ...; sent on connect and on every
+  engine state change) is an ``exchange_status`` marker in every stream the connection feeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from ingest_daemons import wire
+from ingest_daemons.adapters.kraken import (
+    CONTROL,
+    DATA,
+    FUTURES_FEEDS,
+    SPOT_CHANNELS,
+    FuturesIntegrity,
+    IntegrityFinding,
+    KrakenMessage,
+    SpotIntegrity,
+    classify,
+    futures_subscribe,
+    futures_unsubscribe,
+    spot_ping,
+    spot_subscribe,
+    spot_unsubscribe,
+)
+from ingest_daemons.adapters.kraken_book import DEFAULT_DEPTH, BookStatus
+from ingest_daemons.config.models import MessageTypeConfig
+from ingest_daemons.connector.venue import (
+    NOTHING,
+    Command,
+    CommandRefused,
+    ControlOutcome,
+    FrameKind,
+    Gap,
+    Message,
+    Routed,
+)
+
+SPOT: Final = "spot"
+FUTURES: Final = "futures"
+MARKETS: Final = (SPOT, FUTURES)
+DEFAULT_MARKETS_PER_COMMAND: Final = 100
+STATUS_SUBSCRIBE_REFUSED: Final = "subscribe_refused"
+STATUS_EXCHANGE: Final = "exchange_status"
+UNPARSED_TYPE: Final = wire.TYPE_UNPARSED
+_BOOK_PREFIX: Final = b'{"channel":"book","type":'
+_FEED_HEARTBEAT: Final = "heartbeat"
+
+
+def subject_types(message_types: Mapping[str, MessageTypeConfig] | None) -> dict[str, str]:
+    """Kraken message type (spot channel or futures feed) → subject type token; unnamed types keep their name."""
+    return {name: t.subject_type for name, t in (message_types or {}).items()}
+
+
+@dataclass(frozen=True)
+class _Sub:
+    """A command's note for :meth:`on_replies`: what it asked for."""
+
+    method: str  # subscribe | unsubscribe
+    channel: str
+    symbols: tuple[str, ...]
+
+
+def _refused(replies: Sequence[Message]) -> list[dict[str, Any]]:
+    out = []
+    for r in replies:
+        body = r.control
+        if isinstance(body, dict) and body.get("success") is False:
+            out.append({"symbol": body.get("symbol"), "error": body.get("error")})
+    return out
+
+
+class _Verdicts:
+    """The gap a declined frame carries from :meth:`route` to :meth:`classify` (same bytes object)."""
+
+    __slots__ = ("frame", "gap", "market", "subject_type")
+
+    def __init__(self) -> None:
+        self.frame: bytes | None = None
+        self.gap: Gap | None = None
+        self.market: str | None = None
+        self.subject_type = ""
+
+    def keep(self, frame: bytes, subject_type: str, market: str | None, gap: Gap) -> None:
+        self.frame, self.subject_type, self.market, self.gap = frame, subject_type, market, gap
+
+    def take(self, frame: bytes) -> Message | None:
+        if self.frame is not frame or self.gap is None:
+            return None
+        message = Message(FrameKind.DATA, self.subject_type, self.market, None, None, frame, gap=self.gap)
+        self.frame = self.gap = None
+        return message
+
+
+class KrakenSpotVenue:
+    """One spot v2 socket (a ``VenueProtocol``): ticker, trade and book at ``depth``, verified."""
+
+    auth_hint = "the public spot socket takes no credentials; check the endpoint URL"
+
+    def __init__(
+        self,
+        channels: Sequence[str],
+        message_types: Mapping[str, MessageTypeConfig] | None = None,
+        depth: int = DEFAULT_DEPTH,
+        markets_per_command: int = DEFAULT_MARKETS_PER_COMMAND,
+        feed: str = "kraken",
+    ) -> None:
+        unknown = sorted(set(channels) - set(SPOT_CHANNELS))
+        if unknown:
+            raise ValueError(f"Kraken spot has no channel {unknown}; it has {list(SPOT_CHANNELS)}")
+        self.feed = feed
+        self.channels = tuple(channels)
+        self.depth = depth
+        self.markets_per_command = markets_per_command
+        self.types = subject_types(message_types)
+        self.integrity = SpotIntegrity(depth)
+        self.books = self.integrity.books
+        self.book_type = self.types.get("book", "book")
+        self.symbols: dict[str, set[str]] = {c: set() for c in self.channels}  # confirmed per channel
+        self.refused: dict[str, str] = {}  # symbol -> the exchange's error, this socket
+        self._req_id = 0
+        self._verdicts = _Verdicts()
+
+    def reset(self) -> None:
+        self.integrity.reset()
+        self.symbols = {c: set() for c in self.channels}
+        self.refused.clear()
+        self._verdicts = _Verdicts()
+
+    def connect_request(self, url: str) -> tuple[str, Mapping[str, str]]:
+        return url, {}
+
+    def keepalive(self) -> bytes | None:
+        return spot_ping(self._next_id())  # §C1: app-level; answered by `pong`
+
+    def _next_id(self) -> int:
+        self._req_id += 1
+        return self._req_id
+
+    # ------------------------------------------------------------------ commands (§C1)
+
+    def _command(self, method: str, channel: str, symbols: Sequence[str]) -> Command:
+        req_id = self._next_id()
+        depth = self.depth if channel == "book" else None
+        if method == "subscribe":
+            frame = spot_subscribe(channel, symbols, depth=depth, req_id=req_id)
+        else:
+            frame = spot_unsubscribe(channel, symbols, depth=depth, req_id=req_id)
+        return Command(frame, reply_key=req_id, replies=len(symbols), context=_Sub(method, channel, tuple(symbols)))
+
+    def _per_channel(self, method: str, markets: Sequence[str]) -> list[Command]:
+        size = self.markets_per_command
+        return [self._command(method, channel, markets[i : i + size])
+                for channel in self.channels for i in range(0, len(markets), size)]
+
+    def subscribe(self, markets: Sequence[str]) -> list[Command]:
+        return self._per_channel("subscribe", list(markets))
+
+    def subscribe_unfiltered(self) -> list[Command]:
+        return []  # heartbeats and status come with any subscription
+
+    def add(self, markets: Sequence[str]) -> list[Command]:
+        return self._per_channel("subscribe", list(markets))
+
+    def remove(self, markets: Sequence[str]) -> list[Command]:
+        return self._per_channel("unsubscribe", list(markets))
+
+    def unsubscribe_all(self) -> list[Command]:
+        return [self._command("unsubscribe", c, sorted(s)) for c, s in self.symbols.items() if s]
+
+    def resubscribe_book(self, symbol: str) -> list[Command]:
+        """A fresh snapshot for one book: Kraken refuses a second subscribe, so unsubscribe first."""
+        return [self._command("unsubscribe", "book", [symbol]), self._command("subscribe", "book", [symbol])]
+
+    def on_replies(self, command: Command, replies: Sequence[Message]) -> dict[str, Any]:
+        sub = command.context
+        if not isinstance(sub, _Sub):
+            return {}
+        for r in replies:
+            body = r.control
+            if not isinstance(body, dict):
+                continue
+            if body.get("success") is False and body.get("symbol") is None:
+                raise CommandRefused(f"{sub.method} {sub.channel}: {body.get('error')}")
+            if body.get("success") is not True:
+                continue
+            symbol = r.market
+            if symbol is None:
+                continue
+            confirmed = self.symbols.setdefault(sub.channel, set())
+            if sub.method == "subscribe":
+                confirmed.add(symbol)
+            else:
+                confirmed.discard(symbol)
+                self.integrity.unsubscribed(sub.channel, symbol)
+        refused = _refused(replies)
+        return {"refused": refused} if refused else {}
+
+    def subscription_summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {c: len(s) for c, s in self.symbols.items()}
+        if self.refused:
+            summary["refused"] = sorted(self.refused)
+        return summary
+
+    # ------------------------------------------------------------------ frames (§C1)
+
+    def route(self, frame: bytes) -> Routed | None:
+        if frame.startswith(_BOOK_PREFIX):
+            v = self.books.apply(frame)
+            status = v.status
+            if status is BookStatus.OK or status is BookStatus.NO_SNAPSHOT:
+                return self.book_type, v.symbol, None, None
+            if v.symbol is None:
+                return None  # not a readable book frame: classify says what it is
+            if status is BookStatus.MISMATCH:
+                finding = IntegrityFinding("checksum", v.symbol, "book", v.expected, v.computed, True)
+            else:
+                finding = IntegrityFinding("malformed_book", v.symbol, "book", None, None, True)
+            self._verdicts.keep(frame, self.book_type, v.symbol, self._gap(finding))
+            return None
+        if frame.startswith(b'{"channel":"ticker"'):
+            m = classify(frame)
+            if m.kind == DATA and m.symbol is not None:
+                return self.types.get(m.msg_type, m.msg_type), m.symbol, None, None
+        return None
+
+    def classify(self, frame: bytes) -> list[Message]:
+        kept = self._verdicts.take(frame)
+        if kept is not None:
+            return [kept]
+        m = classify(frame)
+        return [self._message(frame, m)]
+
+    def _message(self, frame: bytes, m: KrakenMessage) -> Message:
+        if m.kind == CONTROL:
+            return Message(FrameKind.CONTROL, m.msg_type, m.symbol, None, None, frame, control=_control_body(frame, m))
+        if m.kind != DATA or m.symbol is None:
+            return Message(FrameKind.UNPARSED, UNPARSED_TYPE, None, None, None, frame)
+        subject_type = self.types.get(m.msg_type, m.msg_type)
+        gap = None
+        if m.msg_type == "trade":
+            finding = self.integrity.check_trades(m.symbol, m.seq, m.snapshot)
+            gap = self._gap(finding) if finding is not None else None
+        elif m.msg_type == "book":
+            finding = self.integrity.check_book(frame)  # a book frame route() did not take (another layout)
+            gap = self._gap(finding) if finding is not None else None
+        return Message(FrameKind.DATA, subject_type, m.symbol, None, None, frame, gap=gap)
+
+    def _gap(self, f: IntegrityFinding) -> Gap:
+        fields: dict[str, Any] = {"reason": f.reason, "channel": f.channel, "symbol": f.symbol}
+        if f.reason == "checksum":
+            fields.update(expected=f.expected, computed=f.got)
+        elif f.expected is not None:
+            fields.update(expected=f.expected, got=f.got, missing=(f.got or 0) - f.expected)
+        fields["resync"] = f.resync
+        resync = self.resubscribe_book(f.symbol) if f.resync and f.symbol is not None else ()
+        return Gap(fields, resync)
+
+    def on_control(self, message: Message) -> ControlOutcome:
+        body = message.control
+        kind = message.subject_type
+        if kind in ("subscribe", "unsubscribe") and isinstance(body, dict):
+            req_id = body.get("req_id")
+            if body.get("success") is False:
+                symbol = body.get("symbol")
+                fields = {"method": kind, "symbol": symbol, "error": body.get("error"), "req_id": req_id}
+                if isinstance(symbol, str) and kind == "subscribe":
+                    self.refused[symbol] = str(body.get("error"))
+                    return ControlOutcome(reply_to=req_id, live_error=fields, status=STATUS_SUBSCRIBE_REFUSED)
+                return ControlOutcome(reply_to=req_id, failed=symbol is None, live_error=fields)
+            return ControlOutcome(reply_to=req_id) if req_id is not None else NOTHING
+        if kind == "status" and isinstance(body, dict):
+            data = body.get("data")
+            fields = dict(data[0]) if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+            return ControlOutcome(status=STATUS_EXCHANGE, status_fields=fields)
+        return NOTHING  # heartbeat, pong: their arrival proved the link alive
+
+    def on_gap(self, seq_key: Hashable, expected: int, got: int, market: str | None) -> Gap | None:
+        return None  # never called: spot routes no sequence to the engine (trade_id runs are checked here)
+
+
+def _control_body(frame: bytes, m: KrakenMessage) -> Any:
+    """The parsed control message (acks, status, futures events); heartbeats need no parse."""
+    if m.msg_type == "heartbeat":
+        return None
+    try:
+        return orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None  # a connection id past 64 bits: the status fields are then left out
+
+
+class KrakenFuturesVenue:
+    """One futures v1 socket (a ``VenueProtocol``): ticker, trade and book feeds with ``seq`` per product."""
+
+    auth_hint = "the public futures feeds take no credentials; check the endpoint URL"
+
+    def __init__(
+        self,
+        channels: Sequence[str],
+        message_types: Mapping[str, MessageTypeConfig] | None = None,
+        markets_per_command: int = DEFAULT_MARKETS_PER_COMMAND,
+        feed: str = "kraken",
+    ) -> None:
+        unknown = sorted(set(channels) - set(FUTURES_FEEDS))
+        if unknown:
+            raise ValueError(f"Kraken futures has no feed {unknown}; it has {list(FUTURES_FEEDS)}")
+        self.feed = feed
+        self.channels = tuple(channels)
+        self.markets_per_command = markets_per_command
+        self.types = subject_types(message_types)
+        self.integrity = FuturesIntegrity()
+        self.products: dict[str, set[str]] = {c: set() for c in self.channels}
+        self.heartbeat = False
+        # (event, feed, product) -> the reply key of the command that asked: replies carry no id (§C2)
+        self._asked: dict[tuple[str, str, str], Hashable] = {}
+        self._verdicts = _Verdicts()
+        self._n = 0
+
+    def reset(self) -> None:
+        self.integrity.reset()
+        self.products = {c: set() for c in self.channels}
+        self.heartbeat = False
+        self._asked.clear()
+        self._verdicts = _Verdicts()
+
+    def connect_request(self, url: str) -> tuple[str, Mapping[str, str]]:
+        return url, {}
+
+    def keepalive(self) -> bytes | None:
+        return None  # a WebSocket ping: the exchange closes a client silent for 60 s (§C2)
+
+    # ------------------------------------------------------------------ commands (§C2)
+
+    def _command(self, event: str, feed: str, products: Sequence[str] | None) -> Command:
+        self._n += 1
+        key = ("futures", self._n)
+        ids = [p.upper() for p in products] if products is not None else None  # echoed uppercase (§C2)
+        for p in ids or [""]:
+            self._asked[(event, feed, p)] = key
+        frame = futures_subscribe(feed, ids) if event == "subscribe" else futures_unsubscribe(feed, ids)
+        return Command(frame, reply_key=key, replies=1, context=_Sub(event, feed, tuple(ids or ())))
+
+    def _per_feed(self, event: str, markets: Sequence[str]) -> list[Command]:
+        size = self.markets_per_command
+        return [self._command(event, feed, markets[i : i + size])
+                for feed in self.channels for i in range(0, len(markets), size)]
+
+    def subscribe(self, markets: Sequence[str]) -> list[Command]:
+        return self._per_feed("subscribe", list(markets))
+
+    def subscribe_unfiltered(self) -> list[Command]:
+        return [self._command("subscribe", _FEED_HEARTBEAT, None)]
+
+    def add(self, markets: Sequence[str]) -> list[Command]:
+        return self._per_feed("subscribe", list(markets))
+
+    def remove(self, markets: Sequence[str]) -> list[Command]:
+        return self._per_feed("unsubscribe", list(markets))
+
+    def unsubscribe_all(self) -> list[Command]:
+        return [self._command("unsubscribe", f, sorted(p)) for f, p in self.products.items() if p]
+
+    def resubscribe_book(self, product: str) -> list[Command]:
+        return [self._command("unsubscribe", "book", [product]), self._command("subscribe", "book", [product])]
+
+    def on_replies(self, command: Command, replies: Sequence[Message]) -> dict[str, Any]:
+        sub = command.context
+        if not isinstance(sub, _Sub):
+            return {}
+        for p in sub.symbols or ("",):
+            self._asked.pop((sub.method, sub.channel, p), None)
+        failed: list[str] = []
+        for r in replies:
+            body = r.control if isinstance(r.control, dict) else {}
+            ids = [str(i) for i in body.get("product_ids") or ()]
+            event = str(body.get("event"))
+            if sub.channel == _FEED_HEARTBEAT:
+                self.heartbeat = event == "subscribed"
+            elif event == "subscribed":
+                self.products.setdefault(sub.channel, set()).update(ids)
+            elif event == "unsubscribed":
+                for p in ids:
+                    self.products.setdefault(sub.channel, set()).discard(p)
+                    self.integrity.unsubscribed(sub.channel, p)
+            elif event.endswith("_failed") or event == "error":
+                failed += ids or [str(body.get("message"))]
+        return {"refused": failed} if failed else {}
+
+    def subscription_summary(self) -> dict[str, Any]:
+        return {c: len(p) for c, p in self.products.items()}
+
+    # ------------------------------------------------------------------ frames (§C2)
+
+    def route(self, frame: bytes) -> Routed | None:
+        m = classify(frame)
+        if m.kind != DATA or m.symbol is None:
+            return None
+        finding = self.integrity.check(m)
+        subject_type = self.types.get(m.msg_type, m.msg_type)
+        if finding is None:
+            return subject_type, m.symbol, None, None
+        self._verdicts.keep(frame, subject_type, m.symbol, self._gap(finding))
+        return None
+
+    def classify(self, frame: bytes) -> list[Message]:
+        kept = self._verdicts.take(frame)
+        if kept is not None:
+            return [kept]
+        m = classify(frame)
+        if m.kind == CONTROL:
+            body = _control_body(frame, m)
+            return [Message(FrameKind.CONTROL, m.msg_type, m.symbol, None, None, frame, control=body)]
+        if m.kind != DATA or m.symbol is None:
+            return [Message(FrameKind.UNPARSED, UNPARSED_TYPE, None, None, None, frame)]
+        finding = self.integrity.check(m)
+        gap = self._gap(finding) if finding is not None else None
+        return [Message(FrameKind.DATA, self.types.get(m.msg_type, m.msg_type), m.symbol, None, None, frame, gap=gap)]
+
+    def _gap(self, f: IntegrityFinding) -> Gap:
+        fields: dict[str, Any] = {"reason": f.reason, "channel": f.channel, "symbol": f.symbol,
+                                  "expected": f.expected, "got": f.got, "missing": (f.got or 0) - (f.expected or 0),
+                                  "resync": f.resync}
+        resync = self.resubscribe_book(f.symbol) if f.resync and f.symbol is not None else ()
+        return Gap(fields, resync)
+
+    def on_control(self, message: Message) -> ControlOutcome:
+        body = message.control
+        if not isinstance(body, dict) or "event" not in body:
+            return NOTHING  # heartbeat
+        event = str(body["event"])
+        feed = str(body.get("feed"))
+        ids = [str(i) for i in body.get("product_ids") or ()] or [""]
+        base = event.removesuffix("_failed").removesuffix("d")  # subscribed -> subscribe
+        key = self._asked.get((base, feed, ids[0]))
+        if event.endswith("_failed") or event in ("error", "alert"):
+            fields = {"event": event, "feed": feed, "products": ids, "message": body.get("message")}
+            return ControlOutcome(reply_to=key, live_error=fields,
+                                  status=STATUS_SUBSCRIBE_REFUSED if event == "subscribed_failed" else None)
+        return ControlOutcome(reply_to=key) if key is not None else NOTHING
+
+    def on_gap(self, seq_key: Hashable, expected: int, got: int, market: str | None) -> Gap | None:
+        return None  # never called: ``seq`` is checked here (snapshots restart it), not by the engine
