@@ -6,6 +6,9 @@ import argparse
 from typing import Any
 
 from ingest_daemons.adapters.kalshi_auth import KalshiCredentials, load_credentials
+from ingest_daemons.adapters.kraken_book import DEPTHS
+from ingest_daemons.adapters.kraken_venue import MARKETS as KRAKEN_MARKETS
+from ingest_daemons.adapters.kraken_venue import SPOT
 from ingest_daemons.adapters.venues import all_markets_venue_factory, venue_factory
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report, run_daemon
 from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
@@ -17,12 +20,18 @@ from ingest_daemons.connector.directory import (
     discover_kalshi_catalog,
 )
 from ingest_daemons.connector.gamma_directory import discover_polymarket_tokens
+from ingest_daemons.connector.kraken_directory import discover_kraken_markets
 from ingest_daemons.connector.runner import Connector, ConnectorOptions, shard_markets
 from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
 from ingest_daemons.secmaster.errors import RestError
 
 log = get_logger("ssmd.connector")
+
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+# Kraken spot sends a heartbeat every second (§C1) and its app-level pings are answered even when the
+# heartbeats stop: a watchdog shorter than the ping interval is what notices missing heartbeats.
+KRAKEN_SPOT_IDLE_S = 10.0
 
 
 def register(sub: Any) -> None:
@@ -42,13 +51,18 @@ def register(sub: Any) -> None:
             "(series); a market whose category is unknown goes to the `uncategorized` stream.\n"
             "Credentials: KALSHI_API_KEY and KALSHI_PRIVATE_KEY_PATH (PKCS#1 or PKCS#8 PEM).\n\n"
             "Polymarket: markets are token ids (--markets, else every token of Gamma's open events),\n"
-            "categories from the events' tags through the feed's category_tags; no credentials."
+            "categories from the events' tags through the feed's category_tags; no credentials.\n\n"
+            "Kraken: one process per market (--market spot|futures, default spot): spot v2 symbols\n"
+            "(BTC/USD) from REST AssetPairs, books at the feed's book_depth, checksum-verified on every\n"
+            "frame; futures product ids (PF_XBTUSD) from REST instruments. Categories through the feed's\n"
+            "category_tags (default: the market type, spot or futures); no credentials."
         ),
         examples=(
             "  ssmd connector --env dev --feed kalshi\n"
             "  ssmd connector --env prod --feed kalshi --shard 2 --metrics-port 9464\n"
             "  ssmd connector --env prod --feed kalshi --lifecycle --metrics-port 9466\n"
             "  ssmd connector --env dev --feed polymarket\n"
+            "  ssmd connector --env dev --feed kraken --market futures --metrics-port 9471\n"
             "  ssmd connector --env prod --feed kalshi --all-markets --metrics-port 9468\n"
             "  ssmd connector --env dev --feed kalshi --ws-url ws://127.0.0.1:8765/trade-api/ws/v2 \\\n"
             "      --markets KXBTCD-26FEB1217-T72749.99,FED-23DEC-T3.00\n"
@@ -56,8 +70,12 @@ def register(sub: Any) -> None:
     )
     add_env_arg(parser)
     add_exchanges_arg(parser)
-    parser.add_argument("--feed", default="kalshi", choices=["kalshi", "polymarket"],
+    parser.add_argument("--feed", default="kalshi", choices=["kalshi", "polymarket", "kraken"],
                         help="feed to run (default: kalshi)")
+    parser.add_argument("--market", default=None, choices=list(KRAKEN_MARKETS),
+                        help="Kraken: which market's socket to run (default: spot)")
+    parser.add_argument("--book-depth", type=int, default=None, choices=list(DEPTHS),
+                        help="Kraken spot: book depth to subscribe and verify (default: the feed's book_depth, 25)")
     parser.add_argument("--shard", type=int, default=0, help="shard index (default: 0)")
     parser.add_argument("--ws-url", default=None, help="override the feed's WebSocket endpoint")
     parser.add_argument("--rest-url", default=None, help="override the feed's REST endpoint (market discovery)")
@@ -66,8 +84,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--metrics-port", type=int, default=9464,
                         help="port for /metrics /healthz /readyz, 0 = any free port (default: 9464)")
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port (default: 0.0.0.0)")
-    parser.add_argument("--idle-timeout", type=float, default=30.0,
-                        help="reconnect when no frame or ping arrives for this many seconds (default: 30)")
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="reconnect when no frame or ping arrives for this many seconds (default: 30; "
+                             f"Kraken spot {KRAKEN_SPOT_IDLE_S:g}, its heartbeats come every second)")
     parser.add_argument("--max-in-flight", type=int, default=50_000,
                         help="frames held unacknowledged before reading pauses (default: 50000)")
     parser.add_argument("--follow-cdc", action="store_true",
@@ -97,6 +116,8 @@ async def _markets_and_directory(
     catalog = None
     if feed.feed.protocol == "polymarket_clob":
         return await _polymarket_markets(explicit, feed, rest_url)
+    if feed.feed.protocol == "kraken_v2":
+        return await _kraken_markets(explicit, feed, rest_url, args.market or SPOT)
     if rest_url:
         try:
             catalog = await discover_kalshi_catalog(rest_url)
@@ -129,6 +150,34 @@ async def _polymarket_markets(
     return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory, None
 
 
+async def _kraken_markets(
+    explicit: list[str], feed: ResolvedFeed, rest_url: str | None, market: str
+) -> tuple[list[str], MarketDirectory, KalshiCatalog | None]:
+    discovered: list[DiscoveredMarket] = []
+    if rest_url:
+        try:
+            discovered = await discover_kraken_markets(rest_url, market, feed.feed.category_for_tags, feed.name)
+        except RestError as exc:
+            if not explicit:
+                raise RuntimeError(str(exc)) from None
+            log.warning("symbol discovery failed; categories unknown, symbols go to uncategorized", feed=feed.name,
+                        market=market, error=str(exc))
+    directory = build_directory(feed.stream_categories(), discovered)
+    if explicit:
+        return explicit, directory, None
+    return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory, None
+
+
+def market_endpoint(feed: ResolvedFeed, market: str | None) -> tuple[str, str | None]:
+    """(ws, rest) of one market of the feed: the endpoint set's own for the main market, else ``markets.NAME``."""
+    if market is None or market == SPOT or market not in feed.endpoint.markets:
+        if market not in (None, SPOT):
+            raise ValueError(f"feed {feed.name} has no endpoint for market {market!r} in this environment")
+        return feed.endpoint.ws, feed.endpoint.rest
+    other = feed.endpoint.markets[market]
+    return other.ws, other.rest
+
+
 async def _run(args: argparse.Namespace) -> int:
     env = resolve_or_report(args)
     if env is None:
@@ -137,6 +186,16 @@ async def _run(args: argparse.Namespace) -> int:
     if feed is None:
         print(f"feed {args.feed!r} is not enabled in environment {env.name!r}")
         return 1
+    if args.market is not None and feed.feed.protocol != "kraken_v2":
+        print(f"--market applies to Kraken, not feed {feed.name!r}")
+        return 1
+    try:
+        ws_url, market_rest = market_endpoint(feed, args.market)
+    except ValueError as exc:
+        print(f"cannot start: {exc}")
+        return 1
+    kraken_spot = feed.feed.protocol == "kraken_v2" and (args.market or SPOT) == SPOT
+    idle = args.idle_timeout or (KRAKEN_SPOT_IDLE_S if kraken_spot else DEFAULT_IDLE_TIMEOUT_S)
     if args.follow_cdc and feed.feed.protocol != "kalshi_v2":
         print(f"--follow-cdc is not available for feed {feed.name!r} yet")
         return 1
@@ -146,7 +205,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"cannot start: {exc}")
         return 1
     options = ConnectorOptions(
-        shard=args.shard, ws_url=args.ws_url, nats_url=args.nats_url, idle_timeout_s=args.idle_timeout,
+        shard=args.shard, ws_url=args.ws_url or ws_url, nats_url=args.nats_url, idle_timeout_s=idle,
         max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
         lifecycle=args.lifecycle, use_registry=args.follow_cdc and not args.all_markets,
         follow_cdc=args.follow_cdc or args.all_markets, all_markets=args.all_markets,
@@ -157,13 +216,16 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     if args.all_markets:
         return await _run_all_markets(env, feed, args, credentials, options)
-    venues = venue_factory(feed.feed, credentials)
+    feed_config = feed.feed
+    if args.book_depth is not None:
+        feed_config = feed_config.model_copy(update={"book_depth": args.book_depth})
+    venues = venue_factory(feed_config, credentials, args.market)
     if args.lifecycle:
         if feed.feed.lifecycle_channel is None:
             print(f"feed {feed.name!r} has no lifecycle_channel")
             return 1
         return await Connector(env, feed, [], MarketDirectory(), venues, options).run_until_signalled()
-    rest_url = args.rest_url or feed.endpoint.rest
+    rest_url = args.rest_url or market_rest
     # Health first: REST discovery can take minutes, and the probes should see a live process that
     # reports "discovering markets" rather than a closed port.
     connector = Connector(env, feed, [], MarketDirectory(), venues, options)
