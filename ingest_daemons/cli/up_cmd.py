@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
             "    unsharded all-markets connector (the feed's channels with scope `all`: ticker, trade),\n"
             "  - when the environment runs polymarket on a local endpoint: the Polymarket simulator, a Gamma\n"
             "    sync into the secmaster and a Polymarket connector (tokens from Gamma),\n"
+            "  - when the environment runs kraken on local endpoints: the spot and futures simulators and\n"
+            "    one connector per market (symbols from AssetPairs / instruments, spot books verified),\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
             "    streams and archive partitions, on http://127.0.0.1:3000.\n"
             "Component logs go to DATA_DIR/logs/. Ctrl-C stops everything (the connector drains first)."
@@ -162,6 +164,35 @@ def add_polymarket(stack: LocalStack, env: ResolvedEnvironment, args: argparse.N
     return None
 
 
+def add_kraken(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Namespace) -> str | None:
+    """A simulator and a connector per Kraken market (spot, and futures when configured) on a local endpoint."""
+    feed = env.feeds.get("kraken")
+    if feed is None:
+        return None
+    common = {"SSMD_EXCHANGES_DIR": str(env.settings.exchanges_dir.resolve()), "SSMD_DATA_DIR": str(env.data_dir),
+              "NATS_URL": stack.nats.url}
+    markets = [("spot", feed.endpoint.ws)] + [(name, m.ws) for name, m in feed.endpoint.markets.items()]
+    skipped = []
+    for market, ws in markets:
+        url = urlparse(ws)
+        if url.hostname not in {"127.0.0.1", "localhost"} or url.port is None:
+            skipped.append(f"kraken {market} endpoint {ws} is not local; no simulator started")
+            continue
+        stack.add(
+            f"sim-kraken-{market}",
+            ssmd_command("sim", "kraken", "--market", market, "--host", "127.0.0.1", "--port", str(url.port),
+                         "--rate", str(args.sim_rate)),
+            port=url.port,
+        )
+        stack.add(
+            f"connector-kraken-{market}",
+            ssmd_command("connector", "--env", env.name, "--feed", "kraken", "--market", market,
+                         "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+            env=common,
+        )
+    return "; ".join(skipped) or None
+
+
 def add_dagster(stack: LocalStack, env: ResolvedEnvironment, port: int) -> None:
     """`dagster dev` on a local instance under DATA_DIR/dagster, loading workspace.yaml from the repository."""
     home = env.data_dir / "dagster"
@@ -208,6 +239,12 @@ def summary(
             f"  polymarket  simulator {feed.endpoint.ws} (Gamma {feed.endpoint.rest}); connector into "
             f"{env.name}.polymarket.<category>.json.<type>.<token id>",
         ]
+    kraken = sorted(n.removeprefix("sim-kraken-") for n in names if n.startswith("sim-kraken-"))
+    if kraken:
+        lines += [
+            f"  kraken      simulators and connectors for {', '.join(kraken)}; into "
+            f"{env.name}.kraken.<spot|futures>.json.<type>.<symbol> (BTC/USD as BTC%2FUSD)",
+        ]
     if "postgres" in names:
         lines.append(f"  secmaster   PostgreSQL under {env.data_dir / 'postgres'} "
                      f"(password in {env.data_dir / 'postgres' / 'password'}); CDC -> {env.name.upper()}_SECMASTER_CDC")
@@ -240,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
     if env is None:
         return 1
     stack = LocalStack(env)
-    notes = [] if args.no_sim else [add_kalshi(stack, env, args), add_polymarket(stack, env, args)]
+    notes = [] if args.no_sim else [add_kalshi(stack, env, args), add_polymarket(stack, env, args),
+                                    add_kraken(stack, env, args)]
     note = "; ".join(n for n in notes if n) or None
     if not args.no_dagster:
         add_dagster(stack, env, args.dagster_port)

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 DEV_CATEGORIES = ("climate_and_weather", "crypto", "economics", "financials", "lifecycle", "politics", "uncategorized")
 DEV_POLYMARKET = ("crypto", "economics", "politics", "uncategorized")
+DEV_KRAKEN = ("futures", "spot", "uncategorized")
 DEV_KEYS = [
     "archive/dev/kalshi/climate_and_weather",
     "archive/dev/kalshi/crypto",
@@ -32,8 +33,10 @@ DEV_KEYS = [
     "archive/dev/kalshi/lifecycle",
     "archive/dev/kalshi/politics",
     "archive/dev/kalshi/uncategorized",
+    *(f"archive/dev/kraken/{c}" for c in DEV_KRAKEN),
     *(f"archive/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     *(f"gcs/dev/kalshi/{c}" for c in DEV_CATEGORIES),
+    *(f"gcs/dev/kraken/{c}" for c in DEV_KRAKEN),
     *(f"gcs/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     "jetstream_streams",
     *(f"parquet/dev/kalshi/{c}" for c in DEV_CATEGORIES),
@@ -45,7 +48,7 @@ PROD_KALSHI = (
     "health", "lifecycle", "politics", "science_and_technology", "sports", "transportation", "uncategorized",
     "world",
 )
-PROD_OTHER = ("kraken/spot", "kraken/uncategorized", "polymarket/crypto", "polymarket/economics",
+PROD_OTHER = ("kraken/futures", "kraken/spot", "kraken/uncategorized", "polymarket/crypto", "polymarket/economics",
               "polymarket/politics", "polymarket/uncategorized")
 PROD_KEYS = [
     *(f"archive/prod/kalshi/{c}" for c in PROD_KALSHI),

@@ -21,10 +21,10 @@ from ingest_daemons.shard_count_file import shard_count_path, write_shard_count
 from tests.fixtures.config import WriteEnv
 
 
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(420)
 async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique_env: str, tmp_path: Path) -> None:
     nats_port, sim_port, metrics_port, dagster_port = free_port(), free_port(), free_port(), free_port()
-    poly_port = free_port()
+    poly_port, spot_port, futures_port = free_port(), free_port(), free_port()
     root = write_env(
         unique_env,
         nats_url=f"nats://127.0.0.1:{nats_port}",
@@ -35,6 +35,10 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
                          "rest": f"http://127.0.0.1:{sim_port}/trade-api/v2"},
         }, "polymarket": {
             "endpoint": {"ws": f"ws://127.0.0.1:{poly_port}/ws/market", "rest": f"http://127.0.0.1:{poly_port}"},
+        }, "kraken": {
+            "endpoint": {"ws": f"ws://127.0.0.1:{spot_port}/v2", "rest": f"http://127.0.0.1:{spot_port}/0/public",
+                         "markets": {"futures": {"ws": f"ws://127.0.0.1:{futures_port}/ws/v1",
+                                                 "rest": f"http://127.0.0.1:{futures_port}/derivatives/api/v3"}}},
         }},
     )
     env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "SSMD_ENV"}}
@@ -46,12 +50,12 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300  # thirteen processes start, each waited for, on two shared cores
         while "ssmd is up" not in (tmp_path / "up.log").read_text():  # every component is listening
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up.log").read_text()
             await asyncio.sleep(0.2)
-        total = polymarket = 0
-        while time.monotonic() < deadline and (total < 100 or polymarket < 20):  # market data (and CDC) flowing
+        total = polymarket = spot = futures = 0
+        while time.monotonic() < deadline and (total < 100 or min(polymarket, spot, futures) < 20):  # data flowing
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
             try:
                 nc = await nats.connect(f"nats://127.0.0.1:{nats_port}", connect_timeout=1, max_reconnect_attempts=0)
@@ -63,8 +67,11 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
             total = sum(i.state.messages for i in infos if (i.config.name or "").startswith(unique_env.upper()))
             polymarket = sum(i.state.messages for i in infos
                              if (i.config.name or "").startswith(f"{unique_env.upper()}_POLYMARKET_"))
+            counts = {i.config.name: i.state.messages for i in infos}
+            spot = counts.get(f"{unique_env.upper()}_KRAKEN_SPOT", 0)
+            futures = counts.get(f"{unique_env.upper()}_KRAKEN_FUTURES", 0)
             await asyncio.sleep(0.2)
-        assert total >= 100 and polymarket >= 20, (tmp_path / "up.log").read_text()
+        assert total >= 100 and min(polymarket, spot, futures) >= 20, (tmp_path / "up.log").read_text()
         # The Dagster headroom job raises the local shard count; the stack starts that shard's connector.
         write_shard_count(shard_count_path(tmp_path / "var", "kalshi"), 2)
         shard1_log = tmp_path / "var" / "logs" / "connector-kalshi-1.log"
@@ -106,3 +113,7 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     assert "every frame acknowledged" in polymarket_log, polymarket_log[-2000:]
     assert "secmaster sync done" in (tmp_path / "var" / "logs" / "secmaster-sync-polymarket.log").read_text()
     assert f"{unique_env}.polymarket.<category>" in output
+    for market in ("spot", "futures"):
+        kraken_log = (tmp_path / "var" / "logs" / f"connector-kraken-{market}.log").read_text()
+        assert "every frame acknowledged" in kraken_log, kraken_log[-2000:]
+    assert f"{unique_env}.kraken.<spot|futures>" in output
