@@ -17,11 +17,17 @@ With ``--feed polymarket`` the same ceiling and flood run against the Polymarket
 JSON arrays of ``price_change`` events (``--array-max`` per frame): rates count acked *messages*, one
 per array element, and the ceiling publishes the recorded frames' elements (no latency run).
 
+With ``--feed kraken`` the same ceiling and flood run against the Kraken spot simulator flooding only
+``book`` frames at depth 25 (``--markets`` pairs, each cycling ``--book-cycle`` pre-made updates that
+all verify, so the simulator writes pre-generated frames instead of building each one): every frame
+the connector acks was checksum-verified first. The run reports how many verifications failed (0
+expected; a failure would be a ``gap`` marker and a resubscribe).
+
 With ``--all-markets`` the connector measured is the all-markets one (ticker and trade with no market
 list, every frame's category looked up in the in-memory map), the ceiling publishes the same
 all-market frames, and the lookup's cost per message is measured on its own.
 
-Usage: ``python bench/connector_throughput.py [--feed kalshi|polymarket] [--seconds 10] [--markets 100]
+Usage: ``python bench/connector_throughput.py [--feed kalshi|polymarket|kraken] [--seconds 10] [--markets 100]
 [--compare-framing] [--all-markets]``.
 Prints a table and a JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
 """
@@ -54,6 +60,8 @@ sys.path.insert(0, str(REPO))
 
 from ingest_daemons.adapters import polymarket  # noqa: E402
 from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E402
+from ingest_daemons.adapters.kraken import spot_subscribe  # noqa: E402
+from ingest_daemons.adapters.kraken_book import parse_book_frame  # noqa: E402
 from ingest_daemons.adapters.venues import all_markets_venue_factory, venue_factory  # noqa: E402
 from ingest_daemons.config import Settings, resolve_environment  # noqa: E402
 from ingest_daemons.connector import session as session_module  # noqa: E402
@@ -66,6 +74,7 @@ from ingest_daemons.connector.directory import (  # noqa: E402
     discover_kalshi_markets,
 )
 from ingest_daemons.connector.gamma_directory import discover_polymarket_tokens  # noqa: E402
+from ingest_daemons.connector.kraken_directory import discover_kraken_markets  # noqa: E402
 from ingest_daemons.connector.runner import Connector, ConnectorOptions  # noqa: E402
 from ingest_daemons.connector.ws_reference import LibraryFrameParser  # noqa: E402
 from ingest_daemons.naming import SubjectBuilder  # noqa: E402
@@ -95,6 +104,9 @@ def write_exchanges(tmp: Path, ws: str, rest: str, nats_url: str, feed: str = "k
                                            "channel_scope": {"ticker": "shard", "trade": "shard"}, "shard_size": 5000}}
     if feed == "polymarket":
         feeds = {"kalshi": {"enabled": False}, "polymarket": {"endpoint": {"ws": ws, "rest": rest}, "shard_size": 5000}}
+    if feed == "kraken":
+        feeds = {"kalshi": {"enabled": False},
+                 "kraken": {"endpoint": {"ws": ws, "rest": rest}, "channels": ["book"], "shard_size": 5000}}
     env = {
         "name": "bench", "nats_url": nats_url, "endpoint_set": "demo",
         "streams": {"max_age": "1h", "max_bytes": -1, "duplicate_window": "2m", "storage": "file"},
@@ -112,7 +124,8 @@ class Simulator:
     def __init__(self, markets: int, rate: int) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest_daemons.cli", "--log-level", "WARNING", "sim", *self.args(markets, rate)],
+            self.start_command() or [sys.executable, "-m", "ingest_daemons.cli", "--log-level", "WARNING", "sim",
+                                     *self.args(markets, rate)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
@@ -123,6 +136,9 @@ class Simulator:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("simulator did not start")
+
+    def start_command(self) -> list[str]:
+        return []  # the simulator, from args()
 
     def args(self, markets: int, rate: int) -> list[str]:
         return ["kalshi", "--port", str(self.port), "--no-auth", "--markets", str(markets), "--rate", str(rate)]
@@ -159,11 +175,56 @@ class PolymarketSimulator(Simulator):
         return f"http://127.0.0.1:{self.port}"
 
 
+class KrakenSpotSimulator(Simulator):
+    """Kraken spot flooding pre-made book updates (``--book-cycle``) that all verify, with no idle close."""
+
+    feed = "kraken"
+    book_cycle = 2000
+
+    def args(self, markets: int, rate: int) -> list[str]:
+        return ["kraken", "--market", "spot", "--port", str(self.port), "--pairs", str(markets), "--rate", str(rate),
+                "--book-cycle", str(self.book_cycle), "--idle-timeout", "0"]
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v2"
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.port}/0/public"
+
+
+class KrakenFlood(Simulator):
+    """``bench/kraken_flood.py`` in its own process: the recorded pass written in a loop, no work per frame."""
+
+    feed = "kraken"
+
+    def __init__(self, frames_file: Path, rest: str) -> None:  # the REST listing stays the simulator's
+        self.frames_file, self._rest = frames_file, rest
+        super().__init__(0, 0)
+
+    def args(self, markets: int, rate: int) -> list[str]:
+        return []
+
+    def start_command(self) -> list[str]:
+        return [sys.executable, str(REPO / "bench" / "kraken_flood.py"), str(self.frames_file), str(self.port)]
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v2"
+
+    @property
+    def rest(self) -> str:
+        return self._rest
+
+
 async def discover(sim: Simulator, env_root: Path, data_dir: Path) -> tuple[list[DiscoveredMarket], MarketDirectory]:
     env = resolve_environment(Settings.from_env(exchanges_dir=env_root, data_dir=data_dir), "bench")
     feed = env.feeds[sim.feed]
     if sim.feed == "polymarket":
         discovered = await discover_polymarket_tokens(sim.rest, feed.feed.category_for_tags)
+    elif sim.feed == "kraken":
+        discovered = await discover_kraken_markets(sim.rest, "spot", feed.feed.category_for_tags)
     else:
         discovered = await discover_kalshi_markets(sim.rest)
     return discovered, build_directory(feed.stream_categories(), discovered)
@@ -187,6 +248,24 @@ async def polymarket_ceiling(nats_url: str, messages: list[tuple[str, bytes]], d
     builder = SubjectBuilder("bench", "polymarket")
     routed = [(builder.subject(directory.category_of(token), "price_change", token), data) for token, data in messages]
     return await publish_all(nats_url, routed)
+
+
+async def record_kraken_pass(sim: Simulator, symbols: list[str], updates: int) -> list[tuple[str, bytes]]:
+    """One flood pass at depth 25: every symbol's snapshot, then ``updates`` updates per symbol taken in
+    turn, so each frame verifies against the book rebuilt from its symbol's snapshot."""
+    per_symbol: dict[str, list[bytes]] = {s: [] for s in symbols}
+    async with aiohttp.ClientSession() as http, http.ws_connect(sim.ws, decode_text=False) as ws:
+        await ws.send_bytes(spot_subscribe("book", symbols, depth=25, req_id=1))
+        while any(len(f) <= updates for f in per_symbol.values()):
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                parsed = parse_book_frame(data) if data.startswith(b'{"channel":"book"') else None
+                if parsed is not None and len(per_symbol[parsed.symbol]) <= updates:
+                    per_symbol[parsed.symbol].append(data)
+    out = [(s, f[0]) for s, f in per_symbol.items()]
+    out += [(s, per_symbol[s][i]) for i in range(1, updates + 1) for s in symbols]
+    return out
 
 
 async def record_frames(sim: Simulator, tickers: list[str] | None, count: int) -> list[bytes]:
@@ -259,6 +338,7 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
                 send_to_ack.append(time.time() * 1000 - int(match.group(1)))
 
     connector.publisher.on_ack = on_ack
+    gaps0 = connector.metrics.gaps._value.get()
     await connector.start()
     await connector.wait_subscribed(30)
     await asyncio.sleep(warmup)
@@ -267,6 +347,7 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
     await asyncio.sleep(seconds)
     acked1, t1, cpu1 = connector.publisher.acked, time.perf_counter(), time.process_time()
     measuring = False
+    gaps = connector.metrics.gaps._value.get() - gaps0
     rss = rss_mb()
     connector.request_stop()
     await connector.shutdown()
@@ -284,6 +365,7 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
         "send_to_ack_p50_ms": pct(send_to_ack, 50),
         "send_to_ack_p99_ms": pct(send_to_ack, 99),
         "samples": len(recv_to_ack),
+        "gap_markers": gaps,
     }
 
 
@@ -325,10 +407,12 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring (default 2)")
     parser.add_argument("--markets", type=int, default=100, help="markets in the simulated universe (default 100)")
     parser.add_argument("--frames", type=int, default=300_000, help="frames for the ceiling run (default 300000)")
-    parser.add_argument("--feed", choices=["kalshi", "polymarket"], default="kalshi",
+    parser.add_argument("--feed", choices=["kalshi", "polymarket", "kraken"], default="kalshi",
                         help="which venue's simulator and connector (default kalshi)")
     parser.add_argument("--array-max", type=int, default=20,
                         help="polymarket: events per flooded array frame (default 20)")
+    parser.add_argument("--book-cycle", type=int, default=2000,
+                        help="kraken: pre-made book updates each pair cycles through (default 2000)")
     parser.add_argument("--compare-framing", action="store_true",
                         help="also flood with the websockets library's frame parser in place of the own one")
     parser.add_argument("--all-markets", action="store_true",
@@ -342,6 +426,9 @@ async def main() -> None:
     try:
         if args.feed == "polymarket":
             await polymarket_bench(args, tmp, nats, results)
+            return
+        if args.feed == "kraken":
+            await kraken_bench(args, tmp, nats, results)
             return
         flood = Simulator(args.markets, 0)
         root = write_exchanges(tmp, flood.ws, flood.rest, nats.url)
@@ -433,6 +520,48 @@ async def polymarket_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer
     print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
           f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
           f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
+    print(json.dumps(results))
+
+
+async def kraken_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, results: dict[str, object]) -> None:
+    KrakenSpotSimulator.book_cycle = args.book_cycle
+    flood = KrakenSpotSimulator(args.markets, 0)
+    try:
+        root = write_exchanges(tmp, flood.ws, flood.rest, nats.url, "kraken")
+        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
+        nc = await connect_once(nats.url, "bench-setup")
+        await reconcile(nc.jetstream(), env, apply=True)
+        await nc.close()
+        discovered, directory = await discover(flood, root, tmp)
+        print(f"recording {args.book_cycle:,} book updates per pair from the simulator ...", flush=True)
+        one_pass = await record_kraken_pass(flood, [m.ticker for m in discovered], args.book_cycle)
+        frames_file = tmp / "kraken-pass.jsonl"
+        frames_file.write_bytes(b"\n".join(f for _, f in one_pass) + b"\n")
+        flood.stop()
+        flood = KrakenFlood(frames_file, flood.rest)
+        print("ceiling: publisher alone, same frames, same acks, no verification ...", flush=True)
+        builder = SubjectBuilder("bench", "kraken")
+        routed = [(builder.subject(directory.category_of(sym), "book", sym), data) for sym, data in one_pass]
+        results["ceiling_acked_per_s"] = await publish_all(nats.url, (routed * (args.frames // len(routed) + 1))
+                                                           [: args.frames])
+        await purge(nats.url)
+        print(f"flood: pre-made frames -> connector (checksum verified) -> JetStream for {args.seconds:g}s ...",
+              flush=True)
+        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+    finally:
+        flood.stop()
+    flood_r = results["flood"]
+    assert isinstance(flood_r, dict)
+    ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
+    results.update(feed="kraken", pairs=args.markets, depth=25, book_cycle=args.book_cycle,
+                   flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
+    print()
+    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}")
+    print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s (book frames, not verified)")
+    print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} verified and acked book updates/s "
+          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
+          f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg, "
+          f"checksum mismatches {flood_r['gap_markers']:.0f}")
     print(json.dumps(results))
 
 
