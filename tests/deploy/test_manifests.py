@@ -39,6 +39,12 @@ EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
     ("StatefulSet", "ssmd-connector-polymarket"): (
         "ssmd connector --env $(SSMD_ENV) --feed polymarket --shard $(SSMD_SHARD) --metrics-port 9469"
     ).split(),
+    ("StatefulSet", "ssmd-connector-kraken-spot"): (
+        "ssmd connector --env $(SSMD_ENV) --feed kraken --market spot --shard $(SSMD_SHARD) --metrics-port 9470"
+    ).split(),
+    ("StatefulSet", "ssmd-connector-kraken-futures"): (
+        "ssmd connector --env $(SSMD_ENV) --feed kraken --market futures --shard $(SSMD_SHARD) --metrics-port 9471"
+    ).split(),
     ("Deployment", "ssmd-cdc"): "ssmd cdc --env $(SSMD_ENV) --metrics-port 9465".split(),
     ("Deployment", "ssmd-lifecycle-connector-kalshi"): (
         "ssmd connector --env $(SSMD_ENV) --feed kalshi --lifecycle --metrics-port 9466"
@@ -49,7 +55,8 @@ EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
     ).split(),
 }
 DEV_EXTRA_ARGS = {"--ws-url", "--rest-url", "--no-auth"}
-SIM_URLS = {"kalshi": "ssmd-sim-kalshi:8765", "polymarket": "ssmd-sim-polymarket:8766"}
+SIM_URLS = {"kalshi": "ssmd-sim-kalshi:8765", "polymarket": "ssmd-sim-polymarket:8766",
+            "kraken/spot": "ssmd-sim-kraken-spot:8767", "kraken/futures": "ssmd-sim-kraken-futures:8768"}
 
 
 @pytest.fixture(params=sorted(OVERLAYS))
@@ -183,6 +190,8 @@ def test_the_daemons_are_exactly_the_expected_ones(overlay: tuple[str, Objects])
         for flag in ("--ws-url", "--rest-url"):
             if flag in extra:
                 feed = command[command.index("--feed") + 1] if "--feed" in command else "kalshi"
+                if "--market" in command:
+                    feed += "/" + command[command.index("--market") + 1]
                 assert SIM_URLS[feed] in extra[extra.index(flag) + 1], f"dev {key}: {flag} must name the simulator"
     # Each daemon kind has its own metrics port (the defaults of its sub-command, distinct in scrapes).
     ports = [metrics_port({"command": c}) for c in EXPECTED_DAEMONS.values()]
@@ -360,7 +369,10 @@ def test_every_connector_feed_has_a_statefulset_the_scaler_may_scale(overlay: tu
     feed_choices = next(a.choices or () for a in connector._actions if a.dest == "feed")
     environment = yaml.safe_load((EXCHANGES / "environments" / f"{name}.yaml").read_text())
     enabled = {f for f, cfg in (environment.get("feeds") or {}).items() if (cfg or {}).get("enabled", True)}
-    expected = {f"ssmd-connector-{feed}" for feed in enabled & set(feed_choices)}
+    markets = next(a.choices or () for a in connector._actions if a.dest == "market")
+    # Kraken runs a StatefulSet per market (two protocols on two hosts); the other feeds one each.
+    expected = {f"ssmd-connector-{feed}-{m}" if feed == "kraken" else f"ssmd-connector-{feed}"
+                for feed in enabled & set(feed_choices) for m in (markets if feed == "kraken" else ("",))}
     statefulsets = {o["metadata"]["name"] for o in objects if o["kind"] == "StatefulSet"}
     assert statefulsets == expected
     role = find(objects, "Role", "ssmd-shard-scaler")
