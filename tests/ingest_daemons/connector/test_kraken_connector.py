@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import orjson
+import pytest
 import yaml
 
 from ingest_daemons.adapters.kraken_book import SpotBooks
@@ -164,8 +165,9 @@ async def test_futures_seq_gaps_mark_and_resubscribe_the_book(kraken_bench: Krak
     assert {c.get("feed") for _, c in bench.sim.commands} >= {"heartbeat", "book", "trade", "ticker"}
 
 
-async def test_spot_socket_close_and_stall(kraken_bench: KrakenBenchFactory) -> None:
-    bench = await kraken_bench("spot", idle_timeout_s=1.0, heartbeat_s=30.0)
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_socket_close_and_stall(kraken_bench: KrakenBenchFactory, market: str) -> None:
+    bench = await kraken_bench(market, idle_timeout_s=1.0, heartbeat_s=30.0)
     await bench.connector.wait_subscribed(10)
     await flow(bench, 100)
     await bench.sim.close_connections(code=1011)
@@ -176,21 +178,23 @@ async def test_spot_socket_close_and_stall(kraken_bench: KrakenBenchFactory) -> 
     await flow(bench, 100)
     stored = await bench.stop_and_collect()
     bench.assert_exactly_once(stored)
-    reasons = [str(m["reason"]) for m in markers(stored, "disconnected", "_SPOT")]
+    stream = "_" + market.upper()
+    reasons = [str(m["reason"]) for m in markers(stored, "disconnected", stream)]
     assert any("1011" in r for r in reasons) and any("stalled" in r for r in reasons)
-    assert len(markers(stored, "resubscribed", "_SPOT")) == 2
-    assert not markers(stored, "gap"), "books rebuilt from the new sockets' snapshots"
+    assert len(markers(stored, "resubscribed", stream)) == 2
+    assert not markers(stored, "gap"), "books and sequences restart from the new sockets' snapshots"
 
 
-async def test_missing_heartbeats_replace_the_spot_socket_though_pongs_come_back(
-    kraken_bench: KrakenBenchFactory,
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_missing_heartbeats_replace_the_socket_though_pongs_come_back(
+    kraken_bench: KrakenBenchFactory, market: str,
 ) -> None:
-    """Kraken's guide: missing heartbeats mean a dead link. The app-level ping is still answered, so only
+    """Kraken's guide: missing heartbeats mean a dead link. The keep-alive ping is still answered, so only
     the heartbeats' absence can tell."""
-    bench = await kraken_bench("spot", idle_timeout_s=1.5, heartbeat_s=2.0)  # as deployed: idle < ping interval
+    bench = await kraken_bench(market, idle_timeout_s=1.5, heartbeat_s=2.0)  # as deployed: idle < ping interval
     await bench.connector.wait_subscribed(10)
     await flow(bench, 100)
-    await wait_until(lambda: bench.sim.pings_received() >= 1, 5, "an app-level ping")
+    await wait_until(lambda: bench.sim.pings_received() >= 1, 5, "a keep-alive ping")
     bench.sim.pause()
     bench.sim.stop_heartbeats()
     await wait_until(lambda: bench.connector.sessions[0].sockets_opened == 2, 10, "reconnect")
@@ -200,7 +204,7 @@ async def test_missing_heartbeats_replace_the_spot_socket_though_pongs_come_back
     await flow(bench, 100)
     stored = await bench.stop_and_collect()
     bench.assert_exactly_once(stored)
-    [dead] = markers(stored, "disconnected", "_SPOT")
+    [dead] = markers(stored, "disconnected", "_" + market.upper())
     assert "stalled" in dead["reason"], "not the ping: pongs were answered throughout"
 
 
@@ -230,8 +234,9 @@ async def test_malformed_frame_is_kept_as_unparsed(kraken_bench: KrakenBenchFact
     assert bench.connector.sessions[0].sockets_opened == 1
 
 
-async def test_nats_restart_mid_stream(kraken_bench: KrakenBenchFactory, private_nats_server) -> None:  # type: ignore[no-untyped-def]
-    bench = await kraken_bench("spot", nats_url=private_nats_server.url, rate=400)
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_nats_restart_mid_stream(kraken_bench: KrakenBenchFactory, private_nats_server, market: str) -> None:  # type: ignore[no-untyped-def]
+    bench = await kraken_bench(market, nats_url=private_nats_server.url, rate=400)
     await bench.connector.wait_subscribed(10)
     await flow(bench, 200)
     private_nats_server.stop()
