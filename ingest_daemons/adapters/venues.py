@@ -12,7 +12,8 @@ from ingest_daemons.adapters.kalshi import KalshiAdapter
 from ingest_daemons.adapters.kalshi_auth import KalshiCredentials
 from ingest_daemons.adapters.kalshi_venue import KalshiVenue
 from ingest_daemons.adapters.kraken_book import DEFAULT_DEPTH
-from ingest_daemons.adapters.kraken_venue import FUTURES, MARKETS, SPOT, KrakenFuturesVenue, KrakenSpotVenue
+from ingest_daemons.adapters.kraken_futures_venue import KrakenFuturesVenue
+from ingest_daemons.adapters.kraken_venue import FUTURES, MARKETS, SPOT, KrakenSpotVenue
 from ingest_daemons.adapters.polymarket import MAX_ASSETS_PER_CONNECTION
 from ingest_daemons.adapters.polymarket_venue import PolymarketVenue
 from ingest_daemons.config.models import FeedConfig

@@ -8,12 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest_daemons.adapters.kraken_venue import (
-    STATUS_EXCHANGE,
-    STATUS_SUBSCRIBE_REFUSED,
-    KrakenFuturesVenue,
-    KrakenSpotVenue,
-)
+from ingest_daemons.adapters.kraken_futures_venue import KrakenFuturesVenue
+from ingest_daemons.adapters.kraken_venue import STATUS_EXCHANGE, STATUS_SUBSCRIBE_REFUSED, KrakenSpotVenue
 from ingest_daemons.adapters.venues import venue_factory
 from ingest_daemons.config import Settings
 from ingest_daemons.config.loader import load_exchanges

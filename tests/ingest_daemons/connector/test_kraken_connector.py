@@ -268,8 +268,9 @@ async def test_cli_runs_both_markets_from_rest_discovery_and_drains_on_sigterm(
         stderr=asyncio.subprocess.STDOUT) for market in ("spot", "futures")]
     try:
         for sim in (spot.sim, futures_sim):
-            await sim.wait_for(lambda s=sim: any(len(c.get("book", [])) == 3 for c in s.subscriptions().values()), 20)
-        await wait_until(lambda: spot.sim.frames_written > 300 and futures_sim.frames_written > 300, 20, "flow")
+            # Two interpreters start, discover over REST and subscribe: on a loaded machine that takes a while.
+            await sim.wait_for(lambda s=sim: any(len(c.get("book", [])) == 3 for c in s.subscriptions().values()), 90)
+        await wait_until(lambda: spot.sim.frames_written > 300 and futures_sim.frames_written > 300, 30, "flow")
         outputs = []
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
