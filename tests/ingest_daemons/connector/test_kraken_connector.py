@@ -249,6 +249,7 @@ async def test_nats_restart_mid_stream(kraken_bench: KrakenBenchFactory, private
     bench.assert_exactly_once(stored)
 
 
+@pytest.mark.timeout(240)
 async def test_cli_runs_both_markets_from_rest_discovery_and_drains_on_sigterm(
     kraken_bench: KrakenBenchFactory, kraken_sim: Any,
 ) -> None:
