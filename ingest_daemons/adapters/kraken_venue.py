@@ -149,12 +149,14 @@ class KrakenSpotVenue:
         self.symbols: dict[str, set[str]] = {c: set() for c in self.channels}  # confirmed per channel
         self.refused: dict[str, str] = {}  # symbol -> the exchange's error, this socket
         self._req_id = 0
+        self._channel_of: dict[int, str] = {}  # req_id -> channel, for replies that name none (errors)
         self._verdicts = DeclinedFrame()
 
     def reset(self) -> None:
         self.integrity.reset()
         self.symbols = {c: set() for c in self.channels}
         self.refused.clear()
+        self._channel_of.clear()
         self._verdicts = DeclinedFrame()
 
     def connect_request(self, url: str) -> tuple[str, Mapping[str, str]]:
@@ -177,6 +179,7 @@ class KrakenSpotVenue:
         else:
             frame = spot_unsubscribe(channel, symbols, depth=depth, req_id=req_id)
         note = SubscriptionNote(method, channel, tuple(symbols))
+        self._channel_of[req_id] = channel
         return Command(frame, reply_key=req_id, replies=len(symbols), context=note)
 
     def _per_channel(self, method: str, markets: Sequence[str]) -> list[Command]:
@@ -207,6 +210,8 @@ class KrakenSpotVenue:
         sub = command.context
         if not isinstance(sub, SubscriptionNote):
             return {}
+        if isinstance(command.reply_key, int):
+            self._channel_of.pop(command.reply_key, None)
         for r in replies:
             body = r.control
             if not isinstance(body, dict):
@@ -294,7 +299,8 @@ class KrakenSpotVenue:
             req_id = body.get("req_id")
             if body.get("success") is False:
                 symbol = body.get("symbol")
-                fields = {"method": kind, "symbol": symbol, "error": body.get("error"), "req_id": req_id}
+                fields = {"method": kind, "channel": self._channel_of.get(req_id) if isinstance(req_id, int) else None,
+                          "symbol": symbol, "error": body.get("error"), "req_id": req_id}
                 if isinstance(symbol, str) and kind == "subscribe":
                     self.refused[symbol] = str(body.get("error"))
                     return ControlOutcome(reply_to=req_id, live_error=fields, status=STATUS_SUBSCRIBE_REFUSED)

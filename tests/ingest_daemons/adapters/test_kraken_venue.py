@@ -115,7 +115,8 @@ def test_spot_acks_one_per_symbol_and_an_unknown_symbol_is_reported_not_fatal() 
     assert (outcome.reply_to, outcome.failed, outcome.status) == (req, False, None)
     refused = spot.on_control(nope)
     assert (refused.reply_to, refused.failed, refused.status) == (req, False, STATUS_SUBSCRIBE_REFUSED)
-    assert refused.live_error is not None and refused.live_error["symbol"] == "NOPE/USD"
+    assert refused.live_error is not None
+    assert (refused.live_error["symbol"], refused.live_error["channel"]) == ("NOPE/USD", "book")
     summary = spot.on_replies(book, [ok, nope])
     assert summary == {"refused": [{"symbol": "NOPE/USD", "error": "Currency pair not supported NOPE/USD"}]}
     assert spot.symbols["book"] == {"BTC/USD"}
