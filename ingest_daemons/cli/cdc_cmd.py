@@ -23,6 +23,7 @@ from ingest_daemons.secmaster.cdc import (
     CdcOptions,
     CdcPublisher,
 )
+from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError
 from ingest_daemons.secmaster.postgres import secmaster_database
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if env is None:
         return 1
     try:
-        with secmaster_database(env.settings, args.database_url) as url:
+        with secmaster_database(env.settings, args.database_url, role=ServiceRole.CDC) as url:
             options = CdcOptions(
                 env=env.name, database_url=url, nats_url=args.nats_url or env.nats_url,
                 batch_size=args.batch_size, window=args.window, poll_interval_s=args.poll_interval,

@@ -15,6 +15,7 @@ from ingest_daemons.cli.common import (
     run_daemon,
     run_until_signalled,
 )
+from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError
 from ingest_daemons.secmaster.lifecycle import (
     DEFAULT_BATCH_SIZE,
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"environment {env.name!r} has no kalshi feed with a lifecycle channel")
         return 1
     try:
-        with secmaster_database(env.settings, args.database_url) as url:
+        with secmaster_database(env.settings, args.database_url, role=ServiceRole.LIFECYCLE) as url:
             options = LifecycleOptions(
                 env=env.name, database_url=url, nats_url=args.nats_url or env.nats_url, feed=kalshi.name,
                 batch_size=args.batch_size, sweep_interval_s=args.sweep_interval,

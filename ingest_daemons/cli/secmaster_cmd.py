@@ -14,6 +14,7 @@ from typing import Any
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report
 from ingest_daemons.config import Settings
 from ingest_daemons.logs import configure_logging
+from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError, RestError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, SyncReport, sync_kalshi
 from ingest_daemons.secmaster.migrate import migrate
@@ -120,7 +121,7 @@ def run_sync(args: argparse.Namespace) -> int:
         rest_url = feed.endpoint.rest
     rest = RestOptions(requests_per_s=args.rate)
     try:
-        with secmaster_database(env.settings, args.database_url) as url:
+        with secmaster_database(env.settings, args.database_url, role=ServiceRole.SYNC) as url:
             if args.feed == "polymarket":
                 feed_config = env.exchanges.feeds[args.feed]
                 report = asyncio.run(sync_polymarket(url, rest_url, feed_config.category_for_tags,

@@ -1,8 +1,10 @@
 """Versioned schema migrations: ``migrations/NNNN_name.sql`` applied in order, each exactly once.
 
 Every process that uses the secmaster (sync, CDC publisher, Dagster) calls :func:`migrate` on start,
-so the schema is never a manual step. Safe to run concurrently: a session advisory lock makes the
-second caller wait and then find nothing to do. Each migration runs in its own transaction
+so the schema is never a manual step. A service connected as its own least-privilege user (see
+``db_roles``) finds the schema current and changes nothing; a pending migration needs the owner.
+Safe to run concurrently: a session advisory lock makes the second caller wait and then find
+nothing to do. Each migration runs in its own transaction
 together with its ``schema_migrations`` row, so a failed migration leaves no trace and is retried
 on the next start. An applied migration whose file has since changed is an error (write a new
 migration instead of editing an applied one), detected by a sha256 of the file.
@@ -76,7 +78,11 @@ def migrate(database_url: str, migrations: list[Migration] | None = None) -> lis
     with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
         conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, MIGRATION_LOCK))
         try:
-            conn.execute(_CREATE_TABLE)
+            # A service's own database user may read schema_migrations but create nothing, so an
+            # up-to-date schema must be recognised without any DDL (docs/secmaster.md, roles).
+            table = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+            if table is None or table[0] is None:
+                conn.execute(_CREATE_TABLE)
             rows = conn.execute("SELECT version, name, checksum FROM schema_migrations").fetchall()
             applied = {int(v): (str(n), str(c)) for v, n, c in rows}
             for migration in wanted:
@@ -95,6 +101,12 @@ def migrate(database_url: str, migrations: list[Migration] | None = None) -> lis
                             "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                             (migration.version, migration.name, migration.checksum),
                         )
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    raise MigrationError(
+                        f"migration {migration.name} is pending and this database user may not apply it "
+                        f"({exc.diag.message_primary}); run `ssmd secmaster migrate` as the schema owner "
+                        "(DATABASE_URL) first"
+                    ) from exc
                 except psycopg.Error as exc:
                     raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
                 applied_now.append(migration.version)

@@ -15,7 +15,8 @@ instead and a warning says so.
 
 Layout under ``state_dir`` (default ``$SSMD_DATA_DIR/postgres``): ``data/`` (the cluster and its
 ``server.log``, owned by the server user), ``password`` (0600, the ``postgres`` role's password:
-TCP logins use scram-sha-256), ``users.json`` (pids of ssmd processes using the server; the last
+TCP logins use scram-sha-256), ``ssmd_<service>.password`` (0600, the services' own login users,
+see ``db_roles``), ``users.json`` (pids of ssmd processes using the server; the last
 one out stops it) and ``.lock``.
 A server that is already running for the same data directory is adopted (its port is read from
 ``postmaster.pid``), so ``ssmd secmaster sync`` and ``ssmd cdc`` share one server.
@@ -45,6 +46,8 @@ from psycopg import conninfo, sql
 from ingest_daemons.config import Settings
 from ingest_daemons.logs import get_logger, register_secret
 from ingest_daemons.nats_runner import free_port
+from ingest_daemons.private_files import create_private_file, write_private_file
+from ingest_daemons.secmaster.db_roles import ServiceRole, ensure_login, service_url_from_env, with_login
 from ingest_daemons.secmaster.errors import PostgresStartError
 
 log = get_logger("ssmd.postgres")
@@ -221,18 +224,16 @@ class EmbeddedPostgres:
 
     def _initdb(self, bin_dir: Path) -> None:
         password = secrets.token_urlsafe(24)
-        self.password_file.write_text(password + "\n")
-        self.password_file.chmod(0o600)
+        write_private_file(self.password_file, (password + "\n").encode())
         # initdb reads the password from a file the server user can read; it lives only for this call.
         pwfile = self.pgdata.parent / f".initdb-pw-{os.getpid()}"
-        pwfile.write_text(password + "\n")
+        write_private_file(pwfile, (password + "\n").encode())
         try:
             if _is_root():
                 import pwd
 
                 entry = pwd.getpwnam(SERVER_USER)
                 os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-            pwfile.chmod(0o600)
             args = [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, f"--pwfile={pwfile}",
                     "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C",
                     "--no-instructions"]
@@ -355,6 +356,19 @@ class EmbeddedPostgres:
         register_secret(password)
         return f"postgresql://{SUPERUSER}:{quote(password, safe='')}@{self.host}:{self.port}/{quote(database)}"
 
+    def service_url(self, admin_url: str, role: ServiceRole) -> str:
+        """``admin_url`` as the role's login user, made (or refreshed) on this server.
+
+        The password is generated once and kept in ``state_dir/<login>.password`` (0600), so every
+        process of the stack that asks gets the same one.
+        """
+        login = role.default_login
+        path = self.state_dir / f"{login}.password"
+        create_private_file(path, (secrets.token_urlsafe(24) + "\n").encode())
+        password = path.read_text().strip()
+        ensure_login(admin_url, role, login, password)
+        return with_login(admin_url, login, password)
+
     def ensure_database(self, name: str) -> str:
         """Create database ``name`` unless it exists; returns its URL."""
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
@@ -374,21 +388,32 @@ class EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def secmaster_database(settings: Settings, database_url: str | None = None, *, port: int = 0) -> Iterator[str]:
+def secmaster_database(settings: Settings, database_url: str | None = None, *, port: int = 0,
+                       role: ServiceRole | None = None) -> Iterator[str]:
     """The secmaster's database URL for the life of the block.
 
-    ``database_url`` (a CLI flag), else ``$DATABASE_URL``, else the embedded server under
+    ``database_url`` (a CLI flag), else the service's own variable (``role.url_variable``, e.g.
+    ``$SSMD_CDC_DATABASE_URL``), else ``$DATABASE_URL``, else the embedded server under
     ``settings.data_dir/postgres`` (started or adopted; stopped on exit when no other ssmd process
-    uses it) with database ``ssmd``.
+    uses it) with database ``ssmd``. On the embedded server a service (``role`` given) gets the
+    schema migrated by the owner and then a URL of its own least-privilege login user; ``role=None``
+    is the owner (migrations, administration).
     """
-    url = database_url or os.environ.get("DATABASE_URL")
+    url = database_url or (service_url_from_env(role) if role is not None else None) or os.environ.get("DATABASE_URL")
     if url:
         register_url_secret(url)
         yield url
         return
+    from ingest_daemons.secmaster.migrate import migrate  # migrate imports this module
+
     server = EmbeddedPostgres(settings.data_dir / "postgres", port=port)
     server.acquire()
     try:
-        yield server.ensure_database(DEFAULT_DATABASE)
+        admin_url = server.ensure_database(DEFAULT_DATABASE)
+        if role is None:
+            yield admin_url
+        else:
+            migrate(admin_url)
+            yield server.service_url(admin_url, role)
     finally:
         server.release()

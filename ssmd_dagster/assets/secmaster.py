@@ -7,9 +7,10 @@ and CDC). A materialisation records inserted/updated/unchanged/settled as number
 them run over run: a sudden burst of inserts or settlements is visible at a glance) and a
 per-table breakdown.
 
-Database: the ``secmaster_database`` resource's URL, else ``$DATABASE_URL``, else the embedded
-PostgreSQL under the data directory, started or adopted for the run and left to the last ssmd
-process using it (``secmaster_database()``). REST endpoint: the feed's endpoint in the
+Database: the ``secmaster_database`` resource's URL, else ``$SSMD_SYNC_DATABASE_URL`` (the sync
+writer's own least-privilege user), else ``$DATABASE_URL``, else the embedded PostgreSQL under the
+data directory (as its ``ssmd_sync`` login user), started or adopted for the run and left to the
+last ssmd process using it (``secmaster_database()``). REST endpoint: the feed's endpoint in the
 environment, or ``rest_url`` in run config.
 """
 
@@ -38,6 +39,7 @@ from dagster import (
 from pydantic import Field
 
 from ingest_daemons.config import ResolvedEnvironment, Settings
+from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError, RestError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, SyncReport, sync_kalshi
 from ingest_daemons.secmaster.postgres import safe_url, secmaster_database
@@ -54,7 +56,8 @@ SYNCERS: Mapping[str, Syncer] = {"kalshi": sync_kalshi}
 
 
 class SecmasterDatabaseResource(ConfigurableResource):  # type: ignore[type-arg]
-    """The secmaster's PostgreSQL: ``url``, else ``$DATABASE_URL``, else the embedded server."""
+    """The secmaster's PostgreSQL as the sync writer: ``url``, else ``$SSMD_SYNC_DATABASE_URL``, else
+    ``$DATABASE_URL``, else the embedded server."""
 
     url: str | None = Field(default=None, description="PostgreSQL URL; default $DATABASE_URL, else embedded")
     data_dir: str | None = Field(
@@ -64,7 +67,7 @@ class SecmasterDatabaseResource(ConfigurableResource):  # type: ignore[type-arg]
     @contextlib.contextmanager
     def database_url(self) -> Iterator[str]:
         """The URL for the life of the block (an embedded server is released on exit)."""
-        with secmaster_database(Settings.from_env(data_dir=self.data_dir), self.url) as url:
+        with secmaster_database(Settings.from_env(data_dir=self.data_dir), self.url, role=ServiceRole.SYNC) as url:
             yield url
 
 

@@ -117,3 +117,9 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
         kraken_log = (tmp_path / "var" / "logs" / f"connector-kraken-{market}.log").read_text()
         assert "every frame acknowledged" in kraken_log, kraken_log[-2000:]
     assert f"{unique_env}.kraken.<spot|futures>" in output
+    # The secmaster services ran as their own least-privilege login users, never the superuser.
+    assert sorted(p.name for p in (tmp_path / "var" / "postgres").glob("ssmd_*.password")) == [
+        "ssmd_cdc.password", "ssmd_lifecycle.password", "ssmd_sync.password"]
+    for service in ("cdc", "lifecycle", "secmaster-sync"):
+        service_log = (tmp_path / "var" / "logs" / f"{service}.log").read_text()
+        assert "permission denied" not in service_log, service_log[-2000:]

@@ -14,6 +14,7 @@ import pytest
 
 from ingest_daemons.config import Settings
 from ingest_daemons.logs import redact
+from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.postgres import RELOCATED_ROOT, EmbeddedPostgres, safe_url, secmaster_database
 
 
@@ -94,3 +95,36 @@ def test_database_url_wins_and_its_password_is_redacted(monkeypatch: pytest.Monk
     assert "s3cret-db-pass" not in redact(f"connecting to {url}")
     assert safe_url(url) == "db.example:5433/secmaster"
     assert not (tmp_path / "postgres").exists()  # no embedded server was started
+
+
+def test_a_service_on_the_embedded_server_is_its_own_least_privilege_user(
+    own_state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `ssmd up`: no URL anywhere, so the service gets the embedded server, migrated by the owner,
+    # through a login user of its role; never the superuser.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv(ServiceRole.CDC.url_variable, raising=False)
+    settings = Settings(exchanges_dir=own_state_dir, data_dir=own_state_dir, env_name="dev")
+    with secmaster_database(settings, role=ServiceRole.CDC) as url, psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT current_user, usesuper FROM pg_user WHERE usename = current_user").fetchone() \
+            == ("ssmd_cdc", False)
+        conn.execute("SELECT count(*) FROM secmaster_cdc_outbox")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO markets (feed, ticker, event_ticker, status) VALUES ('k', 't', 'e', 'active')")
+    password = (own_state_dir / "postgres" / "ssmd_cdc.password").read_text().strip()
+    assert password in url and password not in redact(f"connecting to {url}")
+
+
+def test_a_services_own_url_wins_over_database_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    owner = "postgresql://owner:owner-pass-1@db.example/secmaster"
+    cdc = "postgresql://ssmd_cdc:cdc-pass-123@db.example/secmaster"
+    monkeypatch.setenv("DATABASE_URL", owner)
+    monkeypatch.setenv("SSMD_CDC_DATABASE_URL", cdc)
+    settings = Settings(tmp_path, tmp_path, "dev")
+    with secmaster_database(settings, role=ServiceRole.CDC) as chosen:
+        assert chosen == cdc
+    with secmaster_database(settings, role=ServiceRole.LIFECYCLE) as chosen:
+        assert chosen == owner  # no URL of its own: the fallback
+    with secmaster_database(settings) as chosen:
+        assert chosen == owner  # migrations and administration
+    assert "cdc-pass-123" not in redact(cdc)
