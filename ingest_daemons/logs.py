@@ -28,7 +28,7 @@ def register_secret(value: str | None) -> None:
 
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret replaced."""
-    for secret in _SECRETS:
+    for secret in tuple(_SECRETS):  # a snapshot: another thread may register one meanwhile
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -97,3 +97,38 @@ def configure_logging(level: str | int = "INFO", stream: Any = None) -> None:
     handler._ssmd = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+
+
+_record_factory_installed = False
+
+
+def install_redacting_log_records() -> None:
+    """Redact every log record of this process when it is made, whatever handler stores it.
+
+    The key=value formatter protects what ssmd's own handler prints, but Dagster stores a run's
+    ``context.log`` messages (and the Python logs it captures) in the run's event log through its
+    own handlers, which no formatter of ours sees. The record factory runs before any logger or
+    handler, so a registered secret is gone from the message before Dagster, or anything else,
+    reads it. Idempotent; a record whose arguments do not format is left to logging's own error
+    handling.
+    """
+    global _record_factory_installed
+    with _SECRETS_LOCK:
+        if _record_factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            if _SECRETS:
+                try:
+                    message = record.getMessage()
+                except Exception:  # logging reports bad format arguments itself
+                    return record
+                redacted = redact(message)
+                if redacted != message:
+                    record.msg, record.args = redacted, ()
+            return record
+
+        logging.setLogRecordFactory(redacting_factory)
+        _record_factory_installed = True
