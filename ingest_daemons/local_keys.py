@@ -6,13 +6,14 @@ keeps working; never used against a real exchange.
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ingest_daemons.private_files import write_private_file
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,9 @@ def ensure_local_kalshi_keys(data_dir: Path) -> LocalKalshiKeys:
     key_id_file = keys_dir / "kalshi-local.key-id"
     if not (private.exists() and public.exists() and key_id_file.exists()):
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
-        os.chmod(private, 0o600)
+        # 0600 from the file's creation on (private_files): no moment at which another user may open it.
+        write_private_file(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
         public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
         key_id_file.write_text(str(uuid.uuid4()))

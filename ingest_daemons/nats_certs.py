@@ -1,14 +1,13 @@
 """A private CA and certificates made on the spot, for a NATS server with TLS on one machine.
 
 Used by ``ssmd nats --secure`` and the test fixtures; production certificates come from the cluster's
-issuer instead. Private keys are created with mode 0600 (opened so, never written then chmod-ed).
+issuer instead. Private keys are created with mode 0600 (``private_files``: never written then chmod-ed).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ingest_daemons.private_files import write_private_file
 
 DEFAULT_VALIDITY = dt.timedelta(days=30)
 
@@ -25,13 +26,6 @@ class CertFiles:
     ca: Path
     cert: Path
     key: Path
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file readable by its owner only, from its creation on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -99,5 +93,5 @@ class LocalCa:
         files = CertFiles(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}-key.pem")
         self.write_ca(files.ca)
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        write_private(files.key, _key_pem(key))
+        write_private_file(files.key, _key_pem(key))
         return files

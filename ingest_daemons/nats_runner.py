@@ -20,6 +20,7 @@ from types import TracebackType
 
 from ingest_daemons.errors import NatsServerError
 from ingest_daemons.logs import get_logger
+from ingest_daemons.private_files import write_private_file
 
 log = get_logger("ssmd.nats")
 
@@ -151,7 +152,7 @@ class NatsServer:
         text = "".join(line + "\n" for line in top)
         if limits and self.jetstream:
             text += "jetstream {\n  " + "\n  ".join(limits) + "\n}\n"
-        config.write_text(text)
+        write_private_file(config, text.encode())  # may hold the users' passwords (nats --secure)
         return ["-c", str(config)]
 
     def lame_duck(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest_daemons.logs import register_secret
-from ingest_daemons.nats_certs import LocalCa, write_private
+from ingest_daemons.nats_certs import LocalCa
 from ingest_daemons.nats_nkeys import KeyPair, create_user_seed
 from ingest_daemons.nats_roles import (
     Permissions,
@@ -26,6 +26,7 @@ from ingest_daemons.nats_roles import (
     connector_permissions,
 )
 from ingest_daemons.nats_settings import NatsSettings, NatsTls
+from ingest_daemons.private_files import write_private_file
 
 
 @dataclass(frozen=True)
@@ -93,5 +94,5 @@ def prepare_secure_nats(
             lines += [f"NATS_USER={settings.user}", f"NATS_PASSWORD={settings.password}"]
         if settings.nkey_seed is not None:
             lines.append(f"NATS_NKEY={settings.nkey_seed}")
-        write_private(client_dir / f"{role}.env", ("\n".join(lines) + "\n").encode())
+        write_private_file(client_dir / f"{role}.env", ("\n".join(lines) + "\n").encode())
     return SecureNats(config_lines, server_files.ca, clients)
