@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from ingest_daemons.config import Settings, resolve_environment
@@ -101,7 +101,25 @@ def add_daemon_args(parser: argparse.ArgumentParser, metrics_port: int, database
                             help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)")
     parser.add_argument("--metrics-port", type=int, default=metrics_port,
                         help=f"port for /metrics /healthz /readyz, 0 = any free port (default: {metrics_port})")
-    parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port (default: 0.0.0.0)")
+    add_metrics_host_arg(parser)
+
+
+# Metrics and health stay on loopback unless asked: outside Kubernetes nothing else should scrape a
+# daemon, and a port open on every interface would expose the process's state to the network. The
+# manifests set SSMD_METRICS_HOST=0.0.0.0 so the kubelet's probes and Prometheus reach the pod IP.
+DEFAULT_METRICS_HOST = "127.0.0.1"
+METRICS_HOST_VARIABLE = "SSMD_METRICS_HOST"
+
+
+def metrics_host_default(environ: Mapping[str, str] | None = None) -> str:
+    """``$SSMD_METRICS_HOST``, else 127.0.0.1."""
+    return (environ if environ is not None else os.environ).get(METRICS_HOST_VARIABLE) or DEFAULT_METRICS_HOST
+
+
+def add_metrics_host_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-host", default=metrics_host_default(),
+                        help=f"address for /metrics /healthz /readyz (default: ${METRICS_HOST_VARIABLE}, "
+                             f"else {DEFAULT_METRICS_HOST}; 0.0.0.0 in the Kubernetes manifests)")
 
 
 @contextlib.contextmanager

@@ -10,7 +10,14 @@ from ingest_daemons.adapters.kraken_book import DEPTHS
 from ingest_daemons.adapters.kraken_venue import MARKETS as KRAKEN_MARKETS
 from ingest_daemons.adapters.kraken_venue import SPOT
 from ingest_daemons.adapters.venues import all_markets_venue_factory, venue_factory
-from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report, run_daemon
+from ingest_daemons.cli.common import (
+    add_command,
+    add_env_arg,
+    add_exchanges_arg,
+    add_metrics_host_arg,
+    resolve_or_report,
+    run_daemon,
+)
 from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
 from ingest_daemons.connector.directory import (
     DiscoveredMarket,
@@ -83,7 +90,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--nats-url", default=None, help="override $NATS_URL and the environment's nats_url")
     parser.add_argument("--metrics-port", type=int, default=9464,
                         help="port for /metrics /healthz /readyz, 0 = any free port (default: 9464)")
-    parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port (default: 0.0.0.0)")
+    add_metrics_host_arg(parser)
     parser.add_argument("--idle-timeout", type=float, default=None,
                         help="reconnect when no frame or ping arrives for this many seconds (default: 30; "
                              f"Kraken spot {KRAKEN_SPOT_IDLE_S:g}, its heartbeats come every second)")

@@ -88,7 +88,7 @@ class LifecycleOptions:
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no HTTP endpoints (library use)
     apply_migrations: bool = True
 

@@ -172,6 +172,11 @@ def test_daemons_probe_drain_and_expose_metrics(overlay: tuple[str, Objects]) ->
         assert annotations["prometheus.io/port"] == str(port)
         assert annotations["prometheus.io/path"] == "/metrics"
         assert pod["terminationGracePeriodSeconds"] >= DRAIN_SECONDS, where
+        # The daemons listen on loopback by default: the probes and the scrape need the pod IP.
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        host = container["command"][container["command"].index("--metrics-host") + 1] \
+            if "--metrics-host" in container["command"] else env.get("SSMD_METRICS_HOST")
+        assert host == "0.0.0.0", f"{where}: metrics on {host or 'loopback'}, unreachable by the kubelet"
 
 
 def test_the_daemons_are_exactly_the_expected_ones(overlay: tuple[str, Objects]) -> None:
