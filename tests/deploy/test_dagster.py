@@ -263,9 +263,19 @@ def test_code_location_finds_what_the_manifests_provide(values: dict[str, Any], 
     mounts = {m["mountPath"] for m in deployment["volumeMounts"]}
     assert {f"{env['SSMD_EXCHANGES_DIR']}/feeds", f"{env['SSMD_EXCHANGES_DIR']}/environments"} <= mounts
     assert env["SSMD_SHARD_SCALER"] == "kubernetes"
-    # The secmaster asset reads DATABASE_URL from the same secret as the CDC publisher.
+    # The secmaster asset connects as the sync writer, from the secret the CDC publisher reads its
+    # own URL from; never as the schema owner.
     cdc = find(objects, "Deployment", "ssmd-cdc")["spec"]["template"]["spec"]["containers"][0]
-    wanted = next(e["valueFrom"] for e in cdc["env"] if e["name"] == "DATABASE_URL")
-    assert next(e["valueFrom"] for e in deployment["env"] if e["name"] == "DATABASE_URL") == wanted
+    cdc_ref = next(e["valueFrom"]["secretKeyRef"] for e in cdc["env"] if e["name"] == "SSMD_CDC_DATABASE_URL")
+    sync_ref = next(e["valueFrom"]["secretKeyRef"] for e in deployment["env"] if e["name"] == "SSMD_SYNC_DATABASE_URL")
+    assert sync_ref == {"name": cdc_ref["name"], "key": "sync-url"}
+    assert "DATABASE_URL" not in {e["name"] for e in deployment["env"]}
+    # NATS credentials and CA from Secrets, mounted where NATS_NKEY and NATS_CA point.
+    assert {"NATS_NKEY", "NATS_CA"} <= env.keys()
+    assert all(any(env[var].startswith(m["mountPath"] + "/") for m in deployment["volumeMounts"])
+               for var in ("NATS_NKEY", "NATS_CA"))
+    assert deployment["labels"] == values["runLauncher"]["config"]["k8sRunLauncher"]["labels"] \
+        == {"ssmd.io/workload": "dagster"}
+    find(objects, "NetworkPolicy", "ssmd-dagster")
     archive_root = yaml.safe_load((DEPLOY.parent / "exchanges" / "environments" / "prod.yaml").read_text())
     assert archive_root["archive"]["path"] in mounts

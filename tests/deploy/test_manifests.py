@@ -23,7 +23,18 @@ from tests.deploy.kube_validate import VERSIONS, validation_errors
 
 EXCHANGES = REPO_ROOT / "exchanges"
 # Secrets that operators create out of band (never in git); deploy/README.md explains each one.
-EXTERNAL_SECRETS = {"ssmd-kalshi-credentials", "ssmd-secmaster-db"}
+EXTERNAL_SECRETS = {
+    "ssmd-kalshi-credentials", "ssmd-secmaster-db", "ssmd-nats-ca", "ssmd-nats-connector-kalshi",
+    "ssmd-nats-connector-polymarket", "ssmd-nats-cdc", "ssmd-nats-lifecycle",
+}  # fmt: skip
+# Workloads that talk to NATS, and the NATS identity (deploy/nats/values.yaml) each one mounts.
+NATS_IDENTITIES = {
+    "ssmd-connector-kalshi": "connector-kalshi", "ssmd-all-markets-connector-kalshi": "connector-kalshi",
+    "ssmd-lifecycle-connector-kalshi": "connector-kalshi", "ssmd-connector-polymarket": "connector-polymarket",
+    "ssmd-cdc": "cdc", "ssmd-lifecycle": "lifecycle",
+}  # fmt: skip
+# Environment variables whose value is a secret: only ever from a secretKeyRef or a mounted file.
+SECRET_VARIABLES = re.compile(r"(PASSWORD|TOKEN|SECRET|DATABASE_URL|API_KEY$|^NATS_NKEY$|^NATS_CREDS$)")
 # Daemons that publish to JetStream and must drain on SIGTERM.
 DRAIN_SECONDS = 90
 SHARD_LABEL = "apps.kubernetes.io/pod-index"
@@ -122,6 +133,8 @@ def test_namespaced_objects_live_in_the_overlay_namespace(overlay: tuple[str, Ob
 def test_workload_selectors_match_their_pods(overlay: tuple[str, Objects]) -> None:
     _, objects = overlay
     for workload, _ in pod_specs(objects):
+        if workload["kind"] == "Job":
+            continue  # a Job's selector is generated
         selector = workload["spec"]["selector"]["matchLabels"]
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), workload["metadata"]["name"]
@@ -237,21 +250,28 @@ def test_connectors_that_follow_cdc_have_the_whole_discovery_chain(overlay: tupl
         )
 
 
-def test_secmaster_daemons_get_the_database_from_the_secret(overlay: tuple[str, Objects]) -> None:
+def test_secmaster_daemons_get_their_own_database_user_from_the_secret(overlay: tuple[str, Objects]) -> None:
+    # Each service its least-privilege user; only the migration Job holds the schema owner's URL.
     _, objects = overlay
     found = [(w, c) for w, _, c in daemons(objects) if c["command"][1] in ("cdc", "lifecycle")]
     assert {c["command"][1] for _, c in found} == {"cdc", "lifecycle"}
     for workload, container in found:
+        service = container["command"][1]
         env = {e["name"]: e for e in container["env"]}
-        ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "ssmd-secmaster-db", "key": "database-url"}, workload["metadata"]["name"]
+        ref = env[f"SSMD_{service.upper()}_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "ssmd-secmaster-db", "key": f"{service}-url"}, workload["metadata"]["name"]
+        assert "DATABASE_URL" not in env, workload["metadata"]["name"]
+    owners = [(w["metadata"]["name"], c["command"]) for w, _, c in containers(objects)
+              if any(e["name"] == "DATABASE_URL" for e in c.get("env", []))]
+    assert owners == [("ssmd-secmaster-migrate", ["ssmd", "secmaster", "migrate"])]
 
 
 def test_daemons_run_as_their_own_token_less_service_accounts(overlay: tuple[str, Objects]) -> None:
     _, objects = overlay
     accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
     used = set()
-    for workload, pod, _ in daemons(objects):
+    jobs = [(w, p, c) for w, p, c in containers(objects) if w["kind"] == "Job"]
+    for workload, pod, _ in daemons(objects) + jobs:
         name = pod.get("serviceAccountName")
         assert name in accounts, f"{workload['metadata']['name']}: service account {name!r} not rendered"
         used.add(name)
@@ -292,6 +312,9 @@ def test_references_resolve(overlay: tuple[str, Objects]) -> None:
                 assert volume["configMap"]["name"] in config_maps, where
             if "secret" in volume:
                 secrets_used.add(volume["secret"]["secretName"])
+            for source in volume.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    secrets_used.add(source["secret"]["name"])
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, where
         names = set()
@@ -411,3 +434,78 @@ def test_images_come_from_one_release(rendered: dict[str, Objects]) -> None:
             assert repository == f"{owner}/ssmd-connector", container["image"]
             if name == "prod":
                 assert tag == archiver["tag"], "prod connectors and the Dagster code location must run one release"
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
+
+
+def test_every_workload_has_a_network_policy_for_both_directions(overlay: tuple[str, Objects]) -> None:
+    name, objects = overlay
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    for workload, _ in pod_specs(objects):
+        where = f"{name}: {workload['kind']} {workload['metadata']['name']}"
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        selecting = [p for p in policies if _matches(p["spec"]["podSelector"], labels)]
+        assert len(selecting) == 1, f"{where}: selected by {[p['metadata']['name'] for p in selecting]}"
+        assert set(selecting[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}, where
+    for policy in policies:  # and no policy selects nothing (a typo in a label would)
+        assert any(_matches(policy["spec"]["podSelector"], w["spec"]["template"]["metadata"]["labels"])
+                   for w, _ in pod_specs(objects)) or policy["metadata"]["name"] == "ssmd-dagster", policy
+
+
+def test_network_policies_open_only_what_each_workload_talks_to(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+
+    def egress_ports(policy: str) -> set[int]:
+        return {p["port"] for rule in policies[policy].get("egress", []) for p in rule.get("ports", [])}
+
+    assert egress_ports("ssmd-cdc") == egress_ports("ssmd-lifecycle") == {53, 4222, 5432}  # no internet
+    assert egress_ports("ssmd-secmaster-migrate") == {53, 5432}
+    for connector in ("ssmd-connector-kalshi", "ssmd-connector-polymarket", "ssmd-all-markets-connector",
+                      "ssmd-lifecycle-connector"):
+        assert 5432 not in egress_ports(connector), connector
+        assert {53, 4222} <= egress_ports(connector), connector
+    for workload, _, container in daemons(objects):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        (policy,) = [p for p in policies.values() if _matches(p["podSelector"], labels)]
+        ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+        assert ingress_ports == {metrics_port(container)}, workload["metadata"]["name"]  # the scrape only
+
+
+def test_every_nats_client_mounts_its_own_credentials_and_the_ca(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    clients = {w["metadata"]["name"]: (pod, c) for w, pod, c in daemons(objects)}
+    assert set(clients) == set(NATS_IDENTITIES)
+    for workload, identity in NATS_IDENTITIES.items():
+        pod, container = clients[workload]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for variable, key, secret in (("NATS_NKEY", "nkey.seed", f"ssmd-nats-{identity}"),
+                                      ("NATS_CA", "ca.crt", "ssmd-nats-ca")):
+            path = env[variable]
+            assert path is not None, f"{workload}: {variable} must be a mounted file's path"
+            directory, file = path.rsplit("/", 1)
+            mount = mounts[directory]
+            assert mount["readOnly"] is True, workload
+            sources = volumes[mount["name"]]["projected"]["sources"]
+            items = {(s["secret"]["name"], i["key"], i["path"]) for s in sources for i in s["secret"]["items"]}
+            assert (secret, key, file) in items, f"{workload}: {variable} not from Secret {secret}"
+            assert volumes[mount["name"]]["projected"]["defaultMode"] & 0o007 == 0, workload
+
+
+def test_no_secret_value_is_inlined(overlay: tuple[str, Objects]) -> None:
+    _, objects = overlay
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"] == []  # made out of band
+    config_maps = [o for o in objects if o["kind"] == "ConfigMap"]
+    for config_map in config_maps:
+        for key in config_map.get("data", {}):
+            assert not SECRET_VARIABLES.search(key), f"ConfigMap {config_map['metadata']['name']}: {key}"
+    for workload, _, container in containers(objects):
+        for var in container.get("env", []):
+            if SECRET_VARIABLES.search(var["name"]) and var["name"] not in ("NATS_NKEY", "NATS_CREDS"):
+                assert "secretKeyRef" in var.get("valueFrom", {}), f"{workload['metadata']['name']}: {var['name']}"
+            if var["name"] in ("NATS_NKEY", "NATS_CREDS"):
+                assert var["value"].startswith("/"), f"{workload['metadata']['name']}: {var['name']} is inlined"

@@ -7,16 +7,25 @@ storage before JetStream would refuse the new stream.
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ingest_daemons.archive import ArchiveReadError
+from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.nats_nkeys import KeyPair, create_user_seed
+from ingest_daemons.nats_runner import NatsServer
+from ingest_daemons.nats_settings import NatsSettings
+from ingest_daemons.nats_workloads import workload_permissions
 from ingest_daemons.streams import StreamSpec, desired_streams
 from tests.deploy.conftest import DEPLOY, REPO_ROOT
+from tests.deploy.test_manifests import NATS_IDENTITIES
 
 VALUES_FILE = DEPLOY / "nats" / "values.yaml"
 NATS_URL = "nats://nats.nats.svc.cluster.local:4222"  # release `nats` in namespace `nats`
@@ -55,7 +64,7 @@ def prod_streams() -> list[StreamSpec]:
 
 def test_cluster_of_three_with_jetstream_on_disk(values: dict[str, Any]) -> None:
     config = values["config"]
-    assert config["cluster"] == {"enabled": True, "replicas": 3}
+    assert {k: config["cluster"][k] for k in ("enabled", "replicas")} == {"enabled": True, "replicas": 3}
     jetstream = config["jetstream"]
     assert jetstream["enabled"] is True
     assert jetstream["fileStore"]["enabled"] is True and jetstream["fileStore"]["pvc"]["enabled"] is True
@@ -96,3 +105,69 @@ def test_the_budget_check_catches_one_stream_too_many(values: dict[str, Any], pr
 @pytest.mark.parametrize(("text", "expected"), [("5Ti", 5 * 2**40), ("4600Gi", 4600 * 2**30), ("1.5G", 1_500_000_000)])
 def test_quantity(text: str, expected: int) -> None:
     assert quantity(text) == expected
+
+
+_REFERENCE = re.compile(r"^<< \$(SSMD_NATS_NKEY_[A-Z_]+) >>$")
+
+
+def _users(values: dict[str, Any]) -> list[dict[str, Any]]:
+    users: list[dict[str, Any]] = values["config"]["merge"]["authorization"]["users"]
+    return users
+
+
+def _user_of(variable: str) -> str:
+    return variable.removeprefix("SSMD_NATS_NKEY_").lower().replace("_", "-")
+
+
+def test_clients_and_routes_speak_tls(values: dict[str, Any]) -> None:
+    config = values["config"]
+    assert config["nats"]["tls"] == {"enabled": True, "secretName": "nats-server-tls"}
+    assert config["cluster"]["tls"]["enabled"] is True and config["cluster"]["tls"]["secretName"]
+
+
+def test_the_users_are_the_workloads_of_nats_workloads_for_prod(
+    values: dict[str, Any], prod_streams: list[StreamSpec]
+) -> None:
+    env = resolve_environment(Settings.from_env(exchanges_dir=REPO_ROOT / "exchanges", env_name="prod"))
+    wanted = workload_permissions("prod", list(env.feeds))
+    found: dict[str, Any] = {}
+    for user in _users(values):
+        match = _REFERENCE.match(user["nkey"])
+        assert match, f"an nkey must be a reference to the public key, not a literal: {user['nkey']!r}"
+        assert set(user) <= {"nkey", "permissions"}, "no passwords or tokens in the server config"
+        found[_user_of(match.group(1))] = user.get("permissions")
+    assert found == {name: (p.as_config() if p is not None else None) for name, p in wanted.items()}
+    # Every identity a manifest mounts exists, and the public keys come from the ConfigMap.
+    assert set(NATS_IDENTITIES.values()) | {"dagster"} <= found.keys()
+    env_vars = values["container"]["env"]
+    for user in found:
+        variable = "SSMD_NATS_NKEY_" + user.upper().replace("-", "_")
+        assert env_vars[variable] == {"valueFrom": {"configMapKeyRef": {"name": "ssmd-nats-users", "key": user}}}
+
+
+def _chart_config(values: dict[str, Any]) -> str:
+    """The authorization block as the chart writes it: JSON, with ``<< $X >>`` left unquoted."""
+    text = json.dumps(values["config"]["merge"]["authorization"], indent=2)
+    return "authorization: " + re.sub(r'"<< (\$\w+) >>"', r"\1", text) + "\n"
+
+
+def test_a_real_server_runs_the_values_authorization(
+    values: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seeds = {}
+    for variable in values["container"]["env"]:
+        seeds[_user_of(variable)] = seed = create_user_seed()
+        monkeypatch.setenv(variable, KeyPair(seed).public_key)  # what the ConfigMap provides
+    with NatsServer(tmp_path / "nats", config_lines=[_chart_config(values)]) as server:
+        def client(user: str) -> NatsWireClient:
+            return NatsWireClient(NatsSettings.parse(server.url, nkey_seed=seeds[user]), timeout_s=5)
+
+        with client("dagster") as admin:
+            created = admin.api_request("$JS.API.STREAM.CREATE.PROD_KALSHI_X",
+                                        {"name": "PROD_KALSHI_X", "subjects": ["prod.kalshi.x.>"]})
+            assert "error" not in created, created
+        with client("connector-kalshi") as connector:
+            assert connector.api_request("$JS.API.INFO").get("type", "").endswith("account_info_response")
+            connector.publish(b"$JS.API.STREAM.DELETE.PROD_KALSHI_X", b"")
+            with pytest.raises(ArchiveReadError, match="Permissions Violation"):
+                connector.api_request("$JS.API.INFO")
