@@ -42,13 +42,14 @@ def register(sub: Any) -> None:
             "Nats-Msg-Id secmaster-{epoch}-{id}, and deletes rows only after JetStream acknowledged\n"
             "them. Killed at any point, restarted later, or NATS away for a while: every change\n"
             "arrives exactly once. A second instance waits as a standby and takes over.\n\n"
-            "The stream must exist (`ssmd streams apply`). Database: --database-url, $DATABASE_URL,\n"
+            "The stream must exist (`ssmd streams apply`). Database: --database-url, else\n"
+            "$SSMD_CDC_DATABASE_URL (this service's own least-privilege user), else $DATABASE_URL,\n"
             "else the embedded PostgreSQL under the data directory. /healthz /readyz /metrics on\n"
             "--metrics-port; SIGTERM finishes the messages in flight and exits 0."
         ),
         examples=(
             "  ssmd cdc --env dev\n"
-            "  DATABASE_URL=postgresql://ssmd@db/ssmd ssmd cdc --env prod --metrics-port 9465\n"
+            "  SSMD_CDC_DATABASE_URL=postgresql://ssmd_cdc@db/ssmd ssmd cdc --env prod --metrics-port 9465\n"
             "  ssmd cdc --env dev --window 256     # bulk back-fill: faster, see --window\n"
         ),
     )

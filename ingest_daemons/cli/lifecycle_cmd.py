@@ -41,13 +41,15 @@ def register(sub: Any) -> None:
             "Each message is applied exactly once: the stream position is stored in the same\n"
             "transaction as the rows. Every --sweep-interval seconds, `initialized` markets whose open\n"
             "time passed become `active` (Kalshi announces no scheduled open).\n\n"
-            "The stream must exist (`ssmd streams apply`). Database: --database-url, $DATABASE_URL,\n"
+            "The stream must exist (`ssmd streams apply`). Database: --database-url, else\n"
+            "$SSMD_LIFECYCLE_DATABASE_URL (this service's own least-privilege user), else $DATABASE_URL,\n"
             "else the embedded PostgreSQL under the data directory. /healthz /readyz /metrics on\n"
             "--metrics-port; SIGTERM finishes the batch in hand and exits 0."
         ),
         examples=(
             "  ssmd lifecycle --env dev\n"
-            "  DATABASE_URL=postgresql://ssmd@db/ssmd ssmd lifecycle --env prod --metrics-port 9467\n"
+            "  SSMD_LIFECYCLE_DATABASE_URL=postgresql://ssmd_lifecycle@db/ssmd \\\n"
+            "    ssmd lifecycle --env prod --metrics-port 9467\n"
         ),
     )
     add_daemon_args(parser, DEFAULT_METRICS_PORT, database=True)

@@ -69,7 +69,9 @@ def register(sub: Any) -> None:
     sync.add_argument("--feed", default="kalshi", choices=["kalshi", "polymarket"],
                       help="feed to sync (default: kalshi)")
     sync.add_argument("--rest-url", default=None, help="override the feed's REST endpoint")
-    sync.add_argument("--database-url", default=None, help=DATABASE_HELP)
+    sync.add_argument("--database-url", default=None,
+                      help="PostgreSQL URL (default: $SSMD_SYNC_DATABASE_URL, the sync writer's own user, else "
+                           "$DATABASE_URL, else the embedded server under DATA_DIR/postgres)")
     sync.add_argument("--rate", type=float, default=DEFAULT_REQUESTS_PER_S,
                       help=f"REST requests per second (default: {DEFAULT_REQUESTS_PER_S:g})")
     sync.add_argument("--status", default=None,
