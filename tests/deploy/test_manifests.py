@@ -25,12 +25,13 @@ EXCHANGES = REPO_ROOT / "exchanges"
 # Secrets that operators create out of band (never in git); deploy/README.md explains each one.
 EXTERNAL_SECRETS = {
     "ssmd-kalshi-credentials", "ssmd-secmaster-db", "ssmd-nats-ca", "ssmd-nats-connector-kalshi",
-    "ssmd-nats-connector-polymarket", "ssmd-nats-cdc", "ssmd-nats-lifecycle",
+    "ssmd-nats-connector-polymarket", "ssmd-nats-connector-kraken", "ssmd-nats-cdc", "ssmd-nats-lifecycle",
 }  # fmt: skip
 # Workloads that talk to NATS, and the NATS identity (deploy/nats/values.yaml) each one mounts.
 NATS_IDENTITIES = {
     "ssmd-connector-kalshi": "connector-kalshi", "ssmd-all-markets-connector-kalshi": "connector-kalshi",
     "ssmd-lifecycle-connector-kalshi": "connector-kalshi", "ssmd-connector-polymarket": "connector-polymarket",
+    "ssmd-connector-kraken-spot": "connector-kraken", "ssmd-connector-kraken-futures": "connector-kraken",
     "ssmd-cdc": "cdc", "ssmd-lifecycle": "lifecycle",
 }  # fmt: skip
 # Environment variables whose value is a secret: only ever from a secretKeyRef or a mounted file.
@@ -463,8 +464,8 @@ def test_network_policies_open_only_what_each_workload_talks_to(overlay: tuple[s
 
     assert egress_ports("ssmd-cdc") == egress_ports("ssmd-lifecycle") == {53, 4222, 5432}  # no internet
     assert egress_ports("ssmd-secmaster-migrate") == {53, 5432}
-    for connector in ("ssmd-connector-kalshi", "ssmd-connector-polymarket", "ssmd-all-markets-connector",
-                      "ssmd-lifecycle-connector"):
+    for connector in ("ssmd-connector-kalshi", "ssmd-connector-polymarket", "ssmd-connector-kraken-spot",
+                      "ssmd-connector-kraken-futures", "ssmd-all-markets-connector", "ssmd-lifecycle-connector"):
         assert 5432 not in egress_ports(connector), connector
         assert {53, 4222} <= egress_ports(connector), connector
     for workload, _, container in daemons(objects):

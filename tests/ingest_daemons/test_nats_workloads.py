@@ -3,7 +3,8 @@
 A real nats-server with exactly the users of a deployment (passwords here; production uses nkeys
 with the same permissions); every client call is the one the workload makes: the assigner's durable
 pull consumer and the category map's ordered consumer on the CDC stream, the all-markets lease,
-the lifecycle consumer's durable consumer and direct reads.
+the lifecycle consumer's durable consumer and direct reads, and the Kraken connectors themselves
+(both markets, against their simulators) publishing as ``connector-kraken``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import nats
@@ -18,16 +20,26 @@ import pytest
 from nats.js import api as js_api
 
 from ingest_daemons import naming
+from ingest_daemons.adapters.venues import venue_factory
 from ingest_daemons.archive import ArchiveReadError
 from ingest_daemons.archive.nats_wire import NatsWireClient
+from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.connector.directory import build_directory
+from ingest_daemons.connector.kraken_directory import discover_kraken_markets
 from ingest_daemons.connector.lease import KvLease
+from ingest_daemons.connector.runner import Connector, ConnectorOptions
 from ingest_daemons.nats_roles import RoleUser, authorization_block
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.nats_settings import NatsSettings
 from ingest_daemons.nats_workloads import workload_permissions
+from ingest_daemons.streams import apply_plan, desired_streams, observe, plan
+from tests.fixtures.config import WriteEnv
+from tests.fixtures.kalshi import assert_stored_exactly_once, stored_messages
+from tests.fixtures.kraken import KrakenSimFactory, kraken_endpoints
+from tests.helpers import wait_until
 
 ENV = "wl"
-FEEDS = ("kalshi", "polymarket")
+FEEDS = ("kalshi", "polymarket", "kraken")
 
 
 class Deployment:
@@ -40,6 +52,9 @@ class Deployment:
 
     def settings(self, user: str) -> NatsSettings:
         return NatsSettings.parse(self.server.url, user=user, password=self.passwords[user])
+
+    def url(self, user: str) -> str:
+        return self.server.url.replace("nats://", f"nats://{user}:{self.passwords[user]}@", 1)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +72,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 CDC = naming.cdc_stream_name(ENV)
 LIFECYCLE = naming.stream_name(ENV, "kalshi", naming.LIFECYCLE)
 LIFECYCLE_SUBJECT = naming.stream_subjects(ENV, "kalshi", naming.LIFECYCLE)[0]
+KRAKEN_SPOT = naming.stream_name(ENV, "kraken", "spot")
 
 
 async def _provision(deployment: Deployment) -> None:
@@ -158,7 +174,54 @@ def test_the_lifecycle_consumer_reads_acks_and_fills_gaps(deployment: Deployment
         ("lifecycle", f"$JS.API.CONSUMER.DURABLE.CREATE.{CDC}.x"),
         ("lifecycle", f"$JS.API.STREAM.PURGE.{LIFECYCLE}"),
         ("cdc", f"$JS.API.CONSUMER.DURABLE.CREATE.{LIFECYCLE}.x"),
+        ("connector-kraken", f"{ENV}.polymarket.crypto.json.book.X"),
+        ("connector-kraken", f"$JS.API.STREAM.DELETE.{KRAKEN_SPOT}"),
+        ("connector-kraken", f"$JS.API.STREAM.PURGE.{KRAKEN_SPOT}"),
+        ("connector-polymarket", f"{ENV}.kraken.spot.json.trade.X"),
     ],
 )
 def test_a_workload_cannot_step_outside_its_job(deployment: Deployment, user: str, subject: str) -> None:
     assert f'Permissions Violation for Publish to "{subject}"' in _refused(deployment.settings(user), subject)
+
+
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_the_kraken_connectors_publish_their_market_as_their_own_user(
+    deployment: Deployment, kraken_sim: KrakenSimFactory, write_env: WriteEnv, market: str
+) -> None:
+    """The real connector of each Kraken market (the process both StatefulSets run) under ``connector-kraken``:
+    nothing it does at start, while publishing or on its drain is refused, and every frame is stored once."""
+    sim = await kraken_sim(market, pairs=3, instruments=3, rate=300, heartbeat_interval=0.2)
+    endpoint = kraken_endpoints(sim if market == "spot" else None, sim if market == "futures" else None)
+    root = write_env(ENV, nats_url=deployment.server.url,
+                     streams={"max_age": "1h", "max_bytes": "64MiB", "duplicate_window": "2m"},
+                     feeds={"kalshi": {"enabled": False}, "kraken": {"endpoint": endpoint}})
+    env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=Path(root).parent), ENV)
+    env = replace(env, nats=deployment.settings("connector-kraken"))
+    admin = await deployment.connect("dagster")  # the provisioner makes the feed's streams
+    try:
+        js = admin.jetstream()
+        kraken = [s for s in desired_streams(env) if s.name.startswith(f"{ENV.upper()}_KRAKEN_")]
+        await apply_plan(js, plan(kraken, await observe(js, kraken), env.name))
+    finally:
+        await admin.close()
+    feed = env.feeds["kraken"]
+    rest = endpoint["rest"] if market == "spot" else endpoint["markets"]["futures"]["rest"]
+    discovered = await discover_kraken_markets(rest, market, feed.feed.category_for_tags)
+    directory = build_directory(feed.stream_categories(), discovered)
+    connector = Connector(env, feed, [m.ticker for m in discovered], directory, venue_factory(feed.feed, market=market),
+                          ConnectorOptions(metrics_port=0, idle_timeout_s=10.0, heartbeat_s=2.0, ack_timeout_s=1.0,
+                                           ws_url=sim.ws_url))
+    before = {m.data for m in await stored_messages(deployment.url("dagster"), f"{ENV.upper()}_KRAKEN_")}
+    await connector.start()
+    try:
+        await connector.wait_subscribed(10)
+        await wait_until(lambda: sum(f.kind == "data" for f in sim.sent_frames) >= 200, 10, f"200 {market} frames")
+        sim.pause()
+    finally:
+        drained = await connector.shutdown()
+    assert drained, "the connector did not drain: a publish was refused"
+    stored = [m for m in await stored_messages(deployment.url("dagster"), f"{ENV.upper()}_KRAKEN_")
+              if m.data not in before]
+    sent = [f.data for f in sim.sent_frames if f.kind in ("data", "malformed")]
+    data = assert_stored_exactly_once(stored, sent, "frames")
+    assert {m.stream for m in data} == {naming.stream_name(ENV, "kraken", market)}
