@@ -13,6 +13,11 @@ class ArchiveReadError(ArchiveError):
     """NATS could not be read (unreachable, refused, timed out, protocol error)."""
 
 
+class ArchiveConnectionLost(ArchiveReadError):
+    """The connection broke or went silent mid-read (its server died, left or stalled). A scan that
+    sees this reconnects, to the next server first, and reads on after the last message it received."""
+
+
 class StreamNotFound(ArchiveReadError):
     """The stream does not exist (not provisioned yet, or the wrong environment)."""
 

@@ -19,17 +19,19 @@ from __future__ import annotations
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import orjson
 
-from ingest_daemons.archive.errors import ArchiveReadError
+from ingest_daemons.archive.errors import ArchiveConnectionLost, ArchiveReadError
 from ingest_daemons.logs import redact
 from ingest_daemons.nats_settings import NatsServerAddress, NatsSettings, NatsSettingsError, as_settings
 
 DEFAULT_TIMEOUT_S = 10.0
+RECONNECT_PAUSE_S = 0.25  # between rounds over every server while none answers
 DEFAULT_RECV_BYTES = 1 << 20
 DEFAULT_API_PREFIX = "$JS.API"
 _CLIENT_VERSION = "1"
@@ -67,6 +69,7 @@ class NatsWireClient:
         self._unread: list[Frame] = []
         self._live: set[bytes] = set()  # subscriptions other than the reply inbox
         self._pong = False
+        self._next_server = 0  # where the next connect starts: after the server last connected to
         self.connected_url: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -80,11 +83,16 @@ class NatsWireClient:
         self.close()
 
     def connect(self) -> NatsWireClient:
+        """Try each server once, starting after the one last connected to (first: the first configured)."""
         errors = []
-        for server in self.settings.servers:
+        servers = self.settings.servers
+        for offset in range(len(servers)):
+            index = (self._next_server + offset) % len(servers)
+            server = servers[index]
             try:
                 self._connect_one(server)
                 self.connected_url = server.url
+                self._next_server = index + 1
                 return self
             except ssl.SSLCertVerificationError as exc:
                 self.close()
@@ -96,6 +104,21 @@ class NatsWireClient:
                 self.close()
                 errors.append(f"{server.url}: {redact(str(exc))}")
         raise ArchiveReadError("cannot connect to NATS: " + "; ".join(errors))
+
+    def reconnect(self, timeout_s: float) -> None:
+        """After :class:`ArchiveConnectionLost`: connect again, the next server first (the one that went
+        may be gone for good), round after round until ``timeout_s`` has passed. Subscriptions and
+        unread frames of the old connection are gone; the caller makes what it needs again."""
+        self.close()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.connect()
+                return
+            except ArchiveReadError:
+                if time.monotonic() + RECONNECT_PAUSE_S > deadline:
+                    raise
+            time.sleep(RECONNECT_PAUSE_S)
 
     def close(self) -> None:
         sock, self._sock, self._frames, self._unread = self._sock, None, None, []
@@ -171,7 +194,7 @@ class NatsWireClient:
         try:
             self._sock.sendall(data)
         except OSError as exc:
-            raise ArchiveReadError(f"cannot send to NATS: {exc}") from exc
+            raise ArchiveConnectionLost(f"cannot send to NATS: {exc}") from exc
 
     def subscribe(self, subject: str) -> bytes:
         """Subscribe and return the subscription id (as the bytes frames carry it)."""
@@ -260,11 +283,11 @@ class NatsWireClient:
         try:
             chunk = self._sock.recv(self._recv_bytes)
         except TimeoutError as exc:
-            raise ArchiveReadError(f"no data from NATS for {self.timeout_s:g}s") from exc
+            raise ArchiveConnectionLost(f"no data from NATS for {self.timeout_s:g}s") from exc
         except OSError as exc:
-            raise ArchiveReadError(f"NATS connection failed: {exc}") from exc
+            raise ArchiveConnectionLost(f"NATS connection failed: {exc}") from exc
         if not chunk:
-            raise ArchiveReadError("NATS closed the connection")
+            raise ArchiveConnectionLost("NATS closed the connection")
         buf += chunk
 
     def _frame_reader(self) -> Iterator[list[Frame]]:
@@ -303,8 +326,7 @@ class NatsWireClient:
                     pos = body + total + 2
                 elif first == 80:  # PING / PONG
                     if buf[pos + 1] == 73:
-                        assert self._sock is not None
-                        self._sock.sendall(b"PONG\r\n")
+                        self._send(b"PONG\r\n")
                     else:
                         self._pong = True
                         frames.append((b"", b"", None, None, b""))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +38,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ingest_daemons.archive.errors import ArchiveReadError, StreamNotFound
+from ingest_daemons.archive.errors import ArchiveConnectionLost, ArchiveReadError, StreamNotFound
 from ingest_daemons.archive.layout import TimeWindow, format_ns, to_ns
 from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.frame_chunks import HEADER_PREFIX as _CHUNK_PREFIX
@@ -51,6 +52,9 @@ StopReason = Literal["window_end", "stream_end"]
 DEFAULT_HEARTBEAT_S = 2.0  # an idle consumer says so this often: ends a scan whose tail was deleted
 DEFAULT_INACTIVE_S = 60.0  # the server deletes a consumer whose reader vanished after this long
 DEFAULT_MAX_RESETS = 3  # re-creations after a skipped delivery (should never happen without acks)
+# After a lost connection, how long a scan keeps reconnecting and re-creating its consumer (a killed
+# stream leader is replaced within seconds; until then the stream's API does not answer).
+DEFAULT_RECOVERY_S = 60.0
 DEFAULT_LOOKUP_BATCH = 10_000
 DEFAULT_LOOKUP_BYTES = 8 << 20
 _NS = 1_000_000_000
@@ -187,12 +191,14 @@ class StreamReader:
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         inactive_s: float = DEFAULT_INACTIVE_S,
         max_resets: int = DEFAULT_MAX_RESETS,
+        recovery_s: float = DEFAULT_RECOVERY_S,
     ) -> None:
         self.client = client
         self.stream = stream
         self.heartbeat_s = heartbeat_s
         self.inactive_s = inactive_s
         self.max_resets = max_resets
+        self.recovery_s = recovery_s
         self._api = client.api_prefix
 
     def state(self) -> StreamState:
@@ -349,6 +355,7 @@ class WindowScan:
         self.next_seq: int | None = None
         self.stopped_by: StopReason | None = None
         self.resets = 0
+        self.reconnects = 0  # connections lost mid-scan and made again
 
     def _finish(self, next_seq: int, reason: StopReason) -> None:
         self.next_seq, self.stopped_by = next_seq, reason
@@ -360,6 +367,7 @@ class WindowScan:
             self._finish(state.last_seq + 1, "stream_end")
             return
         last_seen: int | None = None
+        recovering_until: float | None = None  # set while reconnecting after a lost connection
         while True:
             start: dict[str, Any]
             if last_seen is not None or self.start_seq is not None:
@@ -369,7 +377,15 @@ class WindowScan:
                 start = {"deliver_policy": "by_start_time", "opt_start_time": format_ns(self.window.start_ns)}
             if self.subjects:
                 start["filter_subjects"] = self.subjects
-            name, sid, pending = reader.open_consumer(start)
+            try:
+                name, sid, pending = reader.open_consumer(start)
+            except ArchiveReadError as exc:
+                # While a new stream leader is elected the API times out or refuses: keep trying.
+                if recovering_until is None or isinstance(exc, StreamNotFound):
+                    raise
+                recovering_until = self._recover(exc, recovering_until, last_seen)
+                continue
+            lost: ArchiveConnectionLost | None = None
             try:
                 if pending == 0:
                     self._finish(max((last_seen or 0) + 1, state.last_seq + 1), "stream_end")
@@ -379,12 +395,41 @@ class WindowScan:
                     yield batch
                 if self.next_seq is not None:
                     return
+            except ArchiveConnectionLost as exc:
+                lost = exc
             finally:
-                reader.close_consumer(name, sid)
+                if lost is None:  # a consumer behind a lost connection expires by itself (inactive_s)
+                    reader.close_consumer(name, sid)
+            if lost is not None:
+                # Its server died or left (a stream leader killed, a rolling restart). What was
+                # delivered is kept; a new consumer starts after the last message received.
+                recovering_until = self._recover(lost, recovering_until, last_seen)
+                continue
+            recovering_until = None
             self.resets += 1
             if self.resets > reader.max_resets:
                 raise ArchiveReadError(f"{reader.stream}: deliveries kept skipping messages; gave up")
             log.warning("consumer skipped a delivery; re-creating it", stream=reader.stream, after_seq=last_seen)
+
+    def _recover(self, exc: ArchiveReadError, until: float | None, last_seen: int | None) -> float:
+        """Reconnect after ``exc`` (to the next server first); returns the recovery deadline, which
+        ``exc`` ends the scan once past."""
+        now = time.monotonic()
+        until = until if until is not None else now + self.reader.recovery_s
+        if now > until:
+            raise ArchiveReadError(f"{self.reader.stream}: NATS lost mid-scan and not back within "
+                                   f"{self.reader.recovery_s:g}s: {exc}") from exc
+        log.warning("NATS connection lost mid-scan; reconnecting", stream=self.reader.stream,
+                    after_seq=last_seen, error=str(exc))
+        try:
+            self.reader.client.reconnect(max(0.0, until - now))
+        except ArchiveReadError as again:
+            raise ArchiveReadError(f"{self.reader.stream}: NATS lost mid-scan and not back within "
+                                   f"{self.reader.recovery_s:g}s: {again}") from exc
+        self.reconnects += 1
+        log.info("reconnected mid-scan", stream=self.reader.stream, url=self.reader.client.connected_url,
+                 after_seq=last_seen)
+        return until
 
     def _deliveries(self, sid: bytes, state: StreamState) -> Iterator[list[Record]]:
         """Batches from one consumer; returns with ``next_seq`` set, or without it to ask for a reset.
