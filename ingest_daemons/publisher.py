@@ -698,6 +698,9 @@ class JetStreamPublisher:
             self._connected.clear()
             self._connected_flag = False
             self._proto = None
+            # A write pause belonged to the socket just dropped (its connection_lost comes too late
+            # to clear it): held frames wait for the next one, and callers may fill up to the bound.
+            self._set_write_paused(False)
             self._out.clear()
             if proto.transport is not None:
                 proto.transport.close()
