@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.webhook",
     "tests.fixtures.array_exchange",
     "tests.fixtures.tcp_proxy",
+    "tests.fixtures.netns",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

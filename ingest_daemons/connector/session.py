@@ -265,7 +265,11 @@ class VenueSession:
         while not reader.done():
             await asyncio.sleep(min(idle / 4, 1.0))
             now = time.monotonic()
-            if self._activity != seen:
+            if self.publisher.full:
+                # The reader waits for NATS (backpressure) and leaves the socket unread: quiet says
+                # nothing about the exchange, and closing the socket would lose what it already sent.
+                quiet_since = now
+            elif self._activity != seen:
                 seen, quiet_since = self._activity, now
                 self.metrics.last_message_monotonic = now
             elif now - quiet_since >= idle:
@@ -278,7 +282,8 @@ class VenueSession:
     async def _heartbeat(self, ws: WebSocket, reader: asyncio.Task[str]) -> None:
         """Ask for a sign of life every ``heartbeat_s`` in the venue's keep-alive style; when neither the
         answer nor anything else came back within half of that, the link is dead (a half-open TCP
-        connection can look quiet but healthy for a long time).
+        connection can look quiet but healthy for a long time). Not while the publisher is full: the
+        reader is then held by backpressure and the answer waits, unread, behind the frames before it.
         """
         interval = self.settings.heartbeat_s
         while not reader.done():
@@ -293,7 +298,7 @@ class VenueSession:
             except ConnectionResetError:
                 return  # the reader sees the closed connection itself
             await asyncio.sleep(interval / 2)
-            if self._activity == before and not reader.done():
+            if self._activity == before and not self.publisher.full and not reader.done():
                 log.warning("no answer to the keep-alive; socket dead", feed=self.feed, shard=self.shard,
                             conn=self._conn_id, waited_s=interval / 2)
                 self._stall_reason = f"no pong within {interval / 2:g}s"
@@ -353,6 +358,7 @@ class VenueSession:
                     counts[subject_type] = counts.get(subject_type, 0) + 1
                 if publisher.full:
                     await publisher.wait_room()
+                    self._activity += 1  # held by our own backpressure: the exchange was not silent
 
     async def _on_ws_control(self, ws: WebSocket, frame: Control | bytes) -> str | None:
         """Ping → pong (liveness either way); close → the reason this socket ended."""
