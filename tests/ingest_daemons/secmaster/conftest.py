@@ -22,6 +22,7 @@ from psycopg import AsyncConnection
 from ingest_daemons import naming
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.config.settings import ResolvedEnvironment
+from ingest_daemons.nats_client import server_list
 from ingest_daemons.nats_runner import free_port
 from ingest_daemons.streams import reconcile
 from tests.fixtures.config import WriteEnv
@@ -79,7 +80,7 @@ async def apply_changes(url: str, changes: list[Change], pace_s: float = 0.0) ->
 
 async def cdc_messages(nats_url: str, env: str) -> list[CdcMessage]:
     """Every message of the environment's CDC stream, in stream order."""
-    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=2)
+    nc = await nats.connect(server_list(nats_url), connect_timeout=5, max_reconnect_attempts=2)
     try:
         js = nc.jetstream()
         stream = naming.cdc_stream_name(env)
@@ -95,7 +96,7 @@ async def cdc_messages(nats_url: str, env: str) -> list[CdcMessage]:
 
 
 async def stream_count(nats_url: str, env: str) -> int:
-    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=2)
+    nc = await nats.connect(server_list(nats_url), connect_timeout=5, max_reconnect_attempts=2)
     try:
         info = await nc.jetstream().stream_info(naming.cdc_stream_name(env))
         return int(info.state.messages)
@@ -136,18 +137,19 @@ def assert_exactly_once_in_order(messages: list[CdcMessage], script: list[Change
     assert all(m.subject == naming.cdc_subject(env, "markets", m.body["op"]) for m in messages)
 
 
-EnvFactory = Callable[[str], Awaitable[ResolvedEnvironment]]
+EnvFactory = Callable[..., Awaitable[ResolvedEnvironment]]
 
 
 @pytest.fixture
 def cdc_env(write_env: WriteEnv, unique_env: str) -> EnvFactory:
-    """Factory: an environment (no feeds) pointing at ``nats_url`` whose CDC stream exists."""
+    """Factory: an environment (no feeds) pointing at ``nats_url`` (one server or a comma-separated
+    cluster) whose CDC stream exists; ``streams`` overrides stream settings (e.g. ``{"replicas": 3}``)."""
 
-    async def make(nats_url: str) -> ResolvedEnvironment:
+    async def make(nats_url: str, streams: dict[str, Any] | None = None) -> ResolvedEnvironment:
         root = write_env(unique_env, nats_url=nats_url,
-                         streams={"max_age": "1h", "max_bytes": "64MiB", "duplicate_window": "2m"})
+                         streams={"max_age": "1h", "max_bytes": "64MiB", "duplicate_window": "2m", **(streams or {})})
         env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=root.parent), unique_env)
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(server_list(nats_url))
         try:
             await reconcile(nc.jetstream(), env, apply=True)
         finally:
