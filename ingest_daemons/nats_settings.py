@@ -255,6 +255,27 @@ def as_settings(target: str | NatsSettings) -> NatsSettings:
     return NatsSettings.from_sources(url=target)
 
 
+def discovered_servers(known: list[NatsServerAddress], connect_urls: object) -> list[NatsServerAddress]:
+    """The servers of a cluster's ``INFO`` ``connect_urls`` (``host:port`` strings) not in ``known``, as
+    addresses with the first known server's scheme, whose TLS certificates are checked against that
+    server's name (the announced entries are bare addresses)."""
+    if not known or not isinstance(connect_urls, list):
+        return []
+    seen = {(address.host, address.port) for address in known}
+    scheme, tls_name = known[0].scheme, known[0].tls_name or known[0].host
+    found = []
+    for url in connect_urls:
+        if not isinstance(url, str):
+            continue
+        host, _, port = url.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or (host, int(port)) in seen:
+            continue
+        seen.add((host, int(port)))
+        found.append(NatsServerAddress(scheme, host, int(port), tls_name))
+    return found
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 

@@ -28,7 +28,13 @@ import orjson
 
 from ingest_daemons.archive.errors import ArchiveConnectionLost, ArchiveReadError
 from ingest_daemons.logs import redact
-from ingest_daemons.nats_settings import NatsServerAddress, NatsSettings, NatsSettingsError, as_settings
+from ingest_daemons.nats_settings import (
+    NatsServerAddress,
+    NatsSettings,
+    NatsSettingsError,
+    as_settings,
+    discovered_servers,
+)
 
 DEFAULT_TIMEOUT_S = 10.0
 RECONNECT_PAUSE_S = 0.25  # between rounds over every server while none answers
@@ -57,6 +63,9 @@ class NatsWireClient:
             self.settings = as_settings(url)
         except NatsSettingsError as exc:
             raise ValueError(str(exc)) from None
+        # The configured servers, then those the cluster announces (INFO connect_urls): a reader given
+        # one server still reaches the others when that one goes.
+        self.servers = list(self.settings.servers)
         self.name = name
         self.timeout_s = timeout_s
         self.api_prefix = api_prefix
@@ -85,7 +94,7 @@ class NatsWireClient:
     def connect(self) -> NatsWireClient:
         """Try each server once, starting after the one last connected to (first: the first configured)."""
         errors = []
-        servers = self.settings.servers
+        servers = list(self.servers)
         for offset in range(len(servers)):
             index = (self._next_server + offset) % len(servers)
             server = servers[index]
@@ -136,11 +145,12 @@ class NatsWireClient:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._sock = sock
         context = settings.ssl_context()
-        server_name = settings.tls.server_name or server.host
+        server_name = settings.tls.server_name or server.tls_name or server.host
         if settings.tls.handshake_first:
             assert context is not None
             self._sock = sock = _wrap_tls(context, sock, server_name)
         info = self._read_info(sock)
+        self.servers += discovered_servers(self.servers, info.get("connect_urls"))
         tls = settings.tls.handshake_first or server.wants_tls or bool(info.get("tls_required")) or (
             context is not None and bool(info.get("tls_available")))
         if tls and not settings.tls.handshake_first:
