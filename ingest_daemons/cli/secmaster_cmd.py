@@ -13,10 +13,13 @@ from typing import Any
 
 from ingest_daemons.cli.common import add_command, add_env_arg, add_exchanges_arg, resolve_or_report
 from ingest_daemons.config import Settings
+from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.logs import configure_logging
 from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError, RestError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, SyncReport, sync_kalshi
+from ingest_daemons.secmaster.kraken_rows import FUTURES, SPOT
+from ingest_daemons.secmaster.kraken_sync import KrakenSyncOptions, sync_kraken
 from ingest_daemons.secmaster.migrate import migrate
 from ingest_daemons.secmaster.polymarket_sync import PolymarketSyncOptions, sync_polymarket
 from ingest_daemons.secmaster.postgres import (
@@ -53,7 +56,10 @@ def register(sub: Any) -> None:
             "429 and 5xx retried with backoff) and upsert every page. For Polymarket: Gamma's open\n"
             "/events with their markets (offset pagination; categories from tags through the feed's\n"
             "category_tags), then a re-read of each market still open here that Gamma no longer lists\n"
-            "as open. Rows that did not change are not\n"
+            "as open. For Kraken: spot AssetPairs and futures instruments (--market, default both), each\n"
+            "symbol under its v2 socket name with its category (category_tags: the symbol, its base\n"
+            "asset or its market type); a symbol the listing no longer has is marked delisted.\n"
+            "Rows that did not change are not\n"
             "written, so they keep their updated_at and produce no CDC message. Prints inserted,\n"
             "updated, unchanged and settled counts per table; exit 1 when the API stays unusable."
         ),
@@ -62,12 +68,17 @@ def register(sub: Any) -> None:
             "  ssmd secmaster sync --env prod --feed kalshi --rate 15 --json\n"
             "  ssmd secmaster sync --env dev --rest-url http://127.0.0.1:8765/trade-api/v2 --status open\n"
             "  ssmd secmaster sync --env dev --feed polymarket --rest-url http://127.0.0.1:8766\n"
+            "  ssmd secmaster sync --env dev --feed kraken\n"
+            "  ssmd secmaster sync --env dev --feed kraken --market futures --rest-url "
+            "http://127.0.0.1:8768/derivatives/api/v3\n"
         ),
     )
     add_env_arg(sync)
     add_exchanges_arg(sync)
-    sync.add_argument("--feed", default="kalshi", choices=["kalshi", "polymarket"],
+    sync.add_argument("--feed", default="kalshi", choices=["kalshi", "polymarket", "kraken"],
                       help="feed to sync (default: kalshi)")
+    sync.add_argument("--market", default=None, choices=[SPOT, FUTURES],
+                      help="Kraken: sync only this market (default: both; --rest-url needs it)")
     sync.add_argument("--rest-url", default=None, help="override the feed's REST endpoint")
     sync.add_argument("--database-url", default=None,
                       help="PostgreSQL URL (default: $SSMD_SYNC_DATABASE_URL, the sync writer's own user, else "
@@ -114,6 +125,8 @@ def run_sync(args: argparse.Namespace) -> int:
     env = resolve_or_report(args)
     if env is None:
         return 1
+    if args.feed == "kraken" or args.market is not None:
+        return _run_kraken_sync(env, args)
     rest_url = args.rest_url
     if rest_url is None:
         feed = env.feeds.get(args.feed)
@@ -131,6 +144,54 @@ def run_sync(args: argparse.Namespace) -> int:
             else:
                 options = SyncOptions(feed=args.feed, rest=rest, market_status=args.status)
                 report = asyncio.run(sync_kalshi(url, rest_url, options))
+    except (RestError, MigrationError, PostgresStartError) as exc:
+        print(f"sync failed: {exc}")
+        return 1
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print_report(report)
+    return 0
+
+
+def kraken_rest_urls(env: ResolvedEnvironment, market: str | None, rest_url: str | None) -> dict[str, str]:
+    """Market → REST base of the Kraken markets to sync: the endpoint set's ``rest`` is spot's,
+    ``markets.futures.rest`` futures'; ``rest_url`` replaces the one market named."""
+    if rest_url is not None:
+        if market is None:
+            raise ValueError("--rest-url for Kraken needs --market spot|futures")
+        return {market: rest_url}
+    feed = env.feeds.get("kraken")
+    if feed is None:
+        raise ValueError(f"feed 'kraken' is not enabled in environment {env.name!r}; pass --market and --rest-url")
+    urls: dict[str, str] = {}
+    if feed.endpoint.rest:
+        urls[SPOT] = feed.endpoint.rest
+    futures = feed.endpoint.markets.get(FUTURES)
+    if futures is not None and futures.rest:
+        urls[FUTURES] = futures.rest
+    if market is not None:
+        urls = {m: u for m, u in urls.items() if m == market}
+    if not urls:
+        raise ValueError(f"feed 'kraken' has no REST endpoint for {market or 'any market'} in environment "
+                         f"{env.name!r}; pass --market and --rest-url")
+    return urls
+
+
+def _run_kraken_sync(env: ResolvedEnvironment, args: argparse.Namespace) -> int:
+    if args.feed != "kraken":
+        print(f"--market applies to Kraken, not feed {args.feed!r}")
+        return 1
+    try:
+        urls = kraken_rest_urls(env, args.market, args.rest_url)
+    except ValueError as exc:
+        print(f"sync failed: {exc}")
+        return 1
+    category_of = env.exchanges.feeds["kraken"].category_for_tags
+    options = KrakenSyncOptions(feed="kraken", rest=RestOptions(requests_per_s=args.rate))
+    try:
+        with secmaster_database(env.settings, args.database_url) as url:
+            report = asyncio.run(sync_kraken(url, urls, category_of, options))
     except (RestError, MigrationError, PostgresStartError) as exc:
         print(f"sync failed: {exc}")
         return 1

@@ -79,6 +79,8 @@ POLYMARKET_TABLES = {
          ("exchange_created_time", "timestamptz"), ("outcome", "text"), ("outcome_index", "integer")),
     ),
 }
+# The generic columns (migration 0004) are every venue's but Kalshi's: Kraken writes the same ones.
+GENERIC_TABLES = POLYMARKET_TABLES
 # A Polymarket token whose market closed no longer trades.
 POLYMARKET_SETTLED_STATUSES = frozenset({"closed"})
 

@@ -72,6 +72,7 @@ class KrakenSimulator(AsyncServer):
         self.seed = seed
         self.pairs = {p.symbol: p for p in spot_pairs(pairs)} if market == "spot" else {}
         self.instruments = {i.symbol: i for i in futures_instruments(instruments)} if market == "futures" else {}
+        self._ever_listed = len(self.symbols)  # a symbol added later is the next of the deterministic sequence
         if idle_timeout is None:
             idle_timeout = FUTURES_IDLE_TIMEOUT_S if market == "futures" else 0.0
         self._state = SimState(rate=float(rate), heartbeat_interval=heartbeat_interval, idle_timeout=idle_timeout,
@@ -91,6 +92,7 @@ class KrakenSimulator(AsyncServer):
         app.router.add_route("GET", SPOT_REST_PATH if self.market == "spot" else FUTURES_REST_PATH, self._rest)
         app.router.add_route("POST", CONTROL_PREFIX + "/faults/{fault}", self._control_fault)
         app.router.add_route("POST", CONTROL_PREFIX + "/rate", self._control_rate)
+        app.router.add_route("POST", CONTROL_PREFIX + "/universe", self._control_universe)
         app.router.add_route("GET", CONTROL_PREFIX + "/status", self._control_status)
         self.port = await self._listener.start(app, self.host, self.port)
         log.info("kraken_sim_started", market=self.market, ws=self.ws_url, rest=self.rest_url,
@@ -231,6 +233,24 @@ class KrakenSimulator(AsyncServer):
             if isinstance(c, FuturesConnection):
                 c.seq_skips.append((feed, product, skip))
 
+    def list_symbol(self) -> str:
+        """List one more symbol (``SIMk/USD`` or ``PF_SIMkUSD``): REST lists it and the socket accepts it."""
+        self._ever_listed += 1
+        if self.market == "spot":
+            pair = spot_pairs(self._ever_listed)[-1]
+            self.pairs[pair.symbol] = pair
+            return pair.symbol
+        instrument = futures_instruments(self._ever_listed)[-1]
+        self.instruments[instrument.symbol] = instrument
+        return instrument.symbol
+
+    def delist(self, symbol: str) -> None:
+        """Take ``symbol`` off REST and the socket (a new subscribe is refused; open ones keep their data)."""
+        universe: dict[str, Any] = self.pairs if self.market == "spot" else self.instruments
+        if symbol not in universe:
+            raise ValueError(f"{symbol!r} is not listed")
+        del universe[symbol]
+
     def maintenance(self, seconds: float, conn_id: int | None = None) -> None:
         """Spot: ``status`` ``maintenance`` now, no data for ``seconds``, then ``status`` ``online``."""
         for c in self._conns.targets(conn_id):
@@ -302,6 +322,19 @@ class KrakenSimulator(AsyncServer):
             return _json(400, {"error": str(exc)})
         self.set_rate(rate)
         return _json(200, {"ok": True, "rate": rate})
+
+    async def _control_universe(self, request: web.Request) -> web.Response:
+        """POST /_sim/universe ``{"list": n}`` lists n new symbols; ``{"delist": "BTC/USD"}`` delists one."""
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+            listed = [self.list_symbol() for _ in range(int(body.get("list", 0)))]
+            if "delist" in body:
+                self.delist(str(body["delist"]))
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, {"ok": True, "listed": listed, "symbols": self.symbols})
 
     async def _control_status(self, _: web.Request) -> web.Response:
         return _json(200, {"market": self.market, "connections": self.connection_count,
