@@ -31,6 +31,7 @@ from ssmd_dagster.assets.secmaster import (
 from ssmd_dagster.assets.shards import build_shards_asset, shard_targets
 from ssmd_dagster.assets.streams import jetstream_streams
 from ssmd_dagster.checks.archive import build_archive_checks
+from ssmd_dagster.checks.book_integrity import build_book_integrity_check
 from ssmd_dagster.checks.freshness import build_freshness_check
 from ssmd_dagster.checks.streams import streams_match_config
 from ssmd_dagster.jobs import archive_jobs, reverify_job, streams_job
@@ -78,6 +79,7 @@ def build_definitions(
         asset_checks=[
             streams_match_config,
             *[build_archive_checks(t, partitions_def) for t in targets],
+            *[build_book_integrity_check(t, partitions_def) for t in targets if t.book_depth is not None],
             *[build_freshness_check(t) for t in targets],
         ],
         jobs=[

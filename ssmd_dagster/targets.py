@@ -9,6 +9,7 @@ from datetime import timedelta
 from dagster import AssetCheckKey, AssetKey
 
 from ingest_daemons import naming
+from ingest_daemons.adapters.kraken_book import DEFAULT_DEPTH
 from ingest_daemons.config import ResolvedEnvironment
 from ingest_daemons.config.models import QuietHours
 from ingest_daemons.streams import desired_streams
@@ -16,7 +17,9 @@ from ingest_daemons.streams import desired_streams
 CHECK_CONTIGUITY = "contiguity"
 CHECK_MANIFEST = "manifest_matches_file"
 CHECK_GZIP = "gzip_integrity"
+KRAKEN_PROTOCOL = "kraken_v2"
 ARCHIVE_CHECKS = (CHECK_CONTIGUITY, CHECK_MANIFEST, CHECK_GZIP)
+CHECK_BOOK_INTEGRITY = "book_integrity"  # Kraken spot books, replayed and checksum-verified per partition
 CHECK_FRESHNESS = "freshness"  # of the stream, not of a partition (ssmd_dagster/freshness.py)
 
 
@@ -33,6 +36,7 @@ class ArchiveTarget:
     feed_display_name: str
     max_silence: timedelta | None = None  # freshness threshold; None: silence is not judged
     quiet_hours: tuple[QuietHours, ...] = ()
+    book_depth: int | None = None  # Kraken: the spot book depth subscribed; set, the book_integrity check runs
 
     @property
     def asset_key(self) -> AssetKey:
@@ -45,7 +49,8 @@ class ArchiveTarget:
 
     def check_keys(self) -> list[AssetCheckKey]:
         """The per-partition checks that run with each materialisation."""
-        return [AssetCheckKey(self.asset_key, name) for name in ARCHIVE_CHECKS]
+        names = (*ARCHIVE_CHECKS, CHECK_BOOK_INTEGRITY) if self.book_depth is not None else ARCHIVE_CHECKS
+        return [AssetCheckKey(self.asset_key, name) for name in names]
 
     @property
     def freshness_key(self) -> AssetCheckKey:
@@ -60,6 +65,8 @@ def archive_targets(env: ResolvedEnvironment) -> list[ArchiveTarget]:
         if feed == naming.CDC_FEED:
             continue
         freshness = env.feeds[feed].settings.freshness
+        config = env.feeds[feed].feed
+        book_depth = (config.book_depth or DEFAULT_DEPTH) if config.protocol == KRAKEN_PROTOCOL else None
         targets.append(
             ArchiveTarget(
                 env=env.name,
@@ -71,6 +78,7 @@ def archive_targets(env: ResolvedEnvironment) -> list[ArchiveTarget]:
                 feed_display_name=env.feeds[feed].feed.display_name,
                 max_silence=freshness.threshold_for(category),
                 quiet_hours=tuple(freshness.quiet_hours),
+                book_depth=book_depth,
             )
         )
     return targets
