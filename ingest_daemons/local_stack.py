@@ -48,12 +48,15 @@ class ChildProcess:
     port: int | None = None  # a port the child listens on; start() waits for it before the next child
     cwd: Path | None = None
     oneshot: bool = False  # run to completion (e.g. a first secmaster sync) before the next child starts
+    # With oneshot: run to completion beside the next children instead (nothing after it needs it first);
+    # it counts as alive while running and after a clean exit.
+    background: bool = False
     timeout_s: float = 300.0
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.oneshot:
+        if self.oneshot and not self.background:
             self._run_once()
             return
         with open(self.log_path, "ab") as handle:
@@ -84,7 +87,7 @@ class ChildProcess:
     @property
     def alive(self) -> bool:
         if self.oneshot:
-            return True
+            return self.proc is None or self.proc.poll() in (None, 0)
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -151,9 +154,10 @@ class LocalStack:
 
     def add(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None,
-        cwd: Path | None = None, oneshot: bool = False,
+        cwd: Path | None = None, oneshot: bool = False, background: bool = False,
     ) -> ChildProcess:
-        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port, cwd, oneshot)
+        child = ChildProcess(name, argv, self.logs_dir / f"{name}.log", env or {}, port, cwd, oneshot,
+                             background)
         self.children.append(child)
         return child
 

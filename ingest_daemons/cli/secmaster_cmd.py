@@ -19,7 +19,7 @@ from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError, RestError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, SyncReport, sync_kalshi
 from ingest_daemons.secmaster.kraken_rows import FUTURES, SPOT
-from ingest_daemons.secmaster.kraken_sync import KrakenSyncOptions, sync_kraken
+from ingest_daemons.secmaster.kraken_sync import KrakenSyncOptions, kraken_rest_urls, sync_kraken
 from ingest_daemons.secmaster.migrate import migrate
 from ingest_daemons.secmaster.polymarket_sync import PolymarketSyncOptions, sync_polymarket
 from ingest_daemons.secmaster.postgres import (
@@ -154,30 +154,6 @@ def run_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def kraken_rest_urls(env: ResolvedEnvironment, market: str | None, rest_url: str | None) -> dict[str, str]:
-    """Market → REST base of the Kraken markets to sync: the endpoint set's ``rest`` is spot's,
-    ``markets.futures.rest`` futures'; ``rest_url`` replaces the one market named."""
-    if rest_url is not None:
-        if market is None:
-            raise ValueError("--rest-url for Kraken needs --market spot|futures")
-        return {market: rest_url}
-    feed = env.feeds.get("kraken")
-    if feed is None:
-        raise ValueError(f"feed 'kraken' is not enabled in environment {env.name!r}; pass --market and --rest-url")
-    urls: dict[str, str] = {}
-    if feed.endpoint.rest:
-        urls[SPOT] = feed.endpoint.rest
-    futures = feed.endpoint.markets.get(FUTURES)
-    if futures is not None and futures.rest:
-        urls[FUTURES] = futures.rest
-    if market is not None:
-        urls = {m: u for m, u in urls.items() if m == market}
-    if not urls:
-        raise ValueError(f"feed 'kraken' has no REST endpoint for {market or 'any market'} in environment "
-                         f"{env.name!r}; pass --market and --rest-url")
-    return urls
-
-
 def _run_kraken_sync(env: ResolvedEnvironment, args: argparse.Namespace) -> int:
     if args.feed != "kraken":
         print(f"--market applies to Kraken, not feed {args.feed!r}")
@@ -190,7 +166,7 @@ def _run_kraken_sync(env: ResolvedEnvironment, args: argparse.Namespace) -> int:
     category_of = env.exchanges.feeds["kraken"].category_for_tags
     options = KrakenSyncOptions(feed="kraken", rest=RestOptions(requests_per_s=args.rate))
     try:
-        with secmaster_database(env.settings, args.database_url) as url:
+        with secmaster_database(env.settings, args.database_url, role=ServiceRole.SYNC) as url:
             report = asyncio.run(sync_kraken(url, urls, category_of, options))
     except (RestError, MigrationError, PostgresStartError) as exc:
         print(f"sync failed: {exc}")

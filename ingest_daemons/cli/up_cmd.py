@@ -49,6 +49,7 @@ def register(sub: Any) -> None:
             "    sync into the secmaster and a Polymarket connector (tokens from Gamma),\n"
             "  - when the environment runs kraken on local endpoints: the spot and futures simulators and\n"
             "    one connector per market (symbols from AssetPairs / instruments, spot books verified),\n"
+            "    and a sync of those pairs and instruments into the secmaster,\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
             "    streams and archive partitions, on http://127.0.0.1:3000.\n"
             "Component logs go to DATA_DIR/logs/. Ctrl-C stops everything (the connector drains first)."
@@ -173,6 +174,7 @@ def add_kraken(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
               "NATS_URL": stack.nats.url}
     markets = [("spot", feed.endpoint.ws)] + [(name, m.ws) for name, m in feed.endpoint.markets.items()]
     skipped = []
+    local: list[str] = []
     for market, ws in markets:
         url = urlparse(ws)
         if url.hostname not in {"127.0.0.1", "localhost"} or url.port is None:
@@ -184,12 +186,23 @@ def add_kraken(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
                          "--rate", str(args.sim_rate)),
             port=url.port,
         )
+        local.append(market)
         stack.add(
             f"connector-kraken-{market}",
             ssmd_command("connector", "--env", env.name, "--feed", "kraken", "--market", market,
                          "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
             env=common,
         )
+    if local and any(c.name == "postgres" for c in stack.children):
+        # Pairs and instruments from the local simulators' REST into the secmaster (a market whose
+        # endpoint is not local is left to a sync run by hand). The connectors read the same REST
+        # listings at start, so nothing waits for this sync.
+        only = [] if len(local) == len(markets) else [["--market", m] for m in local]
+        for extra in only or [[]]:
+            suffix = f"-{extra[1]}" if extra else ""
+            stack.add(f"secmaster-sync-kraken{suffix}",
+                      ssmd_command("secmaster", "sync", "--env", env.name, "--feed", "kraken", *extra),
+                      env=common, oneshot=True, background=True)
     return "; ".join(skipped) or None
 
 

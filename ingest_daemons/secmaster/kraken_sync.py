@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 
+from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.logs import get_logger
 from ingest_daemons.secmaster import kraken_rows
 from ingest_daemons.secmaster.errors import RestError
@@ -115,6 +116,30 @@ async def sync_kraken(
              updated=report.updated, unchanged=report.unchanged, delisted=report.settled,
              requests=report.requests, retries=report.retries, seconds=round(report.seconds, 2))
     return report
+
+
+def kraken_rest_urls(env: ResolvedEnvironment, market: str | None, rest_url: str | None) -> dict[str, str]:
+    """Market → REST base of the Kraken markets to sync: the endpoint set's ``rest`` is spot's,
+    ``markets.futures.rest`` futures'; ``rest_url`` replaces the one market named."""
+    if rest_url is not None:
+        if market is None:
+            raise ValueError("--rest-url for Kraken needs --market spot|futures")
+        return {market: rest_url}
+    feed = env.feeds.get("kraken")
+    if feed is None:
+        raise ValueError(f"feed 'kraken' is not enabled in environment {env.name!r}; pass --market and --rest-url")
+    urls: dict[str, str] = {}
+    if feed.endpoint.rest:
+        urls[kraken_rows.SPOT] = feed.endpoint.rest
+    futures = feed.endpoint.markets.get(kraken_rows.FUTURES)
+    if futures is not None and futures.rest:
+        urls[kraken_rows.FUTURES] = futures.rest
+    if market is not None:
+        urls = {m: u for m, u in urls.items() if m == market}
+    if not urls:
+        raise ValueError(f"feed 'kraken' has no REST endpoint for {market or 'any market'} in environment "
+                         f"{env.name!r}; pass --market and --rest-url")
+    return urls
 
 
 def _head(symbols: Sequence[str], n: int = 20) -> list[str]:

@@ -42,6 +42,8 @@ from ingest_daemons.config import ResolvedEnvironment, Settings
 from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.errors import MigrationError, PostgresStartError, RestError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, SyncReport, sync_kalshi
+from ingest_daemons.secmaster.kraken_rows import SPOT
+from ingest_daemons.secmaster.kraken_sync import KrakenSyncOptions, kraken_rest_urls, sync_kraken
 from ingest_daemons.secmaster.postgres import safe_url, secmaster_database
 from ingest_daemons.secmaster.rest import DEFAULT_REQUESTS_PER_S, RestOptions
 from ssmd_dagster._async import run_coroutine
@@ -53,6 +55,9 @@ HOURLY_CRON = "17 * * * *"
 
 Syncer = Callable[[str, str, SyncOptions], Coroutine[Any, Any, SyncReport]]
 SYNCERS: Mapping[str, Syncer] = {"kalshi": sync_kalshi}
+# Kraken: its own sync (spot AssetPairs and futures instruments, gone symbols delisted); it is the
+# discovery path of a venue with no lifecycle channel, so the hourly run is what lists a new pair.
+KRAKEN = "kraken"
 
 
 class SecmasterDatabaseResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -84,6 +89,7 @@ class SecmasterSyncConfig(Config):
         default=None, description="only markets with this REST filter status (open, closed, settled, ...)"
     )
     rest_url: str | None = Field(default=None, description="override the feed's REST endpoint")
+    market: str | None = Field(default=None, description="Kraken: sync only spot or futures (rest_url: that market's)")
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ class SecmasterTarget:
 
 def secmaster_targets(env: ResolvedEnvironment) -> list[SecmasterTarget]:
     """Enabled feeds that have a REST sync."""
-    return [SecmasterTarget(env.name, feed) for feed in env.feeds if feed in SYNCERS]
+    return [SecmasterTarget(env.name, feed) for feed in env.feeds if feed in SYNCERS or feed == KRAKEN]
 
 
 def report_metadata(report: SyncReport, database_url: str, rest_url: str) -> dict[str, Any]:
@@ -121,7 +127,22 @@ def report_metadata(report: SyncReport, database_url: str, rest_url: str) -> dic
     }
 
 
+def _sync_kraken(env: ResolvedEnvironment, url: str, config: "SecmasterSyncConfig") -> tuple[SyncReport, str]:
+    """(report, the REST bases synced) of both Kraken markets, or of ``config.market`` only (spot when
+    only ``config.rest_url`` is given)."""
+    market = config.market
+    if config.rest_url is not None:
+        urls = kraken_rest_urls(env, market or SPOT, config.rest_url)
+    else:
+        urls = kraken_rest_urls(env, market, None)
+    options = KrakenSyncOptions(feed=KRAKEN, rest=RestOptions(requests_per_s=config.requests_per_s))
+    category_of = env.exchanges.feeds[KRAKEN].category_for_tags
+    return run_coroutine(sync_kraken(url, urls, category_of, options)), " ".join(urls.values())
+
+
 def build_secmaster_asset(target: SecmasterTarget) -> AssetsDefinition:
+    if target.feed == KRAKEN:
+        return _build_kraken_asset(target)
     sync = SYNCERS[target.feed]
 
     @asset(
@@ -154,6 +175,40 @@ def build_secmaster_asset(target: SecmasterTarget) -> AssetsDefinition:
         except (RestError, MigrationError, PostgresStartError) as exc:
             raise Failure(description=f"secmaster sync of {target.feed} failed: {exc}") from exc
         return MaterializeResult(metadata=report_metadata(report, url, rest_url))
+
+    return _secmaster
+
+
+def _build_kraken_asset(target: SecmasterTarget) -> AssetsDefinition:
+    @asset(
+        key=target.asset_key,
+        group_name=SECMASTER_GROUP,
+        kinds={"postgres"},
+        description=(
+            "Kraken's spot pairs (AssetPairs) and futures products (instruments) in the secmaster, one symbol on "
+            "all three levels with its category; a symbol gone from its listing is marked delisted. Run config "
+            "market: spot or futures to sync one market."
+        ),
+    )
+    def _secmaster(
+        context: AssetExecutionContext,
+        config: SecmasterSyncConfig,
+        ssmd_config: SsmdConfigResource,
+        secmaster_database: SecmasterDatabaseResource,
+    ) -> MaterializeResult[None]:
+        env = ssmd_config.environment()
+        try:
+            with secmaster_database.database_url() as url:
+                context.log.info(f"syncing {target.feed} into {safe_url(url)}")
+                report, rest = _sync_kraken(env, url, config)
+        except ValueError as exc:
+            raise Failure(description=f"secmaster sync of {target.feed}: {exc}") from exc
+        except (RestError, MigrationError, PostgresStartError) as exc:
+            raise Failure(description=f"secmaster sync of {target.feed} failed: {exc}") from exc
+        metadata = report_metadata(report, url, rest.split()[0])
+        metadata["rest_urls"] = rest
+        metadata["delisted"] = report.settled
+        return MaterializeResult(metadata=metadata)
 
     return _secmaster
 

@@ -41,6 +41,7 @@ DEV_KEYS = [
     "jetstream_streams",
     *(f"parquet/dev/kalshi/{c}" for c in DEV_CATEGORIES),
     "secmaster/dev/kalshi",
+    "secmaster/dev/kraken",
     "shards/dev/kalshi",
 ]
 PROD_KALSHI = (
@@ -58,6 +59,7 @@ PROD_KEYS = [
     "jetstream_streams",
     *(f"parquet/prod/kalshi/{c}" for c in PROD_KALSHI),  # Parquet schemas exist for Kalshi only
     "secmaster/prod/kalshi",
+    "secmaster/prod/kraken",
     "shards/prod/kalshi",
 ]
 

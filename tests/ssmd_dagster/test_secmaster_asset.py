@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
@@ -22,6 +23,7 @@ from ssmd_dagster.assets.secmaster import (
 )
 from ssmd_dagster.resources import SsmdConfigResource
 from tests.fixtures.config import WriteEnv
+from tests.fixtures.kraken import KrakenSimFactory, kraken_endpoints
 
 
 @pytest.fixture
@@ -82,12 +84,46 @@ def test_hourly_schedule_targets_every_secmaster_asset(tmp_path: Path) -> None:
     repo_exchanges = Path(__file__).resolve().parents[2] / "exchanges"
     env = resolve_environment(Settings.from_env(exchanges_dir=repo_exchanges, data_dir=tmp_path), env_name="dev")
     targets = secmaster_targets(env)
-    assert [t.asset_key.to_user_string() for t in targets] == ["secmaster/dev/kalshi"]
+    assert [t.asset_key.to_user_string() for t in targets] == ["secmaster/dev/kalshi", "secmaster/dev/kraken"]
     (schedule,) = secmaster_schedules(targets)
     defs = Definitions(assets=[build_secmaster_asset(t) for t in targets], schedules=[schedule],
                        resources={"ssmd_config": SsmdConfigResource(env_name="dev"), **secmaster_resources(env)})
     resolved = defs.resolve_schedule_def("secmaster_sync_hourly")
     assert resolved.cron_schedule == HOURLY_CRON and resolved.execution_timezone == "UTC"
     job = defs.resolve_job_def(resolved.job_name)
-    assert job.asset_layer.selected_asset_keys == {AssetKey(["secmaster", "dev", "kalshi"])}
+    assert job.asset_layer.selected_asset_keys == {AssetKey(["secmaster", "dev", "kalshi"]),
+                                                   AssetKey(["secmaster", "dev", "kraken"])}
     assert secmaster_schedules([]) == []
+
+
+async def test_kraken_sync_asset_lists_and_delists(
+    kraken_sim: KrakenSimFactory, secmaster_db: str, write_env: WriteEnv, unique_env: str, tmp_path: Path
+) -> None:
+    """secmaster/{env}/kraken: both markets from the environment's endpoints; the hourly run is Kraken's
+    discovery path, so a pair listed since the last run is inserted and one gone is delisted."""
+    spot = await kraken_sim("spot", pairs=3, rate=1)
+    futures = await kraken_sim("futures", instruments=2, rate=1)
+    root = write_env(unique_env, feeds={"kalshi": {"enabled": False},
+                                        "kraken": {"endpoint": kraken_endpoints(spot, futures)}})
+    env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp_path), env_name=unique_env)
+    target = next(t for t in secmaster_targets(env) if t.feed == "kraken")
+    assert target.asset_key == AssetKey(["secmaster", unique_env, "kraken"])
+    asset = build_secmaster_asset(target)
+    resources = {
+        "ssmd_config": SsmdConfigResource(env_name=unique_env, exchanges_dir=str(root), data_dir=str(tmp_path)),
+        "secmaster_database": SecmasterDatabaseResource(url=secmaster_db),
+    }
+    instance = DagsterInstance.ephemeral()
+
+    def run() -> ExecuteInProcessResult:
+        return materialize([asset], resources=resources, instance=instance)
+
+    first = metadata(await asyncio.to_thread(run))
+    assert (first["inserted"], first["delisted"]) == (3 * 5, 0)
+    added = spot.list_symbol()
+    futures.delist("PF_ETHUSD")
+    second = metadata(await asyncio.to_thread(run))
+    assert (second["inserted"], second["updated"], second["delisted"]) == (3, 1, 1)
+    with psycopg.connect(secmaster_db) as conn:
+        rows = dict(conn.execute("SELECT ticker, status FROM markets WHERE feed = 'kraken'").fetchall())
+    assert rows[added] == "online" and rows["PF_ETHUSD"] == "delisted"

@@ -120,6 +120,9 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     # The secmaster services ran as their own least-privilege login users, never the superuser.
     assert sorted(p.name for p in (tmp_path / "var" / "postgres").glob("ssmd_*.password")) == [
         "ssmd_cdc.password", "ssmd_lifecycle.password", "ssmd_sync.password"]
-    for service in ("cdc", "lifecycle", "secmaster-sync"):
+    for service in ("cdc", "lifecycle", "secmaster-sync", "secmaster-sync-kraken"):
         service_log = (tmp_path / "var" / "logs" / f"{service}.log").read_text()
         assert "permission denied" not in service_log, service_log[-2000:]
+    kraken_sync = (tmp_path / "var" / "logs" / "secmaster-sync-kraken.log").read_text()
+    assert "secmaster sync done" in kraken_sync, kraken_sync[-2000:]
+    assert "market=spot" in kraken_sync and "market=futures" in kraken_sync
