@@ -38,6 +38,7 @@ DEFAULT_DEPTH: Final = 25
 CHECKSUM_LEVELS: Final = 10
 # An exponent beyond this in a price is not a price: reading it exactly would make every key huge.
 MAX_PRICE_EXPONENT: Final = 100
+SEEN_PRICES: Final = 4096  # price texts whose key a side remembers before it starts over
 
 _NUM: Final = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
 _LEVEL: Final = r'\{"price":' + _NUM + r',"qty":' + _NUM + r"\}"
@@ -251,7 +252,7 @@ class BookSide:
     updates touch deeper levels).
     """
 
-    __slots__ = ("_crc", "_keys", "_levels", "_negate", "_scale", "_tokens", "_top")
+    __slots__ = ("_crc", "_keys", "_levels", "_negate", "_scale", "_seen", "_tokens", "_top")
 
     def __init__(self, descending: bool) -> None:
         self._negate = descending
@@ -259,6 +260,7 @@ class BookSide:
         self._keys: list[int] = []
         self._levels: list[tuple[str, str]] = []
         self._tokens: list[str] = []
+        self._seen: dict[str, tuple[int, str]] = {}  # price text -> (key, checksum token) at this scale
         self._top: bytes | None = b""
         self._crc = 0
 
@@ -277,26 +279,14 @@ class BookSide:
         keys = self._keys
         texts = self._levels
         tokens = self._tokens
-        negate = self._negate
+        seen = self._seen
         bisect_left = bisect.bisect_left
         for price, qty in levels:
-            whole, _, fraction = price.partition(".")
-            digits = whole + fraction
-            try:
-                value = int(digits)
-                places = len(fraction)
-                price_token = digits.lstrip("0")
-            except ValueError:
-                value, places = _exponent_price(price)
-                price_token = checksum_token(price)
-            scale = self._scale
-            if places != scale:
-                if places > scale:
-                    self._rescale(places)
-                    keys = self._keys
-                else:
-                    value *= 10 ** (scale - places)
-            key = -value if negate else value
+            known = seen.get(price)
+            if known is None:
+                known = self._read_price(price)
+                keys = self._keys  # a new scale makes a new list
+            key, price_token = known
             i = bisect_left(keys, key)
             found = i < len(keys) and keys[i] == key
             qty_token = qty.replace(".", "").lstrip("0")
@@ -318,10 +308,34 @@ class BookSide:
             if i < CHECKSUM_LEVELS:
                 self._top = None
 
+    def _read_price(self, price: str) -> tuple[int, str]:
+        """(key, checksum token) of a price text not seen at this scale; remembered, because the
+        same few prices come back in update after update."""
+        whole, _, fraction = price.partition(".")
+        digits = whole + fraction
+        try:
+            value = int(digits)
+            places = len(fraction)
+            token = digits.lstrip("0")
+        except ValueError:
+            value, places = _exponent_price(price)
+            token = checksum_token(price)
+        scale = self._scale
+        if places > scale:
+            self._rescale(places)
+        elif places < scale:
+            value *= 10 ** (scale - places)
+        seen = self._seen
+        if len(seen) >= SEEN_PRICES:
+            seen.clear()
+        known = seen[price] = (-value if self._negate else value, token)
+        return known
+
     def _rescale(self, places: int) -> None:
         factor = 10 ** (places - self._scale)
         self._keys = [k * factor for k in self._keys]
         self._scale = places
+        self._seen.clear()
 
     def truncate(self, depth: int) -> None:
         """Drop levels past ``depth`` (never among the top 10: every depth is at least 10)."""
