@@ -11,6 +11,11 @@ Output is deterministic: one gzip member from ``isal_zlib`` with a fixed header 
 name), fed in fixed-size blocks. isal's output depends on where its input is split, so the writer
 re-blocks whatever it is given (network batches vary from run to run) into ``block_bytes`` slices
 of the uncompressed stream: the same messages give the same bytes and the same sha256.
+
+Compression runs on a thread of its own: isal releases the GIL while it deflates a block, so the
+next delivery batch is read and encoded while the previous block is compressed, hashed and
+written. The thread takes whole blocks in order from a short queue (``DEFAULT_QUEUED_BLOCKS``,
+which bounds memory), so the bytes are those of the same calls made inline.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +41,7 @@ log = get_logger("ssmd.archive.writer")
 
 DEFAULT_LEVEL = 1  # isal level 1: ~690 MB/s and a better ratio than zlib level 1 (toolchain.md)
 DEFAULT_BLOCK_BYTES = 1 << 20  # part of the output format: changing it changes every file's bytes
+DEFAULT_QUEUED_BLOCKS = 4  # blocks waiting for the compressor thread (memory: this many blocks)
 _GZIP_WBITS = 31  # deflate with a gzip header and trailer
 
 
@@ -105,6 +113,9 @@ class PartitionWriter:
         self._temp: Path | None = None
         self._finished = False
         self.committed = False
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(DEFAULT_QUEUED_BLOCKS)
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def __enter__(self) -> PartitionWriter:
         self.paths.directory.mkdir(parents=True, exist_ok=True)
@@ -129,13 +140,33 @@ class PartitionWriter:
         block = self.block_bytes
         if len(pending) >= block:
             full = len(pending) - len(pending) % block
-            view = memoryview(pending)
-            try:
-                for start in range(0, full, block):
-                    self._emit(self._compressor.compress(view[start : start + block]))
-            finally:
-                view.release()
+            for start in range(0, full, block):
+                self._hand_over(bytes(pending[start : start + block]))
             del pending[:full]
+
+    def _hand_over(self, block: bytes | None) -> None:
+        """Queue ``block`` for the compressor thread (None: flush and stop); raises its failure."""
+        if self._failure is not None:
+            raise self._failure
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._compress_blocks, name=f"compress {self.paths.key}",
+                                            daemon=True)
+            self._thread.start()
+        self._blocks.put(block)
+
+    def _compress_blocks(self) -> None:
+        compress = self._compressor.compress
+        try:
+            while True:
+                block = self._blocks.get()
+                if block is None:
+                    self._emit(self._compressor.flush())
+                    return
+                self._emit(compress(block))
+        except BaseException as exc:  # handed to the writing thread by the next write or finish
+            self._failure = exc
+            while self._blocks.get() is not None:  # unblock a writer waiting for room
+                pass
 
     def _emit(self, data: bytes) -> None:
         if data:
@@ -148,14 +179,22 @@ class PartitionWriter:
         """Flush the compressor and fsync; returns the file's sha256 (hex). Call once, before commit."""
         if not self._finished:
             if self._pending:
-                self._emit(self._compressor.compress(bytes(self._pending)))
+                self._hand_over(bytes(self._pending))
                 self._pending.clear()
-            self._emit(self._compressor.flush())
+            self._hand_over(None)
+            self._join()
+            if self._failure is not None:
+                raise self._failure
             assert self._file is not None
             self._file.flush()
             os.fsync(self._file.fileno())
             self._finished = True
         return self._sha.hexdigest()
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     @property
     def sha256(self) -> str:
@@ -190,6 +229,9 @@ class PartitionWriter:
         self.committed = True
 
     def abort(self) -> None:
+        if self._thread is not None:
+            self._blocks.put(None)  # the thread flushes into the temp file, which goes next
+            self._join()
         if self._file is not None and not self._file.closed:
             self._file.close()
         if self._temp is not None:
