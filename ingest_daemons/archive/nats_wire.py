@@ -76,6 +76,7 @@ class NatsWireClient:
         self._next_sid = 1
         self._frames: Iterator[list[Frame]] | None = None
         self._unread: list[Frame] = []
+        self._buf = b""  # received bytes not parsed yet (a partial frame, or what take_raw gave back)
         self._live: set[bytes] = set()  # subscriptions other than the reply inbox
         self._pong = False
         self._next_server = 0  # where the next connect starts: after the server last connected to
@@ -130,7 +131,7 @@ class NatsWireClient:
             time.sleep(RECONNECT_PAUSE_S)
 
     def close(self) -> None:
-        sock, self._sock, self._frames, self._unread = self._sock, None, None, []
+        sock, self._sock, self._frames, self._unread, self._buf = self._sock, None, None, [], b""
         self._live.clear()
         if sock is not None:
             try:
@@ -168,6 +169,7 @@ class NatsWireClient:
             **settings.connect_auth(info.get("nonce")),
         }
         self._frames = self._frame_reader()
+        self._buf = b""
         self._next_sid = 1
         sock.sendall(b"CONNECT " + orjson.dumps(options) + b"\r\nPING\r\n")
         self._await_pong()
@@ -288,8 +290,10 @@ class NatsWireClient:
                 if frame[0] in self._live:
                     deferred.append(frame)
 
-    def _fill(self, buf: bytearray) -> None:
-        assert self._sock is not None
+    def _receive(self) -> bytes:
+        """One network read (blocking, up to the timeout)."""
+        if self._sock is None:
+            raise ArchiveReadError("not connected")
         try:
             chunk = self._sock.recv(self._recv_bytes)
         except TimeoutError as exc:
@@ -298,7 +302,26 @@ class NatsWireClient:
             raise ArchiveConnectionLost(f"NATS connection failed: {exc}") from exc
         if not chunk:
             raise ArchiveConnectionLost("NATS closed the connection")
-        buf += chunk
+        return chunk
+
+    @property
+    def has_unread(self) -> bool:
+        """Frames handed back with :meth:`push_back` wait: :meth:`frame_lists` gives them first."""
+        return bool(self._unread)
+
+    def take_raw(self) -> bytes:
+        """Read once more and return every byte received and not parsed yet, for a caller that parses
+        the frames it expects itself (the stream reader's delivery loop). It must give back what it
+        did not consume with :meth:`keep_raw` before reading frames any other way; anything it does
+        not handle (PING, INFO, -ERR, other subscriptions' frames) it leaves there for
+        :meth:`frame_lists`. Only when :attr:`has_unread` is false: those frames come first."""
+        data = self._buf + self._receive() if self._buf else self._receive()
+        self._buf = b""
+        return data
+
+    def keep_raw(self, data: bytes) -> None:
+        """Give back the unconsumed tail of :meth:`take_raw` (complete frames or a partial one)."""
+        self._buf = data
 
     def _frame_reader(self) -> Iterator[list[Frame]]:
         """Parse the server's byte stream into frames, one list per network read.
@@ -306,50 +329,54 @@ class NatsWireClient:
         Answers PING, skips INFO/+OK, raises on -ERR. One list per read rather than one frame per
         ``next()`` because this runs once per archived message; locals for the same reason.
         """
-        buf = bytearray()
-        fill = self._fill
         while True:
-            fill(buf)
-            frames: list[Frame] = []
-            pos = 0
-            size = len(buf)
-            while True:
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    break
-                first = buf[pos]
-                if first == 72 or first == 77:  # HMSG / MSG
-                    # HMSG <subject> <sid> [reply] <hdr len> <total len>, MSG <subject> <sid> [reply] <len>
-                    has_headers = first == 72
-                    parts = bytes(buf[pos + (5 if has_headers else 4) : end]).split(b" ")
-                    body = end + 2
-                    total = int(parts[-1])
-                    if size < body + total + 2:
-                        break
-                    reply = parts[2] if len(parts) == (5 if has_headers else 4) else None
-                    if has_headers:
-                        hlen = int(parts[-2])
-                        frames.append((parts[1], parts[0], reply, bytes(buf[body : body + hlen]),
-                                       bytes(buf[body + hlen : body + total])))
-                    else:
-                        frames.append((parts[1], parts[0], reply, None, bytes(buf[body : body + total])))
-                    pos = body + total + 2
-                elif first == 80:  # PING / PONG
-                    if buf[pos + 1] == 73:
-                        self._send(b"PONG\r\n")
-                    else:
-                        self._pong = True
-                        frames.append((b"", b"", None, None, b""))
-                    pos = end + 2
-                elif first == 45:  # -ERR
-                    message = bytes(buf[pos:end]).decode("utf-8", "replace")
-                    raise ArchiveReadError(f"NATS refused: {message[5:].strip()}")
-                else:  # INFO (cluster updates), +OK
-                    pos = end + 2
-            if pos:
-                del buf[:pos]
+            frames = self._parse_buffer()
             if frames:
                 yield frames
+            else:
+                self._buf += self._receive()
+
+    def _parse_buffer(self) -> list[Frame]:
+        """The complete frames in the receive buffer; a partial one stays there."""
+        buf = self._buf
+        frames: list[Frame] = []
+        pos = 0
+        size = len(buf)
+        while True:
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                break
+            first = buf[pos]
+            if first == 72 or first == 77:  # HMSG / MSG
+                # HMSG <subject> <sid> [reply] <hdr len> <total len>, MSG <subject> <sid> [reply] <len>
+                has_headers = first == 72
+                parts = buf[pos + (5 if has_headers else 4) : end].split(b" ")
+                body = end + 2
+                total = int(parts[-1])
+                if size < body + total + 2:
+                    break
+                reply = parts[2] if len(parts) == (5 if has_headers else 4) else None
+                if has_headers:
+                    hlen = int(parts[-2])
+                    frames.append((parts[1], parts[0], reply, buf[body : body + hlen], buf[body + hlen : body + total]))
+                else:
+                    frames.append((parts[1], parts[0], reply, None, buf[body : body + total]))
+                pos = body + total + 2
+            elif first == 80:  # PING / PONG
+                if buf[pos + 1] == 73:
+                    self._send(b"PONG\r\n")
+                else:
+                    self._pong = True
+                    frames.append((b"", b"", None, None, b""))
+                pos = end + 2
+            elif first == 45:  # -ERR
+                message = buf[pos:end].decode("utf-8", "replace")
+                raise ArchiveReadError(f"NATS refused: {message[5:].strip()}")
+            else:  # INFO (cluster updates), +OK
+                pos = end + 2
+        if pos:
+            self._buf = buf[pos:]
+        return frames
 
 
 def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, server_name: str) -> ssl.SSLSocket:
