@@ -67,12 +67,11 @@ class HistogramSummary:
 class LogHistogram:
     """Collects integers cheaply (``hist.add(v)``) and summarises them; see the module docstring."""
 
-    __slots__ = ("_bins", "_count", "_max", "_min", "_values", "add", "extend")
+    __slots__ = ("_bins", "_count", "_max", "_min", "_values", "add")
 
     def __init__(self) -> None:
         self._values: list[int] = []
         self.add = self._values.append  # the hot path: no method call of ours per value
-        self.extend = self._values.extend  # a delivery batch's values at once, in order
         self._bins: Counter[int] = Counter()  # keyed by bin low edge
         self._count = 0
         self._min: int | None = None

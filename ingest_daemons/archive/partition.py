@@ -9,6 +9,7 @@ the benchmark run the same code. The loop below runs once per message: it is wri
 from __future__ import annotations
 
 import operator
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,6 @@ import orjson
 
 from ingest_daemons import wire
 from ingest_daemons.archive import envelope
-from ingest_daemons.archive.batch_encode import encode_batch
 from ingest_daemons.archive.clock_profile import ClockProfiler
 from ingest_daemons.archive.dedupe import MsgIdSet
 from ingest_daemons.archive.errors import ArchiveError
@@ -47,7 +47,6 @@ log = get_logger("ssmd.archive")
 
 DEFAULT_FLUSH_BYTES = 1 << 20
 _MSG_ID = operator.itemgetter(5)  # a record's Nats-Msg-Id
-_SEQ = operator.itemgetter(0)
 _CHUNK_SEQS = b'"chunk_seqs":'
 DEFAULT_PROGRESS_EVERY_S = 10.0
 
@@ -134,8 +133,6 @@ def archive_window(
     # Per subject: [subject as JSON text, message count, is a gap/status marker, its type's clock and
     # the clock's two collectors (None for markers)] (one lookup per message).
     subjects: dict[bytes, list[Any]] = {}
-    marker_subjects: set[bytes] = set()
-    batch_counts: Counter[bytes] = Counter()  # messages per subject written by encode_batch
     clocks = ClockProfiler()
     store_lag = clocks.store.add
     last_recv: bytes | None = None
@@ -149,7 +146,7 @@ def archive_window(
     dropped: list[int] = []  # stream sequences of dropped duplicates (a rebuilt frame: all its chunks)
     dropped_lines = 0
     read = 0
-    last_written_ts = 0
+    last_line = b""
     fallback_kinds: Counter[str] = Counter()
     embedded = 0
     first_seq: int | None = None
@@ -168,20 +165,7 @@ def archive_window(
         pending = 0
         for batch in whole_frames(scan, reassembler):
             check = not first_run(list(map(_MSG_ID, batch)))  # usually a whole batch is new, in order
-            encoded = None
-            if not check and expected is not None and not (extras and not extras.keys().isdisjoint(map(_SEQ, batch))):
-                encoded = encode_batch(batch, expected, subjects, marker_subjects, last_recv, clocks.store)
-            if encoded is not None:  # the common case, at once (batch_encode.py)
-                data, receive_ms_list, names = encoded
-                lines.append(data)
-                pending += len(data)
-                embedded += len(batch)
-                batch_counts.update(names)
-                last_recv, receive_ms = batch[-1][3], receive_ms_list[-1]
-                seq, ts = batch[-1][0], batch[-1][1]
-                expected = seq + 1
-                last_written_ts = ts
-            for seq, ts, subject, recv, payload, msg_id in batch if encoded is None else ():
+            for seq, ts, subject, recv, payload, msg_id in batch:
                 if seq != expected:
                     if expected is None:
                         first_ts = ts
@@ -202,8 +186,6 @@ def archive_window(
                 if info is None:
                     kind = subject_type(subject.decode("utf-8", "replace")).encode()
                     marker = kind in marker_types
-                    if marker:
-                        marker_subjects.add(subject)
                     clock = None if marker or kind == unparsed_type else clocks.for_type(kind.decode())
                     info = subjects[subject] = [subject_json(subject), 0, marker, clock,
                                                 clock and clock.add, clock and clock.add_seconds]
@@ -228,7 +210,6 @@ def archive_window(
                         fallback_kinds[frame_key] += 1
                     lines.append(line)
                     pending += len(line)
-                    last_written_ts = ts
                     continue
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
@@ -264,10 +245,10 @@ def archive_window(
                         clock.without_receive += 1
                 lines.append(line)
                 pending += len(line)
-                last_written_ts = ts
             read += len(batch)
             if pending >= flush_bytes:
                 writer.write(b"".join(lines))
+                last_line = lines[-1]
                 lines.clear()
                 pending = 0
                 clocks.fold()
@@ -280,6 +261,7 @@ def archive_window(
                 next_report = time.monotonic() + progress_every_s
         if lines:
             writer.write(b"".join(lines))
+            last_line = lines[-1]
         last_seq = reassembler.last_seq
         if first_seq is None:  # no line at all: the window may still hold skipped chunks
             first_seq = reassembler.first_seq
@@ -289,13 +271,12 @@ def archive_window(
             holes.extend(covered_holes(expected, last_seq + 1, covered))
         count = read - dropped_lines
         # A dropped duplicate has no line: the last line's timestamp is the last one written.
-        last_ts = ts if not dropped_lines else last_written_ts
+        last_ts = ts if not dropped_lines else _seq_ts(last_line)[1]
         sha256 = writer.finish()
         assert scan.next_seq is not None
         next_seq = scan.next_seq
         duplicate_seqs = _ranges(sorted(s for s in set(dropped) if s < next_seq)) if dropped else []
-        types, tickers = summarise_subjects({subject: info[1] + batch_counts[subject]
-                                             for subject, info in subjects.items()})
+        types, tickers = summarise_subjects({subject: info[1] for subject, info in subjects.items()})
         manifest = PartitionManifest(
             env=paths.env,
             stream=paths.stream,
@@ -345,6 +326,9 @@ def archive_window(
     return ArchiveResult(manifest, paths, duration)
 
 
+_LINE_START = re.compile(rb'\{"seq":(\d+),"ts":(\d+),')
+
+
 def _ranges(seqs: list[int]) -> list[SeqRange]:
     """Sorted distinct sequences as ranges."""
     out: list[SeqRange] = []
@@ -354,6 +338,14 @@ def _ranges(seqs: list[int]) -> list[SeqRange]:
         else:
             out.append(SeqRange(seq, seq))
     return out
+
+
+def _seq_ts(line: bytes) -> tuple[int, int]:
+    """Sequence and timestamp of an archive line (the last one written, once per partition)."""
+    match = _LINE_START.match(line)
+    if match is None:
+        return 0, 0  # no line written: the count is 0 and these are not used
+    return int(match.group(1)), int(match.group(2))
 
 
 def keep_archived(paths: PartitionPaths, existing: PartitionManifest, reason: str, started: float) -> ArchiveResult:

@@ -1,13 +1,14 @@
-"""A delivery batch encoded at once writes exactly what the per-message loop writes.
+"""Each network read parsed straight into records, and blocks compressed on a thread, change no byte.
 
-One real stream holds every case the archive distinguishes — plain frames whose exchange stamp is
-``ts_ms``, whole-second ``ts``, RFC 3339 text or missing, frames that are not objects, text and
-binary payloads, odd receive headers, markers, a frame stored in chunks, a retry stored again after
-the duplicate window — spread over many small delivery batches (a 4 KiB socket read). It is
-archived twice: once as in production, once with the batch path switched off so that every
-message goes through the per-message loop (the reference encoding). The data file and the
-manifest must be byte-identical, and the batch path must have taken most messages: a batch that
-reordered, dropped or repeated a line, or miscounted a clock figure, differs from the reference.
+The reader parses a delivery read in one loop (``WindowScan._raw_batch``) and leaves anything else
+to the frame parser; the writer compresses on a thread of its own. One real stream holds every case
+the archive distinguishes — exchange stamps as ``ts_ms``, whole-second ``ts``, RFC 3339 text or
+none, frames that are not objects, text and binary payloads, odd receive headers, markers, a frame
+stored in chunks, a retry stored again after the duplicate window — read in 4 KiB socket reads, so
+frames straddle reads and every read is a delivery batch of its own. It is archived twice: as in
+production, and with every read going through the frame parser (the reference). The data file and
+the manifest must be byte-identical, and the direct parse must have read most messages: a batch
+that reordered, dropped or repeated a record differs from the reference.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from isal import isal_zlib
 
 from ingest_daemons import wire
-from ingest_daemons.archive import TimeWindow, partition
+from ingest_daemons.archive import TimeWindow, partition_paths
 from ingest_daemons.archive.layout import PartitionPaths
 from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.archive.partition import ArchiveResult, archive_window
-from ingest_daemons.archive.reader import StreamReader
+from ingest_daemons.archive.reader import StreamReader, WindowScan
+from ingest_daemons.archive.writer import PartitionWriter
 from ingest_daemons.frame_chunks import split_frame
 from ingest_daemons.naming import SubjectBuilder
 from ingest_daemons.nats_runner import NatsServer
@@ -128,38 +131,56 @@ def publish_again_after_window(url: str, message: Message, timeout_s: float = 10
     asyncio.run(run())
 
 
-def test_batches_encoded_at_once_match_the_per_message_loop(
+def test_reads_parsed_directly_match_the_frame_parser(
     nats_server: NatsServer, unique_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name = f"{unique_env.upper()}_BATCH"
+    name = f"{unique_env.upper()}_RAW"
     create_stream(nats_server.url, name, [f"{unique_env}.kalshi.economics.>"], duplicate_window=DUPLICATE_WINDOW_S)
     first, second = mixed_messages(Messages(unique_env))
     publish(nats_server.url, first)
     publish_again_after_window(nats_server.url, second[0])
     publish(nats_server.url, second[1:])
 
-    taken: list[int] = []
-    encode = partition.encode_batch
+    direct: list[int] = []
+    raw_batch = WindowScan._raw_batch
 
-    def counting(batch: list[Any], *args: Any) -> Any:
-        out = encode(batch, *args)
-        taken.append(len(batch) if out is not None else 0)
+    def counting(self: WindowScan, *args: Any) -> Any:
+        out = raw_batch(self, *args)
+        direct.append(len(out[0]))
         return out
 
-    monkeypatch.setattr(partition, "encode_batch", counting)
-    batched = archive(nats_server.url, name, PartitionPaths(tmp_path / "batched", unique_env, name, "2026-03-01"))
-    monkeypatch.setattr(partition, "encode_batch", lambda *args: None)
-    reference = archive(nats_server.url, name, PartitionPaths(tmp_path / "loop", unique_env, name, "2026-03-01"))
+    monkeypatch.setattr(WindowScan, "_raw_batch", counting)
+    fast = archive(nats_server.url, name, PartitionPaths(tmp_path / "fast", unique_env, name, "2026-03-01"))
+    # The reference: every read through the client's frame parser and the per-frame loop.
+    monkeypatch.setattr(NatsWireClient, "has_unread", property(lambda self: True))
+    reference = archive(nats_server.url, name, PartitionPaths(tmp_path / "frames", unique_env, name, "2026-03-01"))
 
     manifest = reference.manifest
     assert manifest.count == len(first) + len(second) - 1 - (len(Messages(unique_env).chunked(BIG)) - 1)
     assert manifest.duplicates_dropped == 1 and manifest.chunks["frames"] == 1
     assert manifest.frame_keys == {"frame": manifest.count - 2, "frame_text": 1, "frame_b64": 1}
-    assert manifest.clock is not None and manifest.clock.exchange_to_receive_ms.count > 1000
-    assert sum(taken) > manifest.count // 2 and sum(1 for n in taken if n) > 20  # the batch path did the work
+    assert sum(direct) > manifest.count * 3 // 4 and sum(1 for n in direct if n) > 100  # the direct parse read
 
-    batched_lines = gzip.decompress(batched.paths.data.read_bytes()).splitlines(keepends=True)
+    fast_lines = gzip.decompress(fast.paths.data.read_bytes()).splitlines(keepends=True)
     reference_lines = gzip.decompress(reference.paths.data.read_bytes()).splitlines(keepends=True)
-    assert batched_lines == reference_lines
-    assert batched.paths.data.read_bytes() == reference.paths.data.read_bytes()
-    assert batched.paths.manifest.read_bytes() == reference.paths.manifest.read_bytes()
+    assert fast_lines == reference_lines
+    assert fast.paths.data.read_bytes() == reference.paths.data.read_bytes()
+    assert fast.paths.manifest.read_bytes() == reference.paths.manifest.read_bytes()
+
+
+def test_compressing_on_a_thread_gives_the_bytes_of_inline_compression(tmp_path: Path) -> None:
+    """The reference: the same fixed blocks compressed in order, inline, one gzip member."""
+    data = b"".join(b'{"seq":%d,"frame":{"price":%d}}\n' % (i, i * 7919 % 10007) for i in range(60_000))
+    paths = partition_paths(tmp_path, "e", "S", "2026-03-01")
+    with PartitionWriter(paths, block_bytes=4096) as writer:
+        offset, step = 0, 1
+        while offset < len(data):  # uneven writes: blocks cut across them
+            writer.write(data[offset : offset + step])
+            offset, step = offset + step, step * 3 % 65_537 + 1
+        writer.finish()
+        writer.commit(b"{}")
+    compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    expected = b"".join(compressor.compress(data[i : i + 4096]) for i in range(0, len(data), 4096))
+    expected += compressor.flush()
+    assert gzip.decompress(paths.data.read_bytes()) == data
+    assert paths.data.read_bytes() == expected
