@@ -2,13 +2,20 @@
 
 Runs three measurements on this machine, each against a fresh nats-server (file storage):
 
-1. ceiling   — the connector's publisher alone, publishing recorded simulator frames with the
+1. flood     — the simulator (its own process) floods one connection; the connector (this
+               process) reads, classifies and publishes with acks: sustained acked msgs/s, connector
+               CPU per message, RSS at the end of the window and the process's peak RSS (run first,
+               so neither includes the frames recorded for the ceiling), and the most bytes held
+               unacknowledged;
+2. ceiling   — the connector's publisher alone, publishing recorded simulator frames with the
                same headers and acks, no WebSocket (what one process can push into JetStream);
-2. flood     — the simulator (its own process) floods one connection; the connector (this
-               process) reads, classifies and publishes with acks: sustained acked msgs/s and RSS;
 3. latency   — the simulator sends 10,000 msgs/s; p50/p99 from the simulator's send time (the
                frame's ``ts_ms``, 1 ms resolution) and from the connector's receive time to the
                JetStream ack.
+
+With ``--in-flight-curve`` the flood runs once per in-flight bound instead (``--curve-bytes`` byte
+bounds, ``--curve-frames`` frame bounds, in alternating order, ``--curve-rounds`` times), each next to
+the same ceiling: throughput against the bound, to choose the default where it levels off.
 
 With ``--compare-framing`` a second flood runs with the ``websockets`` library's sans-I/O parser in
 place of the connector's own (:mod:`ingest_daemons.connector.ws_reference`), against the same ceiling.
@@ -28,7 +35,7 @@ list, every frame's category looked up in the in-memory map), the ceiling publis
 all-market frames, and the lookup's cost per message is measured on its own.
 
 Usage: ``python bench/connector_throughput.py [--feed kalshi|polymarket|kraken] [--seconds 10] [--markets 100]
-[--compare-framing] [--all-markets]``.
+[--compare-framing] [--all-markets] [--in-flight-curve]``.
 Prints a table and a JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
 """
 
@@ -86,9 +93,10 @@ from ingest_daemons.streams import reconcile  # noqa: E402
 TS_MS = re.compile(rb'"ts_ms":(\d+)')
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (``VmHWM``: its peak so far), MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -309,19 +317,21 @@ async def publish_all(nats_url: str, routed: list[tuple[str, bytes]]) -> float:
 
 
 async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds: float,
-                        warmup: float, all_markets: bool = False) -> dict[str, float]:
+                        warmup: float, all_markets: bool = False, **bounds: int) -> dict[str, float]:
+    """One connector run; ``bounds`` (``max_in_flight``, ``max_in_flight_bytes``) override the defaults."""
     env = resolve_environment(Settings.from_env(exchanges_dir=env_root, data_dir=data_dir), "bench")
     feed = env.feeds[sim.feed]
     if all_markets:  # the feed's own scope: ticker and trade, no market list, category looked up per frame
         feed = dataclasses.replace(feed, settings=feed.settings.model_copy(update={"channel_scope": {}}))
         connector = Connector(env, feed, [], build_directory(feed.stream_categories(), []),
                               all_markets_venue_factory(feed.feed),
-                              ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30, all_markets=True))
+                              ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30, all_markets=True,
+                                               **bounds))
         connector.catalog = await discover_kalshi_catalog(sim.rest)
     else:
         discovered, directory = await discover(sim, env_root, data_dir)
         connector = Connector(env, feed, [m.ticker for m in discovered], directory, venue_factory(feed.feed),
-                              ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30))
+                              ConnectorOptions(metrics_port=None, ws_url=sim.ws, idle_timeout_s=30, **bounds))
     recv_to_ack: list[int] = []
     send_to_ack: list[float] = []
     measuring = False
@@ -343,12 +353,17 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
     await connector.wait_subscribed(30)
     await asyncio.sleep(warmup)
     measuring = True
-    acked0, t0, cpu0 = connector.publisher.acked, time.perf_counter(), time.process_time()
-    await asyncio.sleep(seconds)
-    acked1, t1, cpu1 = connector.publisher.acked, time.perf_counter(), time.process_time()
+    publisher = connector.publisher
+    held_max = 0
+    acked0, t0, cpu0 = publisher.acked, time.perf_counter(), time.process_time()
+    deadline = t0 + seconds
+    while (now := time.perf_counter()) < deadline:  # sampling the bytes held costs nothing measurable
+        await asyncio.sleep(min(0.05, deadline - now))
+        held_max = max(held_max, held_bytes(publisher))
+    acked1, t1, cpu1 = publisher.acked, time.perf_counter(), time.process_time()
     measuring = False
     gaps = connector.metrics.gaps._value.get() - gaps0
-    rss = rss_mb()
+    rss, rss_peak = rss_mb(), rss_mb("VmHWM")
     connector.request_stop()
     await connector.shutdown()
 
@@ -360,6 +375,10 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
         # CPU the connector process spent per acked frame: stable when other work shares the cores.
         "connector_cpu_us_per_msg": 1e6 * (cpu1 - cpu0) / max(acked1 - acked0, 1),
         "rss_mb": rss,
+        "rss_peak_mb": rss_peak,
+        "held_max_mb": held_max / 2**20,
+        "max_in_flight": publisher.max_in_flight,
+        "max_in_flight_bytes": getattr(publisher, "max_in_flight_bytes", 0),
         "recv_to_ack_p50_ms": pct(recv_to_ack, 50) / 1e6,
         "recv_to_ack_p99_ms": pct(recv_to_ack, 99) / 1e6,
         "send_to_ack_p50_ms": pct(send_to_ack, 50),
@@ -367,6 +386,14 @@ async def run_connector(env_root: Path, data_dir: Path, sim: Simulator, seconds:
         "samples": len(recv_to_ack),
         "gap_markers": gaps,
     }
+
+
+def held_bytes(publisher: JetStreamPublisher) -> int:
+    """Bytes held unacknowledged (counted from the held frames where the publisher does not count them)."""
+    held = getattr(publisher, "in_flight_bytes", None)
+    if held is None:
+        return sum(len(entry[0]) for entry in publisher._pending.values())
+    return int(held)
 
 
 def lookup_cost_ns(tickers: list[str], map_size: int) -> float:
@@ -415,6 +442,13 @@ async def main() -> None:
                         help="kraken: pre-made book updates each pair cycles through (default 2000)")
     parser.add_argument("--compare-framing", action="store_true",
                         help="also flood with the websockets library's frame parser in place of the own one")
+    parser.add_argument("--in-flight-curve", action="store_true",
+                        help="flood once per in-flight bound (--curve-bytes, --curve-frames) next to one ceiling")
+    parser.add_argument("--curve-bytes", default="2200000,3000000,4194304,8388608,16777216",
+                        help="byte bounds for --in-flight-curve, comma-separated")
+    parser.add_argument("--curve-frames", default="250,500,1000,2000,4000,50000",
+                        help="frame bounds for --in-flight-curve (byte bound lifted), comma-separated")
+    parser.add_argument("--curve-rounds", type=int, default=2, help="sweeps for --in-flight-curve (default 2)")
     parser.add_argument("--all-markets", action="store_true",
                         help="the all-markets connector (ticker and trade, no market list, category looked up per "
                              "frame) instead of the sharded one, plus the lookup's cost on its own")
@@ -438,15 +472,13 @@ async def main() -> None:
         await nc.close()
         discovered = await discover_kalshi_markets(flood.rest)
         directory = build_directory(env.feeds["kalshi"].stream_categories(), discovered)
-        print(f"recording {args.frames:,} frames from the simulator ...", flush=True)
-        frames = await record_frames(flood, None if args.all_markets else [m.ticker for m in discovered],
-                                     args.frames)
-        if args.all_markets:
-            tickers = [t for t in (KalshiAdapter().classify(f).ticker for f in frames) if t]
-            results["lookup_ns_per_msg"] = lookup_cost_ns(tickers, 100_000)
-        print("ceiling: publisher alone, same frames, same acks ...", flush=True)
-        results["ceiling_acked_per_s"] = await ceiling(nats.url, frames, directory)
-        await purge(nats.url)
+        if args.in_flight_curve:
+            await in_flight_curve(args, root, tmp, flood, nats, results)
+            results["ceiling_acked_per_s"] = await record_and_ceiling(args, flood, discovered, directory, nats, results)
+            flood.stop()
+            print_curve(results)
+            return
+        # The flood first: the connector's memory is measured before this process holds the recorded frames.
         print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
         results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup, args.all_markets)
         if args.compare_framing:
@@ -457,6 +489,8 @@ async def main() -> None:
                 results["flood_websockets_framing"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
             finally:
                 session_module.connect = ws_client.connect
+        await purge(nats.url)
+        results["ceiling_acked_per_s"] = await record_and_ceiling(args, flood, discovered, directory, nats, results)
         flood.stop()
         await purge(nats.url)
         paced = Simulator(args.markets, 10_000)
@@ -468,12 +502,15 @@ async def main() -> None:
     flood_r, lat = results["flood"], results["latency_10k"]
     assert isinstance(flood_r, dict) and isinstance(lat, dict)
     ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
+    results["load_average"] = os.getloadavg()[0]
     print()
-    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}")
+    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}, "
+          f"load average {results['load_average']:.1f}")
     print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s")
     print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
-          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
-          f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
+          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB "
+          f"(peak {flood_r['rss_peak_mb']:.0f}), connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg, "
+          f"at most {flood_r['held_max_mb']:.1f} MB held unacknowledged")
     if args.all_markets:
         print(f"all-markets connector: ticker and trade with no market list, category looked up per frame; "
               f"lookup alone {results['lookup_ns_per_msg']:.0f} ns/msg (map of 100,000 markets)")
@@ -489,6 +526,53 @@ async def main() -> None:
     print(json.dumps(results))
 
 
+async def record_and_ceiling(args: argparse.Namespace, sim: Simulator, discovered: list[DiscoveredMarket],
+                             directory: MarketDirectory, nats: NatsServer, results: dict[str, object]) -> float:
+    print(f"recording {args.frames:,} frames from the simulator ...", flush=True)
+    frames = await record_frames(sim, None if args.all_markets else [m.ticker for m in discovered], args.frames)
+    if args.all_markets:
+        tickers = [t for t in (KalshiAdapter().classify(f).ticker for f in frames) if t]
+        results["lookup_ns_per_msg"] = lookup_cost_ns(tickers, 100_000)
+    print("ceiling: publisher alone, same frames, same acks ...", flush=True)
+    rate = await ceiling(nats.url, frames, directory)
+    await purge(nats.url)
+    return rate
+
+
+async def in_flight_curve(args: argparse.Namespace, root: Path, tmp: Path, sim: Simulator, nats: NatsServer,
+                          results: dict[str, object]) -> None:
+    """Flood throughput against the in-flight bound, sweeping the bounds back and forth."""
+    lifted = 1 << 40
+    runs: list[dict[str, int]] = [{"max_in_flight": 1 << 30, "max_in_flight_bytes": int(b)}
+                                  for b in args.curve_bytes.split(",")]
+    runs += [{"max_in_flight": int(f), "max_in_flight_bytes": lifted} for f in args.curve_frames.split(",")]
+    curve: list[dict[str, float]] = []
+    for round_ in range(args.curve_rounds):
+        for bounds in runs if round_ % 2 == 0 else runs[::-1]:
+            print(f"flood with {bounds} ...", flush=True)
+            result = await run_connector(root, tmp, sim, args.seconds, args.warmup, **bounds)
+            result.update(bounds, load_average=os.getloadavg()[0])
+            curve.append(result)
+            await purge(nats.url)
+    results["curve"] = curve
+
+
+def print_curve(results: dict[str, object]) -> None:
+    ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
+    curve = results["curve"]
+    assert isinstance(curve, list)
+    print()
+    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}; "
+          f"ceiling {ceiling_rate:,.0f} acked msgs/s")
+    print(f"{'frame bound':>12} {'byte bound':>12} {'held max MB':>12} {'acked/s':>10} {'of ceiling':>10} "
+          f"{'CPU us/msg':>10} {'RSS MB':>7} {'load':>5}")
+    for r in sorted(curve, key=lambda r: (r["max_in_flight_bytes"], r["max_in_flight"])):
+        print(f"{r['max_in_flight']:>12,} {r['max_in_flight_bytes']:>12,} {r['held_max_mb']:>12.2f} "
+              f"{r['acked_per_s']:>10,.0f} {100 * r['acked_per_s'] / ceiling_rate:>9.0f}% "
+              f"{r['connector_cpu_us_per_msg']:>10.1f} {r['rss_mb']:>7.0f} {r['load_average']:>5.1f}")
+    print(json.dumps(results))
+
+
 async def polymarket_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, results: dict[str, object]) -> None:
     PolymarketSimulator.array_max = args.array_max
     flood = PolymarketSimulator(args.markets, 0)
@@ -500,26 +584,27 @@ async def polymarket_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer
         await nc.close()
         discovered, directory = await discover(flood, root, tmp)
         tokens = [m.ticker for m in discovered][: polymarket.MAX_ASSETS_PER_CONNECTION]
+        print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
+        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+        await purge(nats.url)
         print(f"recording {args.frames:,} price_change events from the simulator ...", flush=True)
         messages = await record_polymarket_messages(flood, tokens, args.frames)
         print("ceiling: publisher alone, same elements, same acks ...", flush=True)
         results["ceiling_acked_per_s"] = await polymarket_ceiling(nats.url, messages, directory)
-        await purge(nats.url)
-        print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
-        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
     finally:
         flood.stop()
     flood_r = results["flood"]
     assert isinstance(flood_r, dict)
     ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
     results.update(feed="polymarket", array_max=args.array_max,
-                   flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
+                   flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate, load_average=os.getloadavg()[0])
     print()
-    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}")
+    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}, "
+          f"load average {results['load_average']:.1f}")
     print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s (array elements)")
     print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
-          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
-          f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
+          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB "
+          f"(peak {flood_r['rss_peak_mb']:.0f}), connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
     print(json.dumps(results))
 
 

@@ -11,9 +11,12 @@ Guarantees:
 * A frame is held until JetStream acknowledges it (``{"stream":…,"seq":…}``, duplicates included).
 * An unacknowledged frame is re-sent after ``ack_timeout`` with the same ``Nats-Msg-Id``, so
   JetStream's duplicate window turns a retry into a no-op rather than a second copy.
-* The number of unacknowledged frames is bounded (``max_in_flight``): while NATS is down frames
-  are buffered up to that bound, then :meth:`publish` blocks, which stops the caller reading its
-  socket (backpressure) instead of dropping anything.
+* What is unacknowledged is bounded twice: by bytes (``max_in_flight_bytes``, the sum of the held
+  ``HPUB`` commands) and by frames (``max_in_flight``). While NATS is slow or down frames are held up
+  to the first bound reached, then :meth:`publish` blocks, which stops the caller reading its socket
+  (backpressure) instead of dropping anything. The byte bound is never exceeded: publishing pauses
+  while the held bytes plus the largest message the server accepts would pass it (the exception is a
+  frame above ``max_payload``, whose chunks are held together).
 * Connection loss is retried forever with capped, fully jittered exponential backoff; every held
   frame is re-sent after reconnecting. With several servers (``url`` is a comma-separated list)
   each reconnect tries the next one.
@@ -53,6 +56,14 @@ from ingest_daemons.nats_settings import NatsServerAddress, NatsSettings, NatsSe
 log = get_logger("ssmd.publisher")
 
 DEFAULT_MAX_IN_FLIGHT = 50_000
+# Sized from bench/connector_throughput.py --in-flight-curve (docs/connector.md, "In-flight bounds"): the
+# flood's throughput no longer grows once about a thousand frames are held; this holds up to 3 MiB (the
+# bound less one largest message), ten thousand Kalshi frames, and more would only hold memory while
+# nats-server is the bottleneck. The old 50,000-frame window held 10-14 MB in the same flood.
+DEFAULT_MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
+# nats-server's default max_control_line: no HPUB line the server takes is longer, so one held message
+# is at most max_payload + this (plus its closing CRLF).
+_MAX_CONTROL_LINE = 4096
 DEFAULT_ACK_TIMEOUT_S = 5.0
 DEFAULT_PING_INTERVAL_S = 5.0
 DEFAULT_MAX_OUTSTANDING_PINGS = 3
@@ -234,6 +245,7 @@ class JetStreamPublisher:
         *,
         name: str = "ssmd-publisher",
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
         ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
         on_ack: Callable[[str, int, bytes], None] | None = None,
@@ -250,6 +262,10 @@ class JetStreamPublisher:
         self._ssl_context = self.settings.ssl_context()
         self.name = name
         self.max_in_flight = max_in_flight
+        self._max_bytes_wanted = max_in_flight_bytes
+        self.max_in_flight_bytes = max_in_flight_bytes  # effective; see _set_byte_bound
+        self._held_bytes = 0  # sum of len(HPUB command) over _pending
+        self._pause_bytes = 0  # publishing pauses while _held_bytes is above this
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.ping_interval_s = ping_interval_s
         self.on_ack = on_ack  # (subject, publish-to-ack ns, HPUB bytes) for metrics; called for every ack
@@ -261,7 +277,7 @@ class JetStreamPublisher:
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._proto: _Protocol | None = None
-        self.full = False  # True while max_in_flight frames are unacked: the caller awaits wait_room()
+        self.full = False  # True while a bound is reached: the caller awaits wait_room()
         self._write_paused = False
         self._connected_flag = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -276,6 +292,7 @@ class JetStreamPublisher:
         # The current server's max_payload (from INFO). A message whose HPUB size (headers included)
         # is larger goes through _publish_chunked; every other one pays a single comparison.
         self.max_payload = DEFAULT_MAX_PAYLOAD
+        self._set_byte_bound()
         # False: a message above max_payload is refused here (a rejection, see :attr:`rejection`) rather
         # than chunked — for a caller whose messages are fenced on their predecessor (the CDC outbox),
         # where chunks would break the fence and a half-stored message would look stored.
@@ -315,6 +332,22 @@ class JetStreamPublisher:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    @property
+    def in_flight_bytes(self) -> int:
+        """Bytes held unacknowledged (the ``HPUB`` commands, headers and payload included)."""
+        return self._held_bytes
+
+    def _set_byte_bound(self) -> None:
+        """Pause at ``bound - (largest message)`` so the next message, whatever its size, still fits under the
+        bound. A bound below two largest messages is raised to that: anything less would hold one at a time."""
+        largest = self.max_payload + _MAX_CONTROL_LINE + len(_CRLF)
+        bound = max(self._max_bytes_wanted, 2 * largest)
+        if bound != self.max_in_flight_bytes and bound != self._max_bytes_wanted:
+            log.info("in-flight byte bound raised to two of the server's largest messages",
+                     wanted=self._max_bytes_wanted, bound=bound, max_payload=self.max_payload)
+        self.max_in_flight_bytes = bound
+        self._pause_bytes = bound - largest
+
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every published frame is acknowledged; False if the deadline passed first."""
         self._flush()
@@ -351,6 +384,7 @@ class JetStreamPublisher:
         """
         dropped = len(self._pending)
         self._pending.clear()
+        self._held_bytes = 0
         self._out.clear()
         self._empty.set()
         self._settled.set()
@@ -395,13 +429,14 @@ class JetStreamPublisher:
         if not pending:
             self._empty.clear()
         pending[token] = (wire, time.monotonic_ns(), subject, 1)
+        held = self._held_bytes = self._held_bytes + len(wire)
         if self._connected_flag:
             self._out.append(wire)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 assert self._loop is not None, "start() the publisher first"
                 self._loop.call_soon(self._flush)
-        if len(pending) >= self.max_in_flight or self._write_paused:
+        if held > self._pause_bytes or len(pending) >= self.max_in_flight or self._write_paused:
             self.full = True
             self._has_room.clear()
 
@@ -420,6 +455,8 @@ class JetStreamPublisher:
         becomes the live one (``_activate``)."""
         if proto is self._proto:
             self.max_payload = max_payload
+            self._set_byte_bound()
+            self._update_room()
 
     def _split_oversized_held(self) -> None:
         """After connecting: held frames that this server's max_payload would refuse are re-held as chunks
@@ -428,6 +465,7 @@ class JetStreamPublisher:
             return
         held = list(self._pending.items())
         self._pending.clear()
+        self._held_bytes = 0
         for token, entry in held:
             wire = entry[_WIRE]
             line_end = wire.index(_CRLF)
@@ -435,6 +473,7 @@ class JetStreamPublisher:
             hdr_len, total = int(fields[-2]), int(fields[-1])
             if total <= self.max_payload:
                 self._pending[token] = entry
+                self._held_bytes += len(wire)
                 continue
             if not self.chunk_oversized:
                 self._refuse(entry[_SUBJECT], f"message of {total} bytes is larger than the server's max_payload "
@@ -444,7 +483,7 @@ class JetStreamPublisher:
             self._publish_chunked(entry[_SUBJECT], body[hdr_len:], body[:hdr_len])
 
     async def wait_room(self) -> None:
-        """Wait until fewer than ``max_in_flight`` frames are unacked and the socket takes writes."""
+        """Wait until both in-flight bounds leave room and the socket takes writes."""
         self._flush()
         while self.full:
             await self._has_room.wait()
@@ -464,7 +503,7 @@ class JetStreamPublisher:
         return prefix
 
     def _update_room(self) -> None:
-        if len(self._pending) < self.max_in_flight and not self._write_paused:
+        if self._held_bytes <= self._pause_bytes and len(self._pending) < self.max_in_flight and not self._write_paused:
             self.full = False
             self._has_room.set()
         else:
@@ -491,6 +530,7 @@ class JetStreamPublisher:
                 self._note_error(entry, bytes(buf[start:end]).decode(errors="replace"))
             return
         del self._pending[token]
+        self._held_bytes -= len(entry[_WIRE])
         self.acked += 1
         if self.on_ack is not None:
             self.on_ack(entry[_SUBJECT], time.monotonic_ns() - entry[_SENT_NS], entry[_WIRE])
@@ -504,19 +544,23 @@ class JetStreamPublisher:
         """A run of successful acks (tokens as digits); late duplicates of re-sent frames are skipped."""
         pop = self._pending.pop
         on_ack = self.on_ack
-        acked = 0
+        acked = released = 0
         if on_ack is None:
             for token in tokens:
-                if pop(int(token), None) is not None:
+                entry = pop(int(token), None)
+                if entry is not None:
                     acked += 1
+                    released += len(entry[0])
         else:
             now = time.monotonic_ns()
             for token in tokens:
                 entry = pop(int(token), None)
                 if entry is not None:
                     acked += 1
+                    released += len(entry[0])
                     on_ack(entry[2], now - entry[1], entry[0])
         self.acked += acked
+        self._held_bytes -= released
         if not self._pending:
             self._empty.set()
             self._settled.set()
@@ -663,7 +707,9 @@ class JetStreamPublisher:
         self._backoff.reset()
         if proto.max_payload is not None:
             self.max_payload = proto.max_payload
+            self._set_byte_bound()
         self._split_oversized_held()
+        self._update_room()
         self._out = [entry[_WIRE] for entry in self._pending.values()]
         now = time.monotonic_ns()
         for token, entry in self._pending.items():

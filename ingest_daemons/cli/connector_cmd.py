@@ -31,6 +31,7 @@ from ingest_daemons.connector.kraken_directory import discover_kraken_markets
 from ingest_daemons.connector.runner import Connector, ConnectorOptions, shard_markets
 from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
+from ingest_daemons.publisher import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES
 from ingest_daemons.secmaster.errors import RestError
 
 log = get_logger("ssmd.connector")
@@ -94,8 +95,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--idle-timeout", type=float, default=None,
                         help="reconnect when no frame or ping arrives for this many seconds (default: 30; "
                              f"Kraken spot {KRAKEN_SPOT_IDLE_S:g}, its heartbeats come every second)")
-    parser.add_argument("--max-in-flight", type=int, default=50_000,
-                        help="frames held unacknowledged before reading pauses (default: 50000)")
+    parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+                        help=f"frames held unacknowledged before reading pauses (default: {DEFAULT_MAX_IN_FLIGHT})")
+    parser.add_argument("--max-in-flight-bytes", type=int, default=DEFAULT_MAX_IN_FLIGHT_BYTES,
+                        help="bytes held unacknowledged before reading pauses, whichever bound comes first "
+                             f"(default: {DEFAULT_MAX_IN_FLIGHT_BYTES}; at least twice the server's max_payload)")
     parser.add_argument("--follow-cdc", action="store_true",
                         help="take this shard's markets from the NATS KV shard registry and follow the secmaster's "
                              "CDC stream: new open markets that pass the category filter are added live, "
@@ -213,7 +217,8 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     options = ConnectorOptions(
         shard=args.shard, ws_url=args.ws_url or ws_url, nats_url=args.nats_url, idle_timeout_s=idle,
-        max_in_flight=args.max_in_flight, metrics_host=args.metrics_host, metrics_port=args.metrics_port,
+        max_in_flight=args.max_in_flight, max_in_flight_bytes=args.max_in_flight_bytes,
+        metrics_host=args.metrics_host, metrics_port=args.metrics_port,
         lifecycle=args.lifecycle, use_registry=args.follow_cdc and not args.all_markets,
         follow_cdc=args.follow_cdc or args.all_markets, all_markets=args.all_markets,
         lease_ttl_s=args.lease_ttl if args.all_markets and args.lease_ttl > 0 else None,

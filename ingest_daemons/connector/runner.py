@@ -29,7 +29,12 @@ from ingest_daemons.connector.shard_membership import ShardMembership
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import LIFECYCLE, SubjectBuilder
 from ingest_daemons.nats_client import connect_daemon
-from ingest_daemons.publisher import DEFAULT_ACK_TIMEOUT_S, DEFAULT_MAX_IN_FLIGHT, JetStreamPublisher
+from ingest_daemons.publisher import (
+    DEFAULT_ACK_TIMEOUT_S,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_IN_FLIGHT_BYTES,
+    JetStreamPublisher,
+)
 from ingest_daemons.shards import ShardLayout, ShardRegistry
 
 log = get_logger("ssmd.connector")
@@ -46,6 +51,7 @@ class ConnectorOptions:
     idle_timeout_s: float = 30.0
     heartbeat_s: float = 15.0
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES
     ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     metrics_host: str = "127.0.0.1"
@@ -98,6 +104,7 @@ class Connector:
             env.nats_settings(options.nats_url),
             name=f"ssmd-connector-{env.name}-{feed.name}-{options.shard}",
             max_in_flight=options.max_in_flight,
+            max_in_flight_bytes=options.max_in_flight_bytes,
             ack_timeout_s=options.ack_timeout_s,
             on_ack=self._on_ack,
         )
