@@ -10,7 +10,9 @@ from Kalshi, and why each piece looks the way it does:
 - There are no sequence numbers: nothing is ever a gap. A reconnect's status markers and the fresh
   ``book`` snapshots the exchange sends after the new subscription are the resync.
 - A frame may be a JSON array of events: :meth:`classify` returns one message per element whose
-  payload is a slice of the frame's bytes. Single-object frames of a known type take :meth:`route`.
+  payload is a slice of the frame's bytes. Single-object frames of a known type take :meth:`route`;
+  compact arrays of known events take :meth:`route_batch`, which splits and classifies them from one
+  parse (the engine's fast path for multi-element frames).
 - Subjects are per token id. ``new_market`` and ``market_resolved`` name no single token (they list
   the market's tokens), so they go under the market's condition id.
 """
@@ -27,11 +29,22 @@ from ingest_daemons.adapters.polymarket import (
     UNPARSED,
     ConnectionAssets,
     classify,
+    classify_value,
+    split_compact_array,
     split_frame,
     subject_types,
 )
 from ingest_daemons.config.models import MessageTypeConfig
-from ingest_daemons.connector.venue import NOTHING, Command, ControlOutcome, FrameKind, Gap, Message, Routed
+from ingest_daemons.connector.venue import (
+    NOTHING,
+    Command,
+    ControlOutcome,
+    FrameKind,
+    Gap,
+    Message,
+    Routed,
+    RoutedElement,
+)
 
 
 class PolymarketVenue:
@@ -104,6 +117,23 @@ class PolymarketVenue:
         if subject_type is None or key is None:
             return None
         return subject_type, key, None, None
+
+    def route_batch(self, frame: bytes) -> list[RoutedElement] | None:
+        """Array frames of known events: split once and classified from the one parse (see
+        :func:`split_compact_array`); anything else, or any element that is not a routable event, ``None``."""
+        split = split_compact_array(frame)
+        if split is None:
+            return None
+        types = self.types
+        out: list[RoutedElement] = []
+        for payload, value in zip(*split, strict=True):
+            event_type, token, market = classify_value(value)
+            subject_type = types.get(event_type)
+            key = token or market
+            if subject_type is None or key is None:
+                return None
+            out.append((payload, subject_type, key))
+        return out
 
     def classify(self, frame: bytes) -> list[Message]:
         out: list[Message] = []

@@ -30,7 +30,15 @@ from ingest_daemons.connector.commands import CommandLink
 from ingest_daemons.connector.directory import MarketDirectory
 from ingest_daemons.connector.markers import MarkerPublisher
 from ingest_daemons.connector.metrics import ConnectorMetrics
-from ingest_daemons.connector.venue import Command, CommandRefused, FrameKind, Gap, Message, VenueProtocol
+from ingest_daemons.connector.venue import (
+    Command,
+    CommandRefused,
+    FrameKind,
+    Gap,
+    Message,
+    RoutedElement,
+    VenueProtocol,
+)
 from ingest_daemons.connector.ws_client import (
     CLOSE_ABNORMAL,
     OP_CLOSE,
@@ -311,6 +319,7 @@ class VenueSession:
         """
         receive_batch = ws.receive_batch
         route = self.venue.route
+        route_batch = getattr(self.venue, "route_batch", None)  # optional: see venue.BatchRouting
         category_of = self.directory.category_of
         subjects = self._subjects
         subject_of = self._subject_of
@@ -337,7 +346,11 @@ class VenueSession:
                     continue
                 routed = route(data)
                 if routed is None:
-                    await self._on_other(data, received_ns)
+                    elements = route_batch(data) if route_batch is not None else None
+                    if elements is None:
+                        await self._on_other(data, received_ns)
+                    else:
+                        await self._publish_elements(elements, received_ns)
                 else:
                     subject_type, market, seq_key, seq = routed
                     category = category_of(market)
@@ -359,6 +372,33 @@ class VenueSession:
                 if publisher.full:
                     await publisher.wait_room()
                     self._activity += 1  # held by our own backpressure: the exchange was not silent
+
+    async def _publish_elements(self, elements: Sequence[RoutedElement], received_ns: int) -> None:
+        """A frame's data messages from :meth:`BatchRouting.route_batch`: no sequence, nothing to mark, so
+        one synchronous publish each, pausing only for backpressure."""
+        category_of = self.directory.category_of
+        subjects = self._subjects
+        render = self._headers.render
+        publisher = self.publisher
+        publish = publisher.publish_nowait
+        counts = self.metrics.by_type
+        counter = self._counter
+        for payload, subject_type, market in elements:
+            category = category_of(market)
+            if not category:  # EXCLUDED: a category the environment does not capture
+                self.metrics.count_filtered(self.directory.excluded_category(market))
+                continue
+            key = (category, subject_type, market)
+            subject = subjects.get(key)
+            if subject is None:
+                subject = self._subject_of(key)
+            counter += 1
+            self._counter = counter
+            publish(subject, payload, render(counter, received_ns))
+            counts[subject_type] = counts.get(subject_type, 0) + 1
+            if publisher.full:
+                await publisher.wait_room()
+                counter = self._counter  # others may have published meanwhile (markers)
 
     async def _on_ws_control(self, ws: WebSocket, frame: Control | bytes) -> str | None:
         """Ping → pong (liveness either way); close → the reason this socket ended."""

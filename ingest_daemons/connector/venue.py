@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple, Protocol
 
+# One element of a frame that carries several data messages, for :meth:`BatchRouting.route_batch`:
+# (payload — a byte substring of the frame, never re-serialised —, subject type, market).
+RoutedElement = tuple[bytes, str, str]
+
 # A routed data message: (subject type, market, sequence key, sequence value). A plain tuple because the
 # engine builds one per frame on its hot path; the key scopes the sequence (Kalshi: the ``sid``; Kraken
 # futures: the product id), ``None`` values mean "no sequence on this message".
@@ -170,3 +174,16 @@ class VenueProtocol(Protocol):
 
     def on_gap(self, seq_key: Hashable, expected: int, got: int, market: str | None) -> Gap | None:
         """A routed sequence jumped (``got != expected``); ``None`` when the key is not a tracked sequence."""
+
+
+class BatchRouting(Protocol):
+    """Optional, beside :class:`VenueProtocol`: the hot path for frames that carry several data messages
+    (Polymarket's JSON arrays). The engine looks for it once per session; a venue without it loses nothing
+    but speed, since :meth:`VenueProtocol.classify` handles the same frames.
+    """
+
+    def route_batch(self, frame: bytes) -> Sequence[RoutedElement] | None:
+        """Every element of a frame whose elements are all data messages of known types with a market and
+        no sequence, else ``None`` (then :meth:`VenueProtocol.route` and :meth:`VenueProtocol.classify`
+        decide, as without this method). Called only for frames ``route`` did not take. Must never raise;
+        the payloads must be exactly what ``classify`` would have returned for the same frame."""

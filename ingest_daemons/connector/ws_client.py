@@ -10,8 +10,9 @@ does the opening handshake here, and a differential test holds :class:`FramePars
 Deliberately narrow: the client offers no extensions (so no permessage-deflate can be negotiated and
 every reserved bit is a protocol error), answers nothing by itself (pings are surfaced; the caller
 pongs them and counts them as liveness), masks what it sends and accepts only unmasked frames.
-Backpressure: once more than ``high_water`` frames wait unread, the socket stops being read until the
-caller takes them.
+Backpressure: once more than ``high_water`` frames, or more than ``high_water_bytes`` of them, wait
+unread, the socket stops being read until the caller takes them (the bytes bound keeps a venue of large
+frames, such as Polymarket's arrays of events, from holding thousands of them while the caller waits).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ CLOSE_ABNORMAL = 1006  # the connection ended without a close frame
 
 _MAX_HANDSHAKE_BYTES = 64 * 1024
 DEFAULT_HIGH_WATER = 8192  # frames parsed but not yet taken by the reader
+DEFAULT_HIGH_WATER_BYTES = 1024 * 1024  # bytes read into frames not yet taken by the reader
 
 
 class WebSocketError(Exception):
@@ -267,7 +269,8 @@ class MessageParser(Protocol):
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, handshake: ClientProtocol, parser: MessageParser, high_water: int) -> None:
+    def __init__(self, handshake: ClientProtocol, parser: MessageParser, high_water: int,
+                 high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES) -> None:
         loop = asyncio.get_running_loop()
         self.library = handshake
         self.request = b"".join(handshake.data_to_send())
@@ -275,6 +278,8 @@ class _Protocol(asyncio.Protocol):
         self.ended: asyncio.Future[None] = loop.create_future()
         self.parser = parser
         self.high_water = high_water
+        self.high_water_bytes = high_water_bytes
+        self.batch_bytes = 0  # socket bytes read since the reader last took the batch
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.upgraded = False
@@ -299,12 +304,14 @@ class _Protocol(asyncio.Protocol):
         except ProtocolError as exc:
             items = exc.messages if exc.invalid is None else [*exc.messages, exc.invalid]
             self._fail(exc)
+        self.batch_bytes += len(data)
         if items:
             self.batch += items
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-            if len(self.batch) > self.high_water and not self.paused and self.transport is not None:
+            if ((len(self.batch) > self.high_water or self.batch_bytes > self.high_water_bytes)
+                    and not self.paused and self.transport is not None):
                 self.paused = True
                 self.transport.pause_reading()
 
@@ -388,6 +395,7 @@ class WebSocket:
                 protocol.waiter = None
         batch = protocol.batch
         protocol.batch = []
+        protocol.batch_bytes = 0
         if protocol.paused and protocol.transport is not None and not protocol.lost:
             protocol.paused = False
             protocol.transport.resume_reading()
@@ -443,6 +451,7 @@ async def connect(
     open_timeout_s: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     high_water: int = DEFAULT_HIGH_WATER,
+    high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES,
     parser_factory: Callable[[int], MessageParser] = FrameParser,
 ) -> WebSocket:
     """Open a WebSocket; raises :class:`HandshakeError` (with the HTTP status) when the upgrade is refused.
@@ -461,7 +470,7 @@ async def connect(
     handshake.send_request(request)
     host, port, secure = uri.host, uri.port, uri.secure
     loop = asyncio.get_running_loop()
-    protocol = _Protocol(handshake, parser_factory(max_size), high_water)
+    protocol = _Protocol(handshake, parser_factory(max_size), high_water, high_water_bytes)
     context = (ssl_context or ssl.create_default_context()) if secure else None
     async with asyncio.timeout(open_timeout_s):
         transport, _ = await loop.create_connection(
