@@ -61,6 +61,9 @@ class FeedLimits(_Model):
     markets_per_connection: int = Field(gt=0)
     connections: int = Field(gt=0)
     commands_per_second: float = Field(gt=0)
+    # Time between two socket opens of one connector (its connections open one after another, and so do
+    # their reconnects after a shared outage); 0 opens them all at once.
+    connection_stagger: Duration = timedelta(0)
 
 
 # Where a channel runs: `all` = one subscription with no market list on the unsharded

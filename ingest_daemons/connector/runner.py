@@ -26,6 +26,7 @@ from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
 from ingest_daemons.connector.pool import SessionPool
 from ingest_daemons.connector.session import SessionSettings, VenueSession, ready_reason
 from ingest_daemons.connector.shard_membership import ShardMembership
+from ingest_daemons.connector.stagger import ConnectStagger
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import LIFECYCLE, SubjectBuilder
 from ingest_daemons.nats_client import connect_daemon
@@ -137,6 +138,7 @@ class Connector:
             backoff_max_s=options.backoff_max_s,
         )
         self.settings = settings
+        self.stagger = ConnectStagger(limits.connection_stagger.total_seconds())
         self.venues = venues
         self.builder = SubjectBuilder(env.name, feed.name)
         self.directory = directory
@@ -174,7 +176,7 @@ class Connector:
         return VenueSession(
             index=index, run_id=self.run_id, shard=self.options.shard, settings=self.settings, markets=markets,
             venue=self.venues(self.channels), directory=self.directory, builder=self.builder,
-            publisher=self.publisher, metrics=self.metrics,
+            publisher=self.publisher, metrics=self.metrics, stagger=self.stagger,
         )
 
     def _open_session(self, markets: list[str]) -> VenueSession:

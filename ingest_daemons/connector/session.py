@@ -30,6 +30,7 @@ from ingest_daemons.connector.commands import CommandLink
 from ingest_daemons.connector.directory import MarketDirectory
 from ingest_daemons.connector.markers import MarkerPublisher
 from ingest_daemons.connector.metrics import ConnectorMetrics
+from ingest_daemons.connector.stagger import ConnectStagger
 from ingest_daemons.connector.venue import (
     Command,
     CommandRefused,
@@ -92,6 +93,7 @@ class VenueSession:
         builder: SubjectBuilder,
         publisher: JetStreamPublisher,
         metrics: ConnectorMetrics,
+        stagger: ConnectStagger | None = None,
     ) -> None:
         self.index = index
         self.run_id = run_id
@@ -104,6 +106,7 @@ class VenueSession:
         self.builder = builder
         self.publisher = publisher
         self.metrics = metrics
+        self.stagger = stagger  # shared by a connector's sessions: their socket opens are spaced in time
         self.markers = MarkerPublisher(shard, directory, builder, publisher, metrics)
         self.sockets_opened = 0
         self.subscribed = asyncio.Event()
@@ -219,6 +222,8 @@ class VenueSession:
     # ------------------------------------------------------------------ one socket
 
     async def _serve_one_socket(self, backoff: Backoff) -> str:
+        if self.stagger is not None:
+            await self.stagger.wait_turn()
         url, headers = self.venue.connect_request(self.settings.url)
         try:
             # No compression is offered, and frames stay raw bytes: published exactly as received.

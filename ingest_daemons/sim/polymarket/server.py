@@ -9,6 +9,7 @@ methods. Fault methods act on every open connection unless ``conn_id`` is given.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -86,6 +87,7 @@ class PolymarketSimulator(AsyncServer):
         self._waiters = Waiters()
         self._listener = HttpListener()
         self.closed_connections: list[tuple[int, int | None]] = []  # (conn_id, close code), in order
+        self.opened_connections: list[tuple[int, float]] = []  # (conn_id, time.monotonic() of the upgrade), in order
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -291,6 +293,7 @@ class PolymarketSimulator(AsyncServer):
         conn_id = self._sessions.next_id()
         session = Session(conn_id, ws, transport, self._shared, seed=self.seed * 1_000_003 + conn_id)
         self._sessions[conn_id] = session
+        self.opened_connections.append((conn_id, time.monotonic()))
         log.info("ws_connected", conn=conn_id, peer=request.remote)
         self._changed()
         tasks = [
