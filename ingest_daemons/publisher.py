@@ -249,6 +249,7 @@ class JetStreamPublisher:
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
         ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
         on_ack: Callable[[str, int, bytes], None] | None = None,
+        on_ack_every: int = 1,
         chunk_oversized: bool = True,
     ) -> None:
         try:
@@ -268,7 +269,12 @@ class JetStreamPublisher:
         self._pause_bytes = 0  # publishing pauses while _held_bytes is above this
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.ping_interval_s = ping_interval_s
-        self.on_ack = on_ack  # (subject, publish-to-ack ns, HPUB bytes) for metrics; called for every ack
+        self.on_ack = on_ack  # (subject, publish-to-ack ns, HPUB bytes) for metrics
+        # on_ack is called for every on_ack_every-th acknowledged frame: a latency histogram needs a sample,
+        # and a Python call per ack is a visible share of the hot path's CPU
+        self.on_ack_every = max(1, on_ack_every)
+        self._ack_countdown = self.on_ack_every
+        self._turn_ns = 0  # monotonic time of the first publish since the last flush (the frames' send time)
         self._inbox = f"_INBOX.{os.urandom(8).hex()}."
         self._inbox_b = self._inbox.encode()
         self._pending: dict[int, _Held] = {}
@@ -428,14 +434,19 @@ class JetStreamPublisher:
         pending = self._pending
         if not pending:
             self._empty.clear()
-        pending[token] = (wire, time.monotonic_ns(), subject, 1)
-        held = self._held_bytes = self._held_bytes + len(wire)
-        if self._connected_flag:
-            self._out.append(wire)
-            if not self._flush_scheduled:
+        if self._flush_scheduled:  # frames of one event-loop turn are written together: one clock read
+            sent_ns = self._turn_ns
+        else:
+            sent_ns = time.monotonic_ns()
+            if self._connected_flag:
+                self._turn_ns = sent_ns
                 self._flush_scheduled = True
                 assert self._loop is not None, "start() the publisher first"
                 self._loop.call_soon(self._flush)
+        pending[token] = (wire, sent_ns, subject, 1)
+        held = self._held_bytes = self._held_bytes + len(wire)
+        if self._connected_flag:
+            self._out.append(wire)
         if held > self._pause_bytes or len(pending) >= self.max_in_flight or self._write_paused:
             self.full = True
             self._has_room.clear()
@@ -533,7 +544,10 @@ class JetStreamPublisher:
         self._held_bytes -= len(entry[_WIRE])
         self.acked += 1
         if self.on_ack is not None:
-            self.on_ack(entry[_SUBJECT], time.monotonic_ns() - entry[_SENT_NS], entry[_WIRE])
+            self._ack_countdown -= 1
+            if not self._ack_countdown:
+                self._ack_countdown = self.on_ack_every
+                self.on_ack(entry[_SUBJECT], time.monotonic_ns() - entry[_SENT_NS], entry[_WIRE])
         if not self._pending:
             self._empty.set()
             self._settled.set()
@@ -553,12 +567,17 @@ class JetStreamPublisher:
                     released += len(entry[0])
         else:
             now = time.monotonic_ns()
+            countdown = self._ack_countdown
             for token in tokens:
                 entry = pop(int(token), None)
                 if entry is not None:
                     acked += 1
                     released += len(entry[0])
-                    on_ack(entry[2], now - entry[1], entry[0])
+                    countdown -= 1
+                    if not countdown:
+                        countdown = self.on_ack_every
+                        on_ack(entry[2], now - entry[1], entry[0])
+            self._ack_countdown = countdown
         self.acked += acked
         self._held_bytes -= released
         if not self._pending:

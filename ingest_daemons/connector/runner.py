@@ -99,7 +99,6 @@ class Connector:
         self.feed = feed
         self.options = options
         self.run_id = os.urandom(4).hex()
-        self._acks = 0
         self.metrics = ConnectorMetrics(feed.name, options.shard)
         self.publisher = JetStreamPublisher(
             env.nats_settings(options.nats_url),
@@ -108,6 +107,7 @@ class Connector:
             max_in_flight_bytes=options.max_in_flight_bytes,
             ack_timeout_s=options.ack_timeout_s,
             on_ack=self._on_ack,
+            on_ack_every=LATENCY_SAMPLE,
         )
         self.metrics.add_standard_gauges(
             in_flight=lambda: self.publisher.in_flight,
@@ -162,10 +162,8 @@ class Connector:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _on_ack(self, subject: str, latency_ns: int, wire: bytes) -> None:
-        """Every LATENCY_SAMPLE-th ack feeds the latency histogram: the distribution is the same, the cost 1/8."""
-        self._acks += 1
-        if self._acks % LATENCY_SAMPLE == 0:
-            self.metrics.latency.observe(latency_ns / 1e9)
+        """Called for every LATENCY_SAMPLE-th ack: the latency histogram's distribution is the same, the cost 1/8."""
+        self.metrics.latency.observe(latency_ns / 1e9)
 
     def _make_sessions(self, markets: list[str]) -> list[VenueSession]:
         per_socket = self.feed.feed.limits.markets_per_connection

@@ -7,11 +7,12 @@ import os
 import signal
 
 import nats
+import pytest
 
 from ingest_daemons.nats_runner import NatsServer
-from ingest_daemons.publisher import DEFAULT_MAX_PAYLOAD, HeaderTemplate, JetStreamPublisher
+from ingest_daemons.publisher import DEFAULT_MAX_PAYLOAD, HeaderTemplate, JetStreamPublisher, _Protocol
 from tests.helpers import wait_until
-from tests.ingest_daemons.test_publisher import make_stream, stream_messages
+from tests.ingest_daemons.test_publisher import make_stream, server_bytes_for_acks, stream_messages
 
 BOUND = 3 * 1024 * 1024
 
@@ -70,3 +71,24 @@ async def test_in_flight_bytes_stay_under_the_bound_while_nats_is_frozen_and_not
     ids = [h["Nats-Msg-Id"] for _, _, h in stored]
     assert len(ids) == len(set(ids)), "a retry became a duplicate"
     assert sorted(int(i.split(":")[1]) for i in ids) == list(range(total))
+
+
+@pytest.mark.parametrize("read_size", [7, 1 << 20])
+async def test_held_bytes_follow_acks_and_on_ack_sees_every_nth(read_size: int) -> None:
+    sampled: list[str] = []
+    pub = JetStreamPublisher("nats://127.0.0.1:1", on_ack=lambda subject, ns, wire: sampled.append(subject),
+                             on_ack_every=8)
+    headers = HeaderTemplate("a:", {})
+    for i in range(100):
+        pub.publish_nowait(f"s.json.t.K{i}", b"{}", headers.render(i, 0))  # not connected: held only
+    held = pub.in_flight_bytes
+    assert held > 0
+    protocol = _Protocol(pub)
+    stream = server_bytes_for_acks(pub._inbox_b)  # acks all but two (a 503 and an error reply)
+    for start in range(0, len(stream), read_size):
+        protocol.data_received(stream[start : start + read_size])
+    assert pub.acked == 98 and len(sampled) == 98 // 8
+    # what is still held is the two unacknowledged HPUB commands, byte for byte
+    assert pub.in_flight == 2 and pub.in_flight_bytes == sum(len(entry[0]) for entry in pub._pending.values())
+    assert 0 < pub.in_flight_bytes < held / 40
+    assert pub.abandon() == 2 and pub.in_flight_bytes == 0
