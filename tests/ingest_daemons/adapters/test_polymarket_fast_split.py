@@ -55,6 +55,8 @@ def test_what_the_fast_path_cannot_prove_goes_the_general_way() -> None:
         orjson.dumps([{"market": "x"}, {"event_type": "book"}]),  # elements with different first keys
         orjson.dumps([{"a-b": 1}, {"a-b": 2}]),  # a key that is not a plain word
         b'[{"market":"x"}, {"market":"y"}]',  # not compact
+        # not compact, and a look-alike boundary inside the first element: cut there, it would split wrongly
+        b'[{"market":"x","sub":[{"a":1},{"market":2}]}, {"market":"y"}]',
         b'[{"market":"\\u0078"},{"market":"y"}]',  # escaped otherwise than orjson writes it
         b'[{"market":"x"},1]',
         b'[{"market":"x"},{"market":"y"}',  # broken
