@@ -34,6 +34,7 @@ from bench.archive_throughput import machine, peak_rss_mb  # noqa: E402
 from ingest_daemons.archive import envelope, partition_paths  # noqa: E402
 from ingest_daemons.archive.writer import PartitionWriter  # noqa: E402
 from ingest_daemons.naming import SubjectBuilder  # noqa: E402
+from ingest_daemons.parquet.convert import DEFAULT_CHUNK_BYTES  # noqa: E402
 
 ENV, STREAM, KEY = "bench", "BENCH_KALSHI_ECONOMICS", "2026-01-02"
 DAY_START_NS = 1_767_312_000 * 10**9  # 2026-01-02T00:00:00Z
@@ -141,7 +142,8 @@ def run_child(*args: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--chunk-mb", type=int, default=16, help="JSON text per chunk (default: 16, the library's)")
+    parser.add_argument("--chunk-mb", type=int, default=DEFAULT_CHUNK_BYTES >> 20,
+                        help="JSON text per chunk (default: the library's)")
     parser.add_argument("--era", choices=("current", "all"), default="current",
                         help="payload shapes: current (since 2026-03-12, default) or all (legacy included)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

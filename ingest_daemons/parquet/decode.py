@@ -15,9 +15,8 @@ Three readers, fastest first:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 import polars as pl
@@ -34,8 +33,12 @@ Failure = tuple[int, str]
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
-def _read(lines: Sequence[bytes], schema: Mapping[str, pl.DataType], blob: bytes | None = None) -> pl.DataFrame:
-    df = pl.read_ndjson(blob if blob is not None else b"\n".join(lines) + b"\n", schema=dict(schema))
+Block: TypeAlias = bytes | pa.Buffer  # newline-delimited lines
+
+
+def _read(lines: Sequence[bytes], schema: Mapping[str, pl.DataType], blob: Block | None = None) -> pl.DataFrame:
+    text = b"\n".join(lines) + b"\n" if blob is None else blob if isinstance(blob, bytes) else blob.to_pybytes()
+    df = pl.read_ndjson(text, schema=dict(schema))
     if df.height != len(lines):
         raise ValueError(f"decoded {df.height} rows from {len(lines)} lines")
     return df
@@ -92,11 +95,11 @@ def shape_problem(line: bytes, schema: Mapping[str, pl.DataType]) -> str | None:
 FAST_BLOCK_BYTES = 1 << 20  # parsed in parallel: small enough that each group of a chunk makes several
 
 
-def _read_fast(lines: Sequence[bytes], fast: pa.Schema, blob: bytes) -> pl.DataFrame | None:
+def _read_fast(lines: Sequence[bytes], fast: pa.Schema, blob: Block) -> pl.DataFrame | None:
     """pyarrow's typed reader; None if it refuses the block (then the lenient reader takes it)."""
     options = pa_json.ParseOptions(explicit_schema=fast, unexpected_field_behavior="ignore")
     try:
-        table = pa_json.read_json(io.BytesIO(blob), parse_options=options,
+        table = pa_json.read_json(pa.BufferReader(blob), parse_options=options,
                                   read_options=pa_json.ReadOptions(block_size=FAST_BLOCK_BYTES))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
@@ -111,7 +114,7 @@ def decode_lines(
     lines: Sequence[bytes],
     schema: Mapping[str, pl.DataType],
     fast: pa.Schema | None = None,
-    blob: bytes | None = None,
+    blob: Block | None = None,
 ) -> tuple[pl.DataFrame, list[Failure]]:
     """Rows for the decodable lines (with ``_row`` = position in ``lines``) and the failures.
 

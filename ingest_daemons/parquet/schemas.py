@@ -180,7 +180,8 @@ def fast_schema(
 ) -> pa.Schema:
     """The decode schema with the JSON types given by path (``"frame.msg.price": pa.int64()``);
     every other text leaf stays a string; paths in ``drop`` are not read at all (fields the lines
-    sent this way never carry; the reader ignores them)."""
+    sent this way never carry; the reader ignores them). The envelope's ``subject`` is never read
+    this way: only markers type it, and they have no fast schema (one string fewer per line)."""
 
     def convert(dtype: pl.DataType, path: str) -> pa.DataType:
         if path in types:
@@ -192,7 +193,8 @@ def fast_schema(
             return pa.list_(convert(instance(dtype.inner), f"{path}[]"))
         return pa.int64() if dtype == I64 else pa.string()
 
-    return pa.schema([(name, convert(dtype, name)) for name, dtype in decode.items()])
+    return pa.schema([(name, convert(dtype, name)) for name, dtype in decode.items()
+                      if name not in drop and name != "subject"])
 
 
 def typed_paths(kind: pa.DataType, prefix: str, *names: str) -> dict[str, pa.DataType]:
