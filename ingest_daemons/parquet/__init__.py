@@ -22,8 +22,9 @@ from ingest_daemons.parquet.convert import (
     convert_partition,
     previous_conversion,
 )
+from ingest_daemons.parquet.feeds import TABLES_BY_FEED, tables_for
 from ingest_daemons.parquet.schemas import SCHEMA_VERSION, to_arrow_schema
-from ingest_daemons.parquet.tables import KALSHI_TABLES, TABLES_BY_FEED, TableSpec, tables_for
+from ingest_daemons.parquet.tables import KALSHI_TABLES, TableSpec
 
 PARQUET_DIR = "parquet"  # under the data directory
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest_daemons.parquet.build import REASON, ROW, apply_spec
-from ingest_daemons.parquet.decode import decode_lines
+from ingest_daemons.parquet.decode import decode_exact, decode_lines
 from ingest_daemons.parquet.reader import Chunk, Rows, block_of, groups_of
 from ingest_daemons.parquet.sink import Rejects
 from ingest_daemons.parquet.tables import UNPARSED_TYPE, TableSpec
@@ -83,8 +83,14 @@ class ChunkTyper:
     """Turns chunks into ``{table: [row frames]}`` and rejects, for one set of tables."""
 
     def __init__(self, tables: tuple[TableSpec, ...]) -> None:
-        self.table_of = {t.encode(): spec for spec in tables for t in spec.subject_types}
-        self.known = list(self.table_of)
+        self.tables_of: dict[bytes, list[TableSpec]] = {}
+        for spec in tables:
+            for t in spec.subject_types:
+                self.tables_of.setdefault(t.encode(), []).append(spec)
+        for kind, specs in self.tables_of.items():
+            if len(specs) > 1 and sum(spec.shape_marker is None for spec in specs) > 1:
+                raise ValueError(f"subject type {kind!r}: tables sharing it must name shape markers")
+        self.known = list(self.tables_of)
 
     def prepare(self, chunk: Chunk) -> None:
         """Group the chunk's lines and take each group's block (runs on the reader thread)."""
@@ -92,13 +98,14 @@ class ChunkTyper:
         unmatched: dict[bytes, Rows] = {}
         whole = len(chunk.lines)
         for kind, rows in groups_of(chunk.lines, self.known).items():
-            spec = self.table_of.get(kind)
-            if spec is None:
+            specs = self.tables_of.get(kind)
+            if specs is None:
                 unmatched[kind] = rows
                 continue
-            lines = chunk.lines if len(rows) == whole else pc.take(chunk.lines, pa.array(rows))
-            for subset_rows, subset, fast in _decode_paths(spec, rows, lines, chunk):
-                work.append(Work(spec, fast, subset_rows, subset, block_of(subset)))
+            for spec, spec_rows in _by_shape(specs, rows, chunk):
+                lines = chunk.lines if len(spec_rows) == whole else pc.take(chunk.lines, pa.array(spec_rows))
+                for subset_rows, subset, fast in _decode_paths(spec, spec_rows, lines, chunk):
+                    work.append(Work(spec, fast, subset_rows, subset, block_of(subset)))
         chunk.prepared = Prepared(work, unmatched)
 
     def rows(self, chunk: Chunk, rejects: Rejects) -> Parts:
@@ -111,12 +118,36 @@ class ChunkTyper:
                 rejects.add(chunk.line_number(row), chunk.line(row), reason)
         parts: Parts = {}
         for work in prepared.work:
-            decoded, failures = decode_lines(LineView(work.lines), work.spec.decode, work.fast, work.blob)
+            if work.spec.exact:
+                decoded, failures = _decode_exact(work)
+            else:
+                decoded, failures = decode_lines(LineView(work.lines), work.spec.decode, work.fast, work.blob)
             for position, reason in failures:
                 row = int(work.rows[position])
                 rejects.add(chunk.line_number(row), chunk.line(row), reason)
             _typed(chunk, work, decoded, rejects, parts)
         return parts
+
+
+def _decode_exact(work: Work) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """``decode_exact``, with the lines matching the spec's ``oversized`` pattern rejected unread."""
+    assert work.fast is not None
+    if work.spec.oversized is None:
+        return decode_exact(LineView(work.lines), work.fast, work.blob)
+    big = pc.match_substring_regex(work.lines, work.spec.oversized).to_numpy(zero_copy_only=False)
+    if not big.any():
+        return decode_exact(LineView(work.lines), work.fast, work.blob)
+    keep = np.flatnonzero(~big)
+    failures = [(int(i), "a number too large for decimal(38,18) (21+ digits, or an exponent of 10+)")
+                for i in np.flatnonzero(big)]
+    if not len(keep):
+        empty, _ = decode_exact([], work.fast, b"")
+        return empty, failures
+    subset = pc.take(work.lines, pa.array(keep))
+    decoded, more = decode_exact(LineView(subset), work.fast, block_of(subset))
+    positions = keep[decoded[ROW].to_numpy()] if decoded.height else np.empty(0, np.int64)
+    decoded = decoded.with_columns(pl.Series(ROW, positions, dtype=pl.UInt32))
+    return decoded, sorted(failures + [(int(keep[i]), reason) for i, reason in more])
 
 
 def _typed(chunk: Chunk, work: Work, decoded: pl.DataFrame, rejects: Rejects, parts: Parts) -> None:
@@ -125,6 +156,26 @@ def _typed(chunk: Chunk, work: Work, decoded: pl.DataFrame, rejects: Rejects, pa
     for position, reason in rejected.select(ROW, REASON).iter_rows():
         row = int(work.rows[position])
         rejects.add(chunk.line_number(row), chunk.line(row), reason)
+
+
+def _by_shape(specs: list[TableSpec], rows: Rows, chunk: Chunk) -> list[tuple[TableSpec, Rows]]:
+    """The rows of each table sharing one subject type (see ``TableSpec.shape_marker``)."""
+    if len(specs) == 1:
+        return [(specs[0], rows)]
+    out: list[tuple[TableSpec, Rows]] = []
+    left = rows
+    for spec in specs:
+        if spec.shape_marker is not None:
+            mine = np.isin(left, chunk.rows_containing(spec.shape_marker), assume_unique=True)
+            if mine.any():
+                out.append((spec, left[mine]))
+            left = left[~mine]
+    default = next((spec for spec in specs if spec.shape_marker is None), None)
+    if default is not None and len(left):
+        out.append((default, left))
+    elif len(left):
+        out.append((specs[-1], left))  # no table without a marker: the last one names these rows' problem
+    return out
 
 
 def _decode_paths(
@@ -149,4 +200,4 @@ def _decode_paths(
 
 def merge_parts(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """One table's rows of a chunk in stream order (several groups interleave)."""
-    return frames[0] if len(frames) == 1 else pl.concat(frames).sort("seq")
+    return frames[0] if len(frames) == 1 else pl.concat(frames).sort("seq", maintain_order=True)

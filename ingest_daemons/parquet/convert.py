@@ -23,7 +23,7 @@ import secrets
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,12 @@ class ConversionResult:
     file_bytes: dict[str, int]
     duration_s: float
     skipped: bool = False
+    lines_by_table: dict[str, int] = field(default_factory=dict)  # lines of the tables with one row per item
+
+    @property
+    def table_lines(self) -> dict[str, int]:
+        """Archive lines per table (``rows`` except where a table has several rows per line)."""
+        return {**self.rows, **self.lines_by_table}
 
     @property
     def msgs_per_s(self) -> float:
@@ -72,7 +78,8 @@ class ConversionResult:
         return {
             "format": SCHEMA_VERSION,
             "source": {"file": self.source.name, "sha256": self.sha256, "lines": self.lines},
-            "tables": {name: {"rows": rows[name], "file": path.name, "bytes": self.file_bytes[name]}
+            "tables": {name: {"rows": rows[name], "file": path.name, "bytes": self.file_bytes[name],
+                              **({"lines": self.lines_by_table[name]} if name in self.lines_by_table else {})}
                        for name, path in self.files.items()},
             "reject_reasons": self.reject_reasons,
         }
@@ -126,7 +133,8 @@ def _convert_into(
     manifest: PartitionManifest | None, started: float,
 ) -> ConversionResult:
     typer = ChunkTyper(tables)
-    files = {spec.name: TableFile(temp / f"{spec.name}.parquet", spec.output) for spec in tables}
+    files = {spec.name: TableFile(temp / f"{spec.name}.parquet", spec.table_schema) for spec in tables}
+    specs = {spec.name: spec for spec in tables}
     files[REJECTS_TABLE] = TableFile(temp / f"{REJECTS_TABLE}.parquet", REJECTS)
     state = SourceState()
     reasons: Counter[str] = Counter()
@@ -135,7 +143,8 @@ def _convert_into(
         for chunk in in_background(read_chunks(source, chunk_bytes, state, typer.prepare), state):
             rejects = Rejects()
             for name, frames in typer.rows(chunk, rejects).items():
-                writer.submit(files[name], merge_parts(frames))
+                lines = merge_parts(frames)
+                writer.submit(files[name], specs[name].table_rows(lines), lines.height)
             if rejects.count:
                 writer.submit(files[REJECTS_TABLE], rejects.frame())
             reasons.update(rejects.reasons)
@@ -148,7 +157,8 @@ def _convert_into(
             file.close()
     sha256 = state.sha256.hexdigest()
     rows = {name: f.rows for name, f in files.items() if name != REJECTS_TABLE}
-    total = sum(rows.values()) + files[REJECTS_TABLE].rows
+    exploded = {name: files[name].lines for name, spec in specs.items() if spec.explode is not None}
+    total = sum(f.lines for name, f in files.items() if name != REJECTS_TABLE) + files[REJECTS_TABLE].rows
     if total != state.lines:
         raise ConversionError(f"{source.name}: {state.lines} lines read but {total} rows written")
     if manifest is not None and (sha256 != manifest.sha256 or state.lines != manifest.count):
@@ -159,6 +169,7 @@ def _convert_into(
     return ConversionResult(
         source=source, out_dir=temp, sha256=sha256, lines=state.lines, rows=rows,
         rejects=files[REJECTS_TABLE].rows, reject_reasons=dict(reasons.most_common(MAX_REASONS)),
+        lines_by_table=exploded,
         files={name: f.path for name, f in files.items()},
         file_bytes={name: f.path.stat().st_size for name, f in files.items()},
         duration_s=time.monotonic() - started,
@@ -184,4 +195,5 @@ def _skipped(source: Path, out_dir: Path, previous: dict[str, Any], duration: fl
         rejects=tables[REJECTS_TABLE]["rows"], reject_reasons=previous.get("reject_reasons", {}),
         files={name: out_dir / info["file"] for name, info in tables.items()},
         file_bytes={name: info["bytes"] for name, info in tables.items()}, duration_s=duration, skipped=True,
+        lines_by_table={name: info["lines"] for name, info in tables.items() if "lines" in info},
     )

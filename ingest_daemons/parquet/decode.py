@@ -158,3 +158,38 @@ def decode_lines(
             failures.append((i, f"not decodable: {str(exc).splitlines()[0][:200]}"))
     failures.sort()
     return (pl.concat(frames) if frames else empty), failures
+
+
+def decode_exact(lines: Sequence[bytes], fast: pa.Schema, blob: Block) -> tuple[pl.DataFrame, list[Failure]]:
+    """pyarrow's typed reader only (numbers into decimals from their text, never through a float).
+
+    A block it refuses is read again line by line, and each line it refuses is a failure named by
+    pyarrow's message (a number with more decimals than its column, a string where a number is
+    expected, text that is not JSON).
+    """
+    decoded = _read_fast(lines, fast, blob)
+    if decoded is not None:
+        return decoded.with_row_index(ROW), []
+    options = pa_json.ParseOptions(explicit_schema=fast, unexpected_field_behavior="ignore")
+    tables: list[pa.Table] = []
+    rows: list[int] = []
+    failures: list[Failure] = []
+    for i, line in enumerate(lines):
+        try:
+            table = pa_json.read_json(pa.BufferReader(line + b"\n"), parse_options=options)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            failures.append((i, f"not decodable: {str(exc).splitlines()[0][:200]}"))
+            continue
+        if table.num_rows != 1:
+            failures.append((i, "not decodable: not one JSON object"))
+            continue
+        tables.append(table)
+        rows.append(i)
+    log.info("block needed line-by-line decoding", lines=len(lines), undecodable=len(failures))
+    if not tables:
+        empty = pl.from_arrow(fast.empty_table())
+        assert isinstance(empty, pl.DataFrame)
+        return empty.with_columns(pl.Series(ROW, [], dtype=pl.UInt32)), failures
+    df = pl.from_arrow(pa.concat_tables(tables))
+    assert isinstance(df, pl.DataFrame)
+    return df.with_columns(pl.Series(ROW, rows, dtype=pl.UInt32)), failures

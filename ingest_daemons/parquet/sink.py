@@ -28,8 +28,10 @@ class TableFile:
         self.schema = to_arrow_schema(columns)
         self.writer = pq.ParquetWriter(path, self.schema, compression=COMPRESSION)
         self.rows = 0
+        self.lines = 0  # archive lines the rows came from (more rows than lines where a table explodes)
 
-    def write(self, df: pl.DataFrame) -> None:
+    def write(self, df: pl.DataFrame, lines: int | None = None) -> None:
+        self.lines += df.height if lines is None else lines
         if df.height:
             self.writer.write_table(df.to_arrow().cast(self.schema))
             self.rows += df.height
@@ -43,7 +45,7 @@ class WriterThread:
     writing chunk N overlaps decoding chunk N+1. At most WRITE_QUEUE frames wait."""
 
     def __init__(self) -> None:
-        self._tasks: queue.Queue[tuple[TableFile, pl.DataFrame] | None] = queue.Queue(maxsize=WRITE_QUEUE)
+        self._tasks: queue.Queue[tuple[TableFile, pl.DataFrame, int | None] | None] = queue.Queue(maxsize=WRITE_QUEUE)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
         self._thread.start()
@@ -52,14 +54,14 @@ class WriterThread:
         while (task := self._tasks.get()) is not None:
             if self._error is None:
                 try:
-                    task[0].write(task[1])
+                    task[0].write(task[1], task[2])
                 except BaseException as exc:
                     self._error = exc
 
-    def submit(self, file: TableFile, df: pl.DataFrame) -> None:
+    def submit(self, file: TableFile, df: pl.DataFrame, lines: int | None = None) -> None:
         if self._error is not None:
             raise self._error
-        self._tasks.put((file, df))
+        self._tasks.put((file, df, lines))
 
     def finish(self) -> None:
         """Wait until everything submitted is written; raises the writer's error, if any."""

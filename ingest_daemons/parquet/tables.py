@@ -49,6 +49,25 @@ class TableSpec:
     checks: Callable[[Source], list[Check]]
     fast: pa.Schema | None = None  # typed pyarrow schema for the usual shapes (see schemas.fast_schema)
     lenient_marker: bytes | None = None  # lines containing this always take the lenient decoder
+    # Exact numbers: lines are read only by pyarrow with ``fast`` (JSON numbers straight from their
+    # text into decimals); a block it refuses is read line by line and the lines it refuses are
+    # rejects. Never the lenient reader, which reads a JSON number through a float.
+    exact: bool = False
+    oversized: str | None = None  # exact tables: a regex for lines whose numbers may not fit (rejected unread)
+    # Several tables may take one subject type (Kraken spot and futures): lines containing
+    # ``shape_marker`` go to the table that names it, the others to the one that names none.
+    shape_marker: bytes | None = None
+    # One row per line (``output``) → the table's rows (``written``): e.g. one row per book level.
+    explode: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+    written: dict[str, pl.DataType] | None = None
+
+    @property
+    def table_schema(self) -> dict[str, pl.DataType]:
+        """The columns of the file: ``written`` for an exploded table, else ``output``."""
+        return self.written if self.written is not None else self.output
+
+    def table_rows(self, lines: pl.DataFrame) -> pl.DataFrame:
+        return lines if self.explode is None else self.explode(lines)
 
 
 def ns_timestamp(column: str) -> pl.Expr:
@@ -328,10 +347,4 @@ MARKERS_TABLE = TableSpec(
 )
 
 KALSHI_TABLES: tuple[TableSpec, ...] = (TICKER_TABLE, TRADE_TABLE, ORDERBOOK_TABLE, LIFECYCLE_TABLE, MARKERS_TABLE)
-TABLES_BY_FEED: dict[str, tuple[TableSpec, ...]] = {"kalshi": KALSHI_TABLES}
 UNPARSED_TYPE = "unparsed"
-
-
-def tables_for(feed: str) -> tuple[TableSpec, ...] | None:
-    """The tables of a feed, or None when its messages have no typed schema yet."""
-    return TABLES_BY_FEED.get(feed)

@@ -3,12 +3,15 @@ the archive → GCS → Parquet chain without clicks: its automation sensor, per
 and the failure alert.
 
 A partition of the Parquet asset is ``{parquet_root}/{env}/{stream}/{day}/{table}.parquet`` for the
-feed's tables (Kalshi: ticker, trade, orderbook, lifecycle, markers) plus ``rejects``, built by
-:func:`ingest_daemons.parquet.convert_partition` from the archive's file, checked against its
-manifest. It depends on the archive asset (its data) and on the GCS copy (its order: tables are
-built from partitions whose copy was verified), and automates like the copy
-(:func:`ssmd_dagster.assets.gcs.archived_day_condition`). Feeds without table schemas yet
-(Polymarket, Kraken) get no Parquet asset.
+feed's tables (``ingest_daemons.parquet.feeds``: Kalshi ticker, trade, orderbook, lifecycle,
+markers; Polymarket book, price_change, trade, tick_size_change, best_bid_ask, lifecycle, markers;
+Kraken spot_ticker, spot_trade, spot_book, futures_ticker, futures_trade, futures_book, markers)
+plus ``rejects``, built by :func:`ingest_daemons.parquet.convert_partition` from the archive's file,
+checked against its manifest. Every stream of such a feed gets the asset from config alone. It
+depends on the archive asset (its data) and on the GCS copy (its order: tables are built from
+partitions whose copy was verified), and automates like the copy
+(:func:`ssmd_dagster.assets.gcs.archived_day_condition`). A feed without table schemas gets no
+Parquet asset.
 
 Backfill a date range from the UI (select the assets, "Materialize", a range of partitions), or
 from the CLI with the feed's pipeline job (one run per day: archive, then copy, then tables)::
@@ -119,8 +122,9 @@ def build_parquet_asset(
         description=(
             f"Typed Parquet tables ({names}, and rejects) of `{target.asset_key.to_user_string()}` (stream "
             f"`{target.stream}`), one folder per UTC day: exchange and receive times as timestamps, prices "
-            "and sizes as decimals (both Kalshi payload eras), the stream sequence on every row. Lines that "
-            "fit no table are kept in `rejects` with the reason; rows + rejects = the partition's count."
+            "and sizes as decimals read from the text (never through a float), the stream sequence on every "
+            "row; book levels and price changes one row each. Lines that fit no table are kept in `rejects` "
+            "with the reason; lines in tables + rejects = the partition's count."
         ),
         metadata={"stream": target.stream, "source": target.asset_key.to_user_string(), "tables": names},
     )

@@ -40,6 +40,7 @@ DEV_KEYS = [
     *(f"gcs/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     "jetstream_streams",
     *(f"parquet/dev/kalshi/{c}" for c in DEV_CATEGORIES),
+    *(f"parquet/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     "secmaster/dev/kalshi",
     "secmaster/dev/kraken",
     "shards/dev/kalshi",
@@ -57,7 +58,8 @@ PROD_KEYS = [
     *(f"gcs/prod/kalshi/{c}" for c in PROD_KALSHI),
     *(f"gcs/prod/{s}" for s in PROD_OTHER),
     "jetstream_streams",
-    *(f"parquet/prod/kalshi/{c}" for c in PROD_KALSHI),  # Parquet schemas exist for Kalshi only
+    *(f"parquet/prod/kalshi/{c}" for c in PROD_KALSHI),
+    *(f"parquet/prod/{s}" for s in PROD_OTHER),  # every feed's streams have typed tables
     "secmaster/prod/kalshi",
     "secmaster/prod/kraken",
     "shards/prod/kalshi",
