@@ -15,7 +15,8 @@ HEAD = b'{"seq":12,"ts":34,"subject":"'
 # type, empty lines, non-ASCII.
 _PIECES = st.sampled_from([
     HEAD, b"dev.kalshi.economics", b".json.", b".json", b"json.", *KNOWN, b"lifecycl", b"tickers", b"event_",
-    b".", b"X", b"%2E", b'"', b"{", b"\xc3\xa9", b"\xff", b"a" * 50, b"b" * 390, b'"frame":{"type":"orderbook_snapshot"}',
+    b".", b"X", b"%2E", b'"', b"{", b"\xc3\xa9", b"\xff", b"a" * 50, b"b" * 390,
+    b'"frame":{"type":"orderbook_snapshot"}',
 ])
 _LINE = st.lists(_PIECES, max_size=8).map(b"".join)
 
