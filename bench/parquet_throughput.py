@@ -10,7 +10,7 @@ Then, each in a fresh subprocess so its peak RSS is its own:
 1. decompress ceiling — read and gunzip the file, split lines, nothing else;
 2. convert            — ``convert_partition``: msgs/s, peak RSS, CPU seconds, rows per table.
 
-Usage: ``python bench/parquet_throughput.py [--messages 1000000] [--chunk-mb 32]``. Prints a
+Usage: ``python bench/parquet_throughput.py [--messages 1000000] [--chunk-mb 16]``. Prints a
 table and a JSON line; nothing here asserts a speed (benchmarks measure, tests check behaviour).
 """
 
@@ -34,7 +34,6 @@ from bench.archive_throughput import machine, peak_rss_mb  # noqa: E402
 from ingest_daemons.archive import envelope, partition_paths  # noqa: E402
 from ingest_daemons.archive.writer import PartitionWriter  # noqa: E402
 from ingest_daemons.naming import SubjectBuilder  # noqa: E402
-from ingest_daemons.parquet.convert import DEFAULT_CHUNK_BYTES  # noqa: E402
 
 ENV, STREAM, KEY = "bench", "BENCH_KALSHI_ECONOMICS", "2026-01-02"
 DAY_START_NS = 1_767_312_000 * 10**9  # 2026-01-02T00:00:00Z
@@ -124,10 +123,11 @@ def child_decompress(path: str) -> dict[str, float]:
 
 
 def child_convert(path: str, out: str, chunk_mb: int) -> dict[str, object]:
-    from ingest_daemons.parquet import KALSHI_TABLES, convert_partition
+    from ingest_daemons.parquet import DEFAULT_CHUNK_BYTES, KALSHI_TABLES, convert_partition
 
     cpu = time.process_time()
-    result = convert_partition(Path(path), Path(out), KALSHI_TABLES, chunk_bytes=chunk_mb << 20)
+    chunk_bytes = (chunk_mb << 20) or DEFAULT_CHUNK_BYTES
+    result = convert_partition(Path(path), Path(out), KALSHI_TABLES, chunk_bytes=chunk_bytes)
     return {"count": result.lines, "seconds": result.duration_s, "msgs_per_s": result.msgs_per_s,
             "python_cpu_s": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb(), "rows": result.rows,
             "rejects": result.rejects, "parquet_bytes": sum(result.file_bytes.values())}
@@ -142,8 +142,7 @@ def run_child(*args: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--chunk-mb", type=int, default=DEFAULT_CHUNK_BYTES >> 20,
-                        help="JSON text per chunk (default: the library's)")
+    parser.add_argument("--chunk-mb", type=int, default=0, help="JSON text per chunk (default 0: the library's)")
     parser.add_argument("--era", choices=("current", "all"), default="current",
                         help="payload shapes: current (since 2026-03-12, default) or all (legacy included)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
