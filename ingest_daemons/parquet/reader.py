@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from isal import isal_zlib
 
-READ_BYTES = 1 << 20  # compressed; a chunk overshoots chunk_bytes by at most one block's text
+READ_BYTES = 256 << 10  # compressed; a chunk overshoots chunk_bytes by at most one block's text (~2.5 MB)
 QUEUE_CHUNKS = 1
 _SUBJECT_HEAD = b'{"seq":'
 _TYPE_SEARCH = 400  # the subject is within the first bytes of a line; so is its type token
