@@ -40,6 +40,7 @@ DEV_KEYS = [
     *(f"gcs/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     "jetstream_streams",
     *(f"parquet/dev/kalshi/{c}" for c in DEV_CATEGORIES),
+    *(f"parquet/dev/kraken/{c}" for c in DEV_KRAKEN),
     *(f"parquet/dev/polymarket/{c}" for c in DEV_POLYMARKET),
     "secmaster/dev/kalshi",
     "secmaster/dev/kraken",

@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from ingest_daemons import wire
 from ingest_daemons.archive import envelope
 from ingest_daemons.config import load_exchanges
 from ingest_daemons.parquet import REJECTS_TABLE, ConversionResult, convert_partition, tables_for, to_arrow_schema
@@ -150,7 +151,7 @@ def test_polymarket_amounts_finer_than_the_column_are_rejected_not_rounded(tmp_p
 
 # ------------------------------------------------------------------------------------- Kraken
 
-KRAKEN_SAMPLES = [  # (subject type, sample file): the adapter's classification names the type
+KRAKEN_SAMPLES = [  # (subject type, sample file), as exchanges/feeds/kraken.yaml names them
     ("ticker", "kraken_ticker.jsonl"),
     ("trade", "kraken_trade.jsonl"),
     ("book", "kraken_book.jsonl"),
@@ -165,11 +166,7 @@ def kraken_frames() -> list[tuple[str, bytes]]:
     out = []
     for kind, name in KRAKEN_SAMPLES:
         for frame in sample_frames(name):
-            if name == "kraken_futures_trade.jsonl" and b'"trade_snapshot"' in frame:
-                kind = "trade_snapshot"
-            elif name == "kraken_futures_book.jsonl" and b'"book_snapshot"' in frame:
-                kind = "book_snapshot"
-            out.append((kind, frame))
+            out.append((kind, frame))  # futures trade_snapshot / book_snapshot go under trade / book
     return out
 
 
@@ -269,8 +266,20 @@ def test_chunk_size_does_not_change_the_venue_tables(feed: str, tmp_path: Path) 
 
 @pytest.mark.parametrize("feed", ["polymarket", "kraken"])
 def test_every_configured_message_type_has_a_table(feed: str) -> None:
-    """The feed YAML's subject types are all taken by a table (Kraken's book also under ``book``,
-    the type the adapter's classification returns)."""
+    """The feed YAML's subject types are all taken by a table."""
     config = load_exchanges(REPO / "exchanges").feeds[feed]
     taken = {t for spec in tables_for(feed) or () for t in spec.subject_types}
     assert {m.subject_type for m in config.message_types.values()} <= taken
+
+
+def test_kraken_integrity_markers_are_typed(tmp_path: Path) -> None:
+    checksum = wire.marker_payload(wire.TYPE_GAP, reason="checksum", channel="book", symbol="BTC/USD",
+                                   expected=3726153463, computed=261162761, resync=True)
+    trade_id = wire.marker_payload(wire.TYPE_GAP, reason="trade_id", channel="trade", symbol="BTC/USD",
+                                   expected=11, got=14, missing=3, resync=False)
+    result = convert(tmp_path, "kraken", [("gap", checksum), ("gap", trade_id)])
+    first, second = pl.read_parquet(result.files["markers"]).sort("seq").to_dicts()
+    assert (first["kind"], first["reason"], first["symbol"], first["expected"], first["computed"], first["resync"]) == (
+        "gap", "checksum", "BTC/USD", 3726153463, 261162761, True)
+    assert (second["reason"], second["expected"], second["got"], second["missing"], second["resync"]) == (
+        "trade_id", 11, 14, 3, False)
