@@ -123,7 +123,7 @@ def desired_streams(env: ResolvedEnvironment) -> list[StreamSpec]:
     specs: list[StreamSpec] = []
     for feed in env.feeds.values():
         categories = [*feed.stream_categories(), naming.UNCATEGORIZED]
-        if feed.feed.lifecycle_channel is not None:
+        if feed.feed.has_lifecycle_stream:
             categories.append(naming.LIFECYCLE)
         seen: set[str] = set()
         for category in categories:

@@ -14,12 +14,14 @@ from Kalshi, and why each piece looks the way it does:
   compact arrays of known events take :meth:`route_batch`, which splits and classifies them from one
   parse (the engine's fast path for multi-element frames).
 - Subjects are per token id. ``new_market`` and ``market_resolved`` name no single token (they list
-  the market's tokens), so they go under the market's condition id.
+  the market's tokens), so they go under the market's condition id; when the feed lists them in
+  ``lifecycle_types`` they go to its ``lifecycle`` stream whatever the market's category, where the
+  lifecycle consumer applies them to the secmaster.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import Any
 
 from ingest_daemons.adapters.polymarket import (
@@ -45,6 +47,7 @@ from ingest_daemons.connector.venue import (
     Routed,
     RoutedElement,
 )
+from ingest_daemons.naming import LIFECYCLE
 
 
 class PolymarketVenue:
@@ -60,8 +63,11 @@ class PolymarketVenue:
         markets_per_command: int = MAX_ASSETS_PER_CONNECTION,
         assets_per_connection: int = MAX_ASSETS_PER_CONNECTION,
         feed: str = "polymarket",
+        lifecycle_types: Collection[str] = (),
     ) -> None:
         self.feed = feed
+        # Market announcements (the feed's ``lifecycle_types``) go to the feed's lifecycle stream.
+        self.lifecycle_types = frozenset(lifecycle_types)
         self.types = subject_types(message_types)
         self.markets_per_command = min(markets_per_command, assets_per_connection)
         self.limit = assets_per_connection
@@ -114,8 +120,8 @@ class PolymarketVenue:
         event_type, token, market = classify(frame)
         subject_type = self.types.get(event_type)
         key = token or market
-        if subject_type is None or key is None:
-            return None
+        if subject_type is None or key is None or event_type in self.lifecycle_types:
+            return None  # lifecycle announcements: classify gives them their stream
         return subject_type, key, None, None
 
     def route_batch(self, frame: bytes) -> list[RoutedElement] | None:
@@ -130,8 +136,8 @@ class PolymarketVenue:
             event_type, token, market = classify_value(value)
             subject_type = types.get(event_type)
             key = token or market
-            if subject_type is None or key is None:
-                return None
+            if subject_type is None or key is None or event_type in self.lifecycle_types:
+                return None  # a lifecycle announcement among them: classify gives it its stream
             out.append((payload, subject_type, key))
         return out
 
@@ -147,7 +153,9 @@ class PolymarketVenue:
                 out.append(Message(FrameKind.UNPARSED, UNPARSED, None, None, None, payload))
                 continue
             # A type the config does not name (one the exchange added) is published under its own name.
-            out.append(Message(FrameKind.DATA, types.get(event_type, event_type), key, None, None, payload))
+            category = LIFECYCLE if event_type in self.lifecycle_types else None
+            out.append(Message(FrameKind.DATA, types.get(event_type, event_type), key, None, None, payload,
+                               category=category))
         return out
 
     def on_control(self, message: Message) -> ControlOutcome:

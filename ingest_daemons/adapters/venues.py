@@ -45,7 +45,7 @@ def venue_factory(feed: FeedConfig, credentials: KalshiCredentials | None = None
         per_socket = min(feed.limits.markets_per_connection, MAX_ASSETS_PER_CONNECTION)
 
         def polymarket(channels: Sequence[str]) -> VenueProtocol:
-            return PolymarketVenue(types, per_command, per_socket, feed.name)
+            return PolymarketVenue(types, per_command, per_socket, feed.name, feed.lifecycle_types)
 
         return polymarket
     raise ValueError(f"feed {feed.name}: no venue module speaks protocol {feed.protocol!r}")

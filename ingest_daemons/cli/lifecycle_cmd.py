@@ -1,4 +1,4 @@
-"""``ssmd lifecycle``: apply the Kalshi lifecycle stream to the secmaster until SIGTERM."""
+"""``ssmd lifecycle``: apply a feed's lifecycle stream to the secmaster until SIGTERM."""
 
 from __future__ import annotations
 
@@ -23,16 +23,20 @@ from ingest_daemons.secmaster.lifecycle import (
     LifecycleConsumer,
     LifecycleOptions,
 )
+from ingest_daemons.secmaster.lifecycle_frames import FrameParser, parse_frame
+from ingest_daemons.secmaster.polymarket_lifecycle import parse_polymarket_frame
 from ingest_daemons.secmaster.postgres import secmaster_database
 
 DEFAULT_METRICS_PORT = 9467
+# How each feed's lifecycle messages read; a venue with a lifecycle stream adds its parser here.
+LIFECYCLE_PARSERS: dict[str, FrameParser] = {"kalshi": parse_frame, "polymarket": parse_polymarket_frame}
 
 
 def register(sub: Any) -> None:
     parser = add_command(
         sub,
         "lifecycle",
-        help="apply Kalshi lifecycle messages (new, paused, settled markets...) to the secmaster in real time",
+        help="apply lifecycle messages (new, paused, settled markets...) to the secmaster in real time",
         description=(
             "Read {ENV}_KALSHI_LIFECYCLE (filled by `ssmd connector --lifecycle`) through the durable\n"
             "consumer ssmd_lifecycle_{env} and apply each message to the secmaster: `created` inserts\n"
@@ -41,6 +45,9 @@ def register(sub: Any) -> None:
             "Each message is applied exactly once: the stream position is stored in the same\n"
             "transaction as the rows. Every --sweep-interval seconds, `initialized` markets whose open\n"
             "time passed become `active` (Kalshi announces no scheduled open).\n\n"
+            "--feed polymarket reads {ENV}_POLYMARKET_LIFECYCLE (new_market / market_resolved, stored there by\n"
+            "the Polymarket connectors): new_market inserts the event, market and tokens where missing,\n"
+            "market_resolved closes the tokens with result won/lost.\n\n"
             "The stream must exist (`ssmd streams apply`). Database: --database-url, else\n"
             "$SSMD_LIFECYCLE_DATABASE_URL (this service's own least-privilege user), else $DATABASE_URL,\n"
             "else the embedded PostgreSQL under the data directory. /healthz /readyz /metrics on\n"
@@ -48,11 +55,14 @@ def register(sub: Any) -> None:
         ),
         examples=(
             "  ssmd lifecycle --env dev\n"
+            "  ssmd lifecycle --env dev --feed polymarket --metrics-port 9472\n"
             "  SSMD_LIFECYCLE_DATABASE_URL=postgresql://ssmd_lifecycle@db/ssmd \\\n"
             "    ssmd lifecycle --env prod --metrics-port 9467\n"
         ),
     )
     add_daemon_args(parser, DEFAULT_METRICS_PORT, database=True)
+    parser.add_argument("--feed", default="kalshi", choices=sorted(LIFECYCLE_PARSERS),
+                        help="feed whose lifecycle stream to apply (default: kalshi)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"messages fetched and applied per transaction (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--sweep-interval", type=float, default=DEFAULT_SWEEP_INTERVAL_S,
@@ -68,14 +78,15 @@ def run(args: argparse.Namespace) -> int:
     env = resolve_or_report(args)
     if env is None:
         return 1
-    kalshi = env.feeds.get("kalshi")
-    if kalshi is None or kalshi.feed.lifecycle_channel is None:
-        print(f"environment {env.name!r} has no kalshi feed with a lifecycle channel")
+    feed = env.feeds.get(args.feed)
+    if feed is None or not feed.feed.has_lifecycle_stream:
+        print(f"environment {env.name!r} has no {args.feed} feed with a lifecycle stream")
         return 1
     try:
         with secmaster_database(env.settings, args.database_url, role=ServiceRole.LIFECYCLE) as url:
             options = LifecycleOptions(
-                env=env.name, database_url=url, nats_url=args.nats_url or env.nats_url, feed=kalshi.name,
+                env=env.name, database_url=url, nats_url=args.nats_url or env.nats_url, feed=feed.name,
+                parser=LIFECYCLE_PARSERS[args.feed],
                 batch_size=args.batch_size, sweep_interval_s=args.sweep_interval,
                 metrics_host=args.metrics_host, metrics_port=args.metrics_port,
             )

@@ -110,6 +110,10 @@ class FeedConfig(_Model):
     # A channel carrying every market's lifecycle with no market filter (Kalshi: market_lifecycle_v2):
     # run by one unsharded connector (`ssmd connector --lifecycle`) into its own {ENV}_{FEED}_LIFECYCLE stream.
     lifecycle_channel: str | None = None
+    # Message types that announce or finish markets on the market-data channels themselves (Polymarket's
+    # new_market, market_resolved): whichever connection receives them stores them in {ENV}_{FEED}_LIFECYCLE,
+    # where `ssmd lifecycle --feed F` applies them to the secmaster.
+    lifecycle_types: list[str] = Field(default_factory=list)
     message_types: dict[str, MessageTypeConfig] = Field(min_length=1)
     # Venues that tag events instead of naming a category (Polymarket's Gamma tags): tag slug or
     # label (case-insensitive) → one of `categories`. An event takes the category of its first
@@ -123,6 +127,18 @@ class FeedConfig(_Model):
         if self.lifecycle_channel is not None and self.lifecycle_channel not in self.channels.available:
             raise ValueError(f"lifecycle_channel {self.lifecycle_channel!r} is not in channels.available")
         return self
+
+    @model_validator(mode="after")
+    def _lifecycle_types_are_message_types(self) -> FeedConfig:
+        unknown = sorted(set(self.lifecycle_types) - set(self.message_types))
+        if unknown:
+            raise ValueError(f"lifecycle_types {unknown} are not in message_types {sorted(self.message_types)}")
+        return self
+
+    @property
+    def has_lifecycle_stream(self) -> bool:
+        """Whether the feed stores anything in {ENV}_{FEED}_LIFECYCLE (a lifecycle channel or lifecycle types)."""
+        return self.lifecycle_channel is not None or bool(self.lifecycle_types)
 
     @model_validator(mode="after")
     def _category_tags_name_categories(self) -> FeedConfig:

@@ -438,7 +438,7 @@ class VenueSession:
                 await self._publish_message(message, received_ns)
 
     async def _publish_message(self, message: Message, received_ns: int) -> None:
-        category = self.directory.category_of(message.market)
+        category = message.category or self.directory.category_of(message.market)
         seq = message.seq
         if seq is not None:
             last = self._last_seq.get(message.seq_key)

@@ -50,6 +50,9 @@ class Message(NamedTuple):
     payload: bytes
     control: Any = None  # the venue's own view of a CONTROL message, handed back to on_control
     gap: Gap | None = None  # a DATA message that proves the book is wrong (a checksum mismatch): mark and resync
+    # The stream category of a DATA message whatever its market's (a venue's market announcements → the
+    # feed's ``lifecycle`` stream); None: the market's category from the directory.
+    category: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,12 @@
-"""The lifecycle consumer: ``{ENV}_KALSHI_LIFECYCLE`` → secmaster in real time, each message applied once.
+"""The lifecycle consumer: ``{ENV}_{FEED}_LIFECYCLE`` → secmaster in real time, each message applied once.
 
-``ssmd connector --lifecycle`` stores every Kalshi lifecycle frame in the stream; this process reads
-it through a durable pull consumer (``ssmd_lifecycle_{env}``) and applies each message to the
-``markets``/``events`` tables (:mod:`lifecycle_frames` says what a frame means, :mod:`lifecycle_store`
-writes it), so a new market is in the secmaster — and on the CDC stream — within a second of
-Kalshi announcing it, not at the next REST sync.
+``ssmd connector --lifecycle`` stores every Kalshi lifecycle frame in the stream (Polymarket's
+connectors store their ``new_market`` / ``market_resolved`` there, the feed's ``lifecycle_types``);
+this process reads it through a durable pull consumer (``ssmd_lifecycle_{env}``) and applies each
+message to the secmaster tables (the feed's parser — :mod:`lifecycle_frames` for Kalshi,
+:mod:`polymarket_lifecycle` for Polymarket — says what a frame means, :mod:`lifecycle_store` writes
+it), so a new market is in the secmaster — and on the CDC stream — within a second of the exchange
+announcing it, not at the next REST sync. Everything below holds for every feed.
 
 Exactly once, whatever dies when: the stream sequence of the last applied message is stored in
 ``secmaster_lifecycle_progress`` in the same transaction as the row changes, and a message at or
@@ -57,9 +59,11 @@ from ingest_daemons.secmaster.lifecycle_frames import (
     UNKNOWN,
     Change,
     EventAnnounced,
+    FrameParser,
     MarketChanged,
     MarketCreated,
     NotApplied,
+    RowsAnnounced,
     parse_frame,
 )
 from ingest_daemons.secmaster.lifecycle_metrics import LifecycleMetrics
@@ -91,6 +95,9 @@ class LifecycleOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no HTTP endpoints (library use)
     apply_migrations: bool = True
+    # How this feed's stored lifecycle messages read (Kalshi's market_lifecycle_v2 by default; Polymarket:
+    # :func:`~ingest_daemons.secmaster.polymarket_lifecycle.parse_polymarket_frame`).
+    parser: FrameParser = parse_frame
 
     @property
     def stream(self) -> str:
@@ -237,7 +244,7 @@ class LifecycleConsumer:
 
     def _consumer_config(self) -> js_api.ConsumerConfig:
         return js_api.ConsumerConfig(
-            description="ssmd lifecycle: Kalshi lifecycle -> secmaster (position kept in the database)",
+            description=f"ssmd lifecycle: {self.options.feed} lifecycle -> secmaster (position kept in the database)",
             deliver_policy=js_api.DeliverPolicy.ALL, ack_policy=js_api.AckPolicy.EXPLICIT,
             ack_wait=self.options.ack_wait_s, max_deliver=-1, max_ack_pending=DEFAULT_MAX_ACK_PENDING,
             filter_subject=self.options.filter_subject,
@@ -311,7 +318,7 @@ class LifecycleConsumer:
                 self.last_seq = stored
                 return
             for frame in frames:
-                change = parse_frame(frame.subject, frame.headers, frame.data, now)
+                change = self.options.parser(frame.subject, frame.headers, frame.data, now)
                 done.append((frame, change, await self._apply(conn, frame, change)))
             await store.save_progress(conn, self.options.stream, through)
         self.last_seq = through
@@ -330,6 +337,8 @@ class LifecycleConsumer:
                     return await store.create_market(conn, feed, change)
                 if isinstance(change, MarketChanged):
                     return await store.change_market(conn, feed, change)
+                if isinstance(change, RowsAnnounced):
+                    return await store.announce_rows(conn, feed, change)
                 assert isinstance(change, EventAnnounced)
                 return await store.announce_event(conn, feed, change)
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
@@ -348,6 +357,8 @@ class LifecycleConsumer:
             return
         if isinstance(change, EventAnnounced):
             fields: dict[str, Any] = {"event_type": "event_lifecycle", "event_ticker": change.event_ticker}
+        elif isinstance(change, RowsAnnounced):
+            fields = {"event_type": change.event_type, "market": change.market}
         else:
             event_type = "created" if isinstance(change, MarketCreated) else change.event_type
             fields = {"event_type": event_type, "market": change.ticker}

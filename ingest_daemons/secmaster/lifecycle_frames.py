@@ -22,7 +22,7 @@ Rules that are not in the frames themselves:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -87,13 +87,40 @@ class EventAnnounced:
 
 
 @dataclass(frozen=True)
+class RowUpsert:
+    """One secmaster row written by a venue's market announcement (the feed is the consumer's).
+
+    ``fill`` columns are written only where the row holds nothing yet (the REST sync or an earlier
+    message may be ahead of this one; an insert takes them all); ``overwrite`` columns are always
+    written (a resolution's status and result).
+    """
+
+    table: str  # series, events or markets
+    key: dict[str, Any]
+    fill: dict[str, Any] = field(default_factory=dict)
+    overwrite: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowsAnnounced:
+    """A market announced or finished as a whole (Polymarket ``new_market`` / ``market_resolved``): its
+    rows at every level, parents first, applied together."""
+
+    event_type: str
+    market: str
+    upserts: tuple[RowUpsert, ...]
+
+
+@dataclass(frozen=True)
 class NotApplied:
     outcome: str  # MARKER, IGNORED, UNKNOWN or MALFORMED
     kind: str  # message or event type, for the log line
     reason: str = ""
 
 
-Change = MarketCreated | MarketChanged | EventAnnounced | NotApplied
+Change = MarketCreated | MarketChanged | EventAnnounced | RowsAnnounced | NotApplied
+# A feed's reading of one stored lifecycle message: (subject, headers, data, now) -> what it changes.
+FrameParser = Callable[[str, Mapping[str, str] | None, bytes, datetime], Change]
 
 
 def seconds(value: Any) -> datetime | None:
@@ -117,13 +144,21 @@ def _subject_type(subject: str) -> str | None:
         return None
 
 
-def parse_frame(subject: str, headers: Mapping[str, str] | None, data: bytes, now: datetime) -> Change:
-    """What one stored lifecycle message means for the secmaster. ``now`` decides a new market's status."""
+def not_exchange_message(subject: str, headers: Mapping[str, str] | None) -> NotApplied | None:
+    """An ssmd marker or an unparsed frame (any feed's lifecycle stream holds both), else None."""
     subject_type = _subject_type(subject)
     if (headers and wire.HDR_MARKER in headers) or subject_type in wire.MARKER_TYPES:
         return NotApplied(MARKER, subject_type or "marker")
     if subject_type == wire.TYPE_UNPARSED:
         return NotApplied(MALFORMED, wire.TYPE_UNPARSED, "the connector could not classify this frame")
+    return None
+
+
+def parse_frame(subject: str, headers: Mapping[str, str] | None, data: bytes, now: datetime) -> Change:
+    """What one stored Kalshi lifecycle message means for the secmaster. ``now`` decides a new market's status."""
+    skipped = not_exchange_message(subject, headers)
+    if skipped is not None:
+        return skipped
     try:
         frame = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -28,9 +28,11 @@ from ingest_daemons.secmaster.lifecycle_frames import (
     EventAnnounced,
     MarketChanged,
     MarketCreated,
+    RowsAnnounced,
+    RowUpsert,
 )
 from ingest_daemons.secmaster.migrate import COMMIT_ORDER_LOCK, LOCK_CLASS
-from ingest_daemons.secmaster.store import EVENTS, MARKETS
+from ingest_daemons.secmaster.store import EVENTS, MARKETS, POLYMARKET_TABLES
 
 log = get_logger("ssmd.lifecycle")
 
@@ -139,6 +141,52 @@ async def announce_event(conn: AsyncConnection[Any], feed: str, change: EventAnn
         query += sql.SQL("DO NOTHING RETURNING 1")
     _, rows = await _run(conn, query, _params(feed, "event_ticker", change.event_ticker, row))
     return APPLIED if rows else UNCHANGED
+
+
+async def announce_rows(conn: AsyncConnection[Any], feed: str, change: RowsAnnounced) -> str:
+    """Every upsert of the announcement in order (parents first); APPLIED when any row changed.
+
+    Columns are those of the generic tables (migration 0004), so any venue that maps its markets onto
+    the three levels can announce them this way.
+    """
+    changed = False
+    for upsert in change.upserts:
+        changed = await _upsert(conn, feed, upsert) or changed
+    return APPLIED if changed else UNCHANGED
+
+
+async def _upsert(conn: AsyncConnection[Any], feed: str, upsert: RowUpsert) -> bool:
+    spec = POLYMARKET_TABLES[upsert.table]
+    types = dict(spec.columns)
+    ident = sql.Identifier
+    values = {**upsert.fill, **upsert.overwrite}
+    keys = list(upsert.key)
+    columns = [*keys, *values]
+
+    def assign(c: str) -> sql.Composable:
+        if c in upsert.overwrite:
+            return sql.SQL("EXCLUDED.{}").format(ident(c))
+        if c in _NOT_NULL_TEXT:
+            return sql.SQL("coalesce(nullif(t.{0}, ''), EXCLUDED.{0})").format(ident(c))
+        return sql.SQL("coalesce(t.{0}, EXCLUDED.{0})").format(ident(c))
+
+    query = sql.SQL("INSERT INTO {table} AS t (feed, {cols}) VALUES (%(feed)s, {values}) ON CONFLICT ({key}) ").format(
+        table=ident(spec.name),
+        cols=sql.SQL(", ").join(ident(c) for c in columns),
+        values=sql.SQL(", ").join(_param(c, types) for c in columns),
+        key=sql.SQL(", ").join(ident(c) for c in spec.key),
+    )
+    if values:
+        # A write that changes nothing is dropped by the BEFORE UPDATE trigger: no row comes back.
+        query += sql.SQL("DO UPDATE SET ({cols}) = ROW({exprs}) RETURNING 1").format(
+            cols=sql.SQL(", ").join(ident(c) for c in values),
+            exprs=sql.SQL(", ").join(assign(c) for c in values),
+        )
+    else:
+        query += sql.SQL("DO NOTHING RETURNING 1")
+    params = {"feed": feed, **{c: _value(v) for c, v in {**upsert.key, **values}.items()}}
+    _, rows = await _run(conn, query, params)
+    return bool(rows)
 
 
 # ---------------------------------------------------------------------------------------- progress
