@@ -1,7 +1,8 @@
 """Which venue module speaks a feed's protocol (``protocol:`` in ``exchanges/feeds/{feed}.yaml``).
 
 The one place the connector learns about venues: it asks for a factory here and hands it to the
-venue-neutral engine. A new venue adds its branch and nothing else in the connector changes.
+venue-neutral engine. A new venue adds its branch here (and, to follow the secmaster's CDC stream, its
+market statuses in :func:`market_states`) and nothing else in the connector changes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ingest_daemons.adapters.kraken_venue import FUTURES, MARKETS, SPOT, KrakenS
 from ingest_daemons.adapters.polymarket import MAX_ASSETS_PER_CONNECTION
 from ingest_daemons.adapters.polymarket_venue import PolymarketVenue
 from ingest_daemons.config.models import FeedConfig
+from ingest_daemons.connector.secmaster_view import KALSHI_STATES, POLYMARKET_STATES, MarketStates
 from ingest_daemons.connector.venue import VenueProtocol
 
 # One venue object per connection, for the channels that connection serves.
@@ -82,3 +84,12 @@ def all_markets_venue_factory(feed: FeedConfig, credentials: KalshiCredentials |
 
         return kalshi
     raise ValueError(f"feed {feed.name}: protocol {feed.protocol!r} has no all-markets subscription")
+
+
+def market_states(feed: FeedConfig) -> MarketStates:
+    """The feed's market statuses in the secmaster: which ones the CDC follower subscribes and unsubscribes."""
+    if feed.protocol == "kalshi_v2":
+        return KALSHI_STATES
+    if feed.protocol == "polymarket_clob":
+        return POLYMARKET_STATES
+    raise ValueError(f"feed {feed.name}: no market statuses known for protocol {feed.protocol!r}")

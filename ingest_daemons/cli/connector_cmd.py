@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ingest_daemons.adapters.kalshi_auth import KalshiCredentials, load_credentials
 from ingest_daemons.adapters.kraken_book import DEPTHS
 from ingest_daemons.adapters.kraken_venue import MARKETS as KRAKEN_MARKETS
 from ingest_daemons.adapters.kraken_venue import SPOT
-from ingest_daemons.adapters.venues import all_markets_venue_factory, venue_factory
+from ingest_daemons.adapters.venues import all_markets_venue_factory, market_states, venue_factory
 from ingest_daemons.cli.common import (
     add_command,
     add_env_arg,
@@ -21,18 +22,20 @@ from ingest_daemons.cli.common import (
 from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
 from ingest_daemons.connector.directory import (
     DiscoveredMarket,
-    KalshiCatalog,
+    MarketCatalog,
     MarketDirectory,
     build_directory,
     discover_kalshi_catalog,
 )
-from ingest_daemons.connector.gamma_directory import discover_polymarket_tokens
+from ingest_daemons.connector.gamma_directory import discover_polymarket_catalog
 from ingest_daemons.connector.kraken_directory import discover_kraken_markets
 from ingest_daemons.connector.runner import Connector, ConnectorOptions, shard_markets
+from ingest_daemons.connector.secmaster_catalog import load_catalog
 from ingest_daemons.errors import AuthError
 from ingest_daemons.logs import get_logger
 from ingest_daemons.publisher import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES
 from ingest_daemons.secmaster.errors import RestError
+from ingest_daemons.secmaster.postgres import running_secmaster_url
 
 log = get_logger("ssmd.connector")
 
@@ -63,7 +66,9 @@ def register(sub: Any) -> None:
             "Kraken: one process per market (--market spot|futures, default spot): spot v2 symbols\n"
             "(BTC/USD) from REST AssetPairs, books at the feed's book_depth, checksum-verified on every\n"
             "frame; futures product ids (PF_XBTUSD) from REST instruments. Categories through the feed's\n"
-            "category_tags (default: the market type, spot or futures); no credentials."
+            "category_tags (default: the market type, spot or futures); no credentials.\n\n"
+            "--follow-cdc and --all-markets seed their market categories from the secmaster (--database-url,\n"
+            "$DATABASE_URL, else a running local one) and keep them current from its CDC stream."
         ),
         examples=(
             "  ssmd connector --env dev --feed kalshi\n"
@@ -71,6 +76,7 @@ def register(sub: Any) -> None:
             "  ssmd connector --env prod --feed kalshi --lifecycle --metrics-port 9466\n"
             "  ssmd connector --env dev --feed polymarket\n"
             "  ssmd connector --env dev --feed kraken --market futures --metrics-port 9471\n"
+            "  ssmd connector --env dev --feed polymarket --shard 1 --follow-cdc\n"
             "  ssmd connector --env prod --feed kalshi --all-markets --metrics-port 9468\n"
             "  ssmd connector --env dev --feed kalshi --ws-url ws://127.0.0.1:8765/trade-api/ws/v2 \\\n"
             "      --markets KXBTCD-26FEB1217-T72749.99,FED-23DEC-T3.00\n"
@@ -115,6 +121,10 @@ def register(sub: Any) -> None:
                         help="with --all-markets: replicas share a NATS KV lease with this TTL in seconds; the "
                              "holder publishes, the others stand by and take over when it stops (0 = no lease; "
                              "default: 10)")
+    parser.add_argument("--database-url", default=None,
+                        help="the secmaster, read at start by --follow-cdc and --all-markets to seed market "
+                             "categories (default: $DATABASE_URL, else the local embedded one if it runs; without "
+                             "any, the exchange's REST catalog)")
     parser.add_argument("--no-auth", action="store_true",
                         help="connect without Kalshi auth headers (only for a simulator run with --no-auth)")
     parser.set_defaults(func=run)
@@ -122,7 +132,7 @@ def register(sub: Any) -> None:
 
 async def _markets_and_directory(
     args: argparse.Namespace, feed: ResolvedFeed, rest_url: str | None
-) -> tuple[list[str], MarketDirectory, KalshiCatalog | None]:
+) -> tuple[list[str], MarketDirectory, MarketCatalog | None]:
     explicit = [t.strip() for t in (args.markets or "").split(",") if t.strip()]
     catalog = None
     if feed.feed.protocol == "polymarket_clob":
@@ -145,11 +155,13 @@ async def _markets_and_directory(
 
 async def _polymarket_markets(
     explicit: list[str], feed: ResolvedFeed, rest_url: str | None
-) -> tuple[list[str], MarketDirectory, KalshiCatalog | None]:
+) -> tuple[list[str], MarketDirectory, MarketCatalog | None]:
     discovered: list[DiscoveredMarket] = []
+    catalog = None
     if rest_url:
         try:
-            discovered = await discover_polymarket_tokens(rest_url, feed.feed.category_for_tags, feed.name)
+            catalog = await discover_polymarket_catalog(rest_url, feed.feed.category_for_tags, feed.name)
+            discovered = catalog.markets
         except RestError as exc:
             if not explicit:
                 raise RuntimeError(str(exc)) from None
@@ -157,13 +169,13 @@ async def _polymarket_markets(
                         error=str(exc))
     directory = build_directory(feed.stream_categories(), discovered)
     if explicit:
-        return explicit, directory, None
-    return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory, None
+        return explicit, directory, catalog
+    return [m.ticker for m in discovered if feed.settings.category_passes(m.category)], directory, catalog
 
 
 async def _kraken_markets(
     explicit: list[str], feed: ResolvedFeed, rest_url: str | None, market: str
-) -> tuple[list[str], MarketDirectory, KalshiCatalog | None]:
+) -> tuple[list[str], MarketDirectory, MarketCatalog | None]:
     discovered: list[DiscoveredMarket] = []
     if rest_url:
         try:
@@ -207,9 +219,12 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     kraken_spot = feed.feed.protocol == "kraken_v2" and (args.market or SPOT) == SPOT
     idle = args.idle_timeout or (KRAKEN_SPOT_IDLE_S if kraken_spot else DEFAULT_IDLE_TIMEOUT_S)
-    if args.follow_cdc and feed.feed.protocol != "kalshi_v2":
-        print(f"--follow-cdc is not available for feed {feed.name!r} yet")
-        return 1
+    try:
+        market_states(feed.feed)
+    except ValueError:
+        if args.follow_cdc or args.all_markets:
+            print(f"feed {feed.name!r} cannot follow the secmaster's CDC stream: its venue names no market statuses")
+            return 1
     try:
         credentials = None if args.no_auth or feed.feed.auth.method == "none" else load_credentials()
     except AuthError as exc:
@@ -253,7 +268,21 @@ async def _run(args: argparse.Namespace) -> int:
     # With the registry, every passing market is a candidate and the KV registry decides the shard.
     mine = markets if args.follow_cdc else shard_markets(markets, args.shard, feed.settings.shard_size)
     connector.use_markets(mine, directory, catalog)
+    if args.follow_cdc:
+        connector.catalog_loader = _secmaster_loader(env, feed, args)
     return await connector.run_until_signalled()
+
+
+def _secmaster_loader(env: ResolvedEnvironment, feed: ResolvedFeed,
+                      args: argparse.Namespace) -> Callable[[], Awaitable[MarketCatalog]] | None:
+    """Reads the secmaster's rows for the CDC view, when a secmaster database is reachable."""
+    url = running_secmaster_url(env.settings, args.database_url)
+    if url is None:
+        log.warning("no secmaster database (--database-url, $DATABASE_URL or a running local one); the CDC view "
+                    "starts from the REST catalog", env=env.name, feed=feed.name)
+        return None
+    states = market_states(feed.feed)
+    return lambda: load_catalog(url, feed.name, states)
 
 
 async def _run_all_markets(env: ResolvedEnvironment, feed: ResolvedFeed, args: argparse.Namespace,
@@ -263,8 +292,9 @@ async def _run_all_markets(env: ResolvedEnvironment, feed: ResolvedFeed, args: a
         return 1
     connector = Connector(env, feed, [], build_directory(feed.stream_categories(), []),
                           all_markets_venue_factory(feed.feed, credentials), options)
+    connector.catalog_loader = _secmaster_loader(env, feed, args)
     rest_url = args.rest_url or feed.endpoint.rest
-    if rest_url:
+    if rest_url and connector.catalog_loader is None:
         try:
             connector.catalog = await discover_kalshi_catalog(rest_url)
         except RuntimeError as exc:  # the CDC stream fills the map; until then markets go to uncategorized

@@ -3,8 +3,9 @@
 An all-markets subscription (protocols A3) delivers markets nobody asked for, including ones created a
 second ago, so the category of each frame's market cannot come from a subscription list. It comes
 from an in-memory map — one dictionary get per frame on the hot path (:class:`MarketDirectory`) — that
-this module fills: from the exchange's catalog at start, then from every series, event and market
-change on ``{ENV}_SECMASTER_CDC`` (commit order brings an event's row before its first market's).
+this module fills: from the secmaster's rows at start (:mod:`secmaster_catalog`; the exchange's REST
+catalog only when the connector has no database), then from every series, event and market change on
+``{ENV}_SECMASTER_CDC`` (commit order brings an event's row before its first market's).
 
 A market the map does not know yet goes to ``uncategorized`` and is never dropped; once its secmaster
 row arrives, its later frames go to its category. A market whose category the environment excludes
@@ -27,8 +28,8 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from ingest_daemons.config.models import EnvironmentFeedConfig
-from ingest_daemons.connector.cdc_follower import SecmasterView
-from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
+from ingest_daemons.connector.directory import MarketCatalog, MarketDirectory
+from ingest_daemons.connector.secmaster_view import SecmasterView
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import CDC_FEED, cdc_stream_name
 
@@ -55,7 +56,7 @@ class CategoryMap:
         else:
             self.directory.exclude(ticker, category)
 
-    def seed(self, catalog: KalshiCatalog) -> None:
+    def seed(self, catalog: MarketCatalog) -> None:
         self.view.seed(catalog)
         for market in catalog.markets:
             self.place(market.ticker, market.category)

@@ -9,9 +9,10 @@ unsubscribes accordingly. Each change therefore costs one assignment plus one KV
 owning shard, however many shards there are — rather than every shard reading every change.
 
 A market's category is its series' category. Market rows do not carry it, so the follower keeps a
-small view — event → series and series → category — seeded from the exchange REST API at start and
-kept current from the series and events changes in the same stream (commit order guarantees the
-event's row arrives before its first market's).
+small view (:class:`~ingest_daemons.connector.secmaster_view.SecmasterView`: event → series and series →
+category, and the venue's open/finished statuses) seeded from the secmaster at start and kept current
+from the series and events changes in the same stream (commit order guarantees the event's row arrives
+before its first market's). Nothing here is venue-specific.
 
 The assigner also keeps the shards' load counters honest (:mod:`ingest_daemons.shard_load`): on start
 and every ``reconcile_interval_s`` it compares them with the membership keys, beside the change loop
@@ -23,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from nats.aio.client import Client
@@ -33,7 +34,8 @@ from nats.js import api as js_api
 from nats.js.errors import FetchTimeoutError
 
 from ingest_daemons.config.models import EnvironmentFeedConfig
-from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
+from ingest_daemons.connector.directory import MarketCatalog, MarketDirectory
+from ingest_daemons.connector.secmaster_view import SecmasterView
 from ingest_daemons.logs import get_logger
 from ingest_daemons.naming import CDC_FEED, cdc_stream_name
 from ingest_daemons.shard_load import DEFAULT_RECONCILE_INTERVAL_S, LoadReconciler
@@ -41,57 +43,10 @@ from ingest_daemons.shards import ShardRegistry
 
 log = get_logger("ssmd.cdc_follower")
 
-# Kalshi REST response statuses (protocols A7): trading now, and finished for good.
-OPEN_STATUSES = frozenset({"active", "open"})
-FINISHED_STATUSES = frozenset({"closed", "determined", "disputed", "amended", "finalized", "settled"})
 # The server answers a pull with what is there (it waits only for the first change), so this caps a
 # batch: a burst of up to this many new markets is assigned together (ingest_daemons.shard_assign).
 DEFAULT_FETCH_BATCH = 1024
 WAITING_RETRY_S = 10.0
-
-Action = Literal["add", "remove", "none"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    ticker: str = ""
-    category: str | None = None
-
-
-@dataclass
-class SecmasterView:
-    """Just enough of the secmaster to categorise a market and to know whether it trades."""
-
-    feed: str
-    series_category: dict[str, str | None] = field(default_factory=dict)
-    event_series: dict[str, str] = field(default_factory=dict)
-
-    def seed(self, catalog: KalshiCatalog) -> None:
-        """Start from what the REST API says now; CDC changes then keep it current."""
-        self.series_category.update(catalog.series_category)
-        self.event_series.update(catalog.event_series)
-
-    def category_of_event(self, event_ticker: str) -> str | None:
-        return self.series_category.get(self.event_series.get(event_ticker, ""))
-
-    def apply(self, change: dict[str, Any]) -> Decision:
-        """Update the view from one CDC change and say what it means for subscriptions."""
-        row = change.get("row") or {}
-        if row.get("feed") not in (None, self.feed):
-            return Decision("none")
-        table, op = change.get("table"), change.get("op")
-        if table == "series" and op != "delete":
-            self.series_category[str(row.get("ticker"))] = row.get("category")
-        elif table == "events" and op != "delete":
-            self.event_series[str(row.get("event_ticker"))] = str(row.get("series_ticker"))
-        elif table == "markets":
-            ticker = str(row.get("ticker"))
-            if op == "delete" or row.get("status") in FINISHED_STATUSES:
-                return Decision("remove", ticker)
-            if row.get("status") in OPEN_STATUSES:
-                return Decision("add", ticker, self.category_of_event(str(row.get("event_ticker"))))
-        return Decision("none")
 
 
 class CdcFollower:
@@ -118,7 +73,10 @@ class CdcFollower:
         self.reconciler = LoadReconciler(registry)
         self.reconcile_interval_s = DEFAULT_RECONCILE_INTERVAL_S
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event,
+                  seed: Callable[[], Awaitable[MarketCatalog | None]] | None = None) -> None:
+        """Follow until ``stop``. ``seed`` (the secmaster's rows) is read once the durable consumer exists, so
+        a change committed after the snapshot is delivered, never missed."""
         js = self.nc.jetstream()
         subscription = await js.pull_subscribe(
             f"{self.env}.{CDC_FEED}.cdc.>",
@@ -128,6 +86,9 @@ class CdcFollower:
             config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.ALL, max_ack_pending=10_000,
                                          ack_wait=30, deliver_policy=js_api.DeliverPolicy.NEW),
         )
+        catalog = await seed() if seed is not None else None
+        if catalog is not None:
+            self.view.seed(catalog)
         # Markets that waited before a restart are still waiting: pick them up from KV.
         self.waiting.update(await self.registry.waiting_markets())
         log.info("assigning markets from secmaster changes", env=self.env, durable=self.durable,

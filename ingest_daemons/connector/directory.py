@@ -111,15 +111,17 @@ async def _paged(session: aiohttp.ClientSession, url: str, key: str, params: dic
 
 
 @dataclass(frozen=True)
-class KalshiCatalog:
-    """What the REST API says now: open markets with categories, and the series/event links behind them."""
+class MarketCatalog:
+    """Open markets with their categories, and the series/event links behind them, on the secmaster's three
+    levels (any venue: docs/secmaster.md). From the secmaster itself (:mod:`secmaster_catalog`), else from
+    the exchange's REST API (:func:`discover_kalshi_catalog`, Polymarket's Gamma directory)."""
 
     markets: list[DiscoveredMarket]
     series_category: dict[str, str | None]
     event_series: dict[str, str]
 
 
-async def discover_kalshi_catalog(rest_url: str, status: str = "open") -> KalshiCatalog:
+async def discover_kalshi_catalog(rest_url: str, status: str = "open") -> MarketCatalog:
     """Open markets with their series' category, from ``/series``, ``/events`` and ``/markets``."""
     base = rest_url.rstrip("/")
     timeout = aiohttp.ClientTimeout(total=DEFAULT_REST_TIMEOUT_S)
@@ -136,7 +138,7 @@ async def discover_kalshi_catalog(rest_url: str, status: str = "open") -> Kalshi
             DiscoveredMarket(market["ticker"], event, category_of_series.get(series_of_event.get(event) or ""))
         )
     log.info("discovered markets", rest=base, markets=len(found), series=len(series), events=len(events))
-    return KalshiCatalog(found, category_of_series, series_of_event)
+    return MarketCatalog(found, category_of_series, series_of_event)
 
 
 async def discover_kalshi_markets(rest_url: str, status: str = "open") -> list[DiscoveredMarket]:

@@ -12,18 +12,21 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import psycopg
 from nats.aio.client import Client
 
-from ingest_daemons.adapters.venues import VenueFactory
+from ingest_daemons.adapters.venues import VenueFactory, market_states
 from ingest_daemons.config.settings import ResolvedEnvironment, ResolvedFeed
 from ingest_daemons.connector.category_map import CategoryMap
-from ingest_daemons.connector.cdc_follower import CdcFollower, SecmasterView
-from ingest_daemons.connector.directory import KalshiCatalog, MarketDirectory
+from ingest_daemons.connector.cdc_follower import CdcFollower
+from ingest_daemons.connector.directory import MarketCatalog, MarketDirectory
 from ingest_daemons.connector.lease import KvLease
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
 from ingest_daemons.connector.pool import SessionPool
+from ingest_daemons.connector.secmaster_view import SecmasterView
 from ingest_daemons.connector.session import SessionSettings, VenueSession, ready_reason
 from ingest_daemons.connector.shard_membership import ShardMembership
 from ingest_daemons.connector.stagger import ConnectStagger
@@ -145,7 +148,10 @@ class Connector:
         self.candidates = markets
         self.sessions: list[VenueSession] = []
         self.pool = SessionPool(self.sessions, feed.feed.limits.markets_per_connection, self._open_session)
-        self.catalog: KalshiCatalog | None = None  # set by the caller to seed CDC following
+        self.catalog: MarketCatalog | None = None  # set by the caller to seed CDC following
+        # Set by the caller to seed CDC following from the secmaster itself: called once the CDC
+        # subscription exists, so no change falls between the snapshot and the stream.
+        self.catalog_loader: Callable[[], Awaitable[MarketCatalog]] | None = None
         self.registry: ShardRegistry | None = None
         self.follower: CdcFollower | None = None
         self.category_map: CategoryMap | None = None
@@ -218,7 +224,7 @@ class Connector:
             self.health = HealthServer(self.metrics, self.ready, self.options.metrics_host, self.options.metrics_port)
             await self.health.start()
 
-    def use_markets(self, markets: list[str], directory: MarketDirectory, catalog: KalshiCatalog | None) -> None:
+    def use_markets(self, markets: list[str], directory: MarketDirectory, catalog: MarketCatalog | None) -> None:
         """The discovered candidates; ends the "discovering markets" phase."""
         self.candidates, self.directory, self.catalog = markets, directory, catalog
         self.starting = None
@@ -270,7 +276,7 @@ class Connector:
                                       "exchange subscription", lambda: membership.pending)
                 self._tasks.append(asyncio.create_task(self.membership.run(self.pool), name="membership"))
             if self.is_assigner:
-                view = SecmasterView(self.feed.name)
+                view = SecmasterView(self.feed.name, market_states(self.feed.feed))
                 if self.catalog is not None:
                     view.seed(self.catalog)
                 self.follower = follower = CdcFollower(self._nc, self.env.name, self.feed.settings, view,
@@ -281,7 +287,8 @@ class Connector:
                                       "with room", lambda: len(follower.waiting))
                 self.metrics.gauge_fn("ssmd_shard_load_repairs", "Shard load counters the assigner found off their "
                                       "membership keys and repaired (cumulative)", lambda: follower.reconciler.repairs)
-                self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop), name="cdc-follower"))
+                self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop, self._load_catalog),
+                                                       name="cdc-follower"))
         log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
                  run=self.run_id, connections=len(self.sessions), markets=len(markets),
                  registry=self.registry is not None, follow_cdc=self.membership is not None,
@@ -316,7 +323,8 @@ class Connector:
     async def _map_categories(self) -> None:
         """All markets: categories from the catalog and, following CDC, from every secmaster change after it
         (one dictionary get per frame, never a query)."""
-        self.category_map = categories = CategoryMap(self.directory, self.feed.settings, SecmasterView(self.feed.name))
+        self.category_map = categories = CategoryMap(self.directory, self.feed.settings,
+                                                        SecmasterView(self.feed.name, market_states(self.feed.feed)))
         subscription = None
         if self.options.follow_cdc:
             # Subscribed before the seed is read: no change falls in between.
@@ -324,9 +332,24 @@ class Connector:
         if self.catalog is not None:
             categories.seed(self.catalog)
         if subscription is not None:
+            secmaster = await self._load_catalog()
+            if secmaster is not None:
+                categories.seed(secmaster)
             self.metrics.gauge_fn("ssmd_category_changes_applied", "Secmaster market changes applied to the "
                                   "category map (cumulative)", lambda: categories.applied)
             self._tasks.append(asyncio.create_task(categories.run(subscription, self._follow_stop), name="categories"))
+
+    async def _load_catalog(self) -> MarketCatalog | None:
+        """The secmaster's rows via ``catalog_loader`` (None without one, or when the database cannot be read:
+        the CDC changes then fill the view, and unknown markets go to uncategorized meanwhile)."""
+        if self.catalog_loader is None:
+            return None
+        try:
+            return await self.catalog_loader()
+        except (psycopg.Error, OSError) as exc:
+            log.warning("secmaster not readable; categories from the catalog and CDC changes only", env=self.env.name,
+                        feed=self.feed.name, error=type(exc).__name__)
+            return None
 
     async def _heartbeat_loop(self) -> None:
         """The shard's state into KV every few seconds, for ``ssmd shards status`` and the headroom sensor."""

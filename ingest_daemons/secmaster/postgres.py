@@ -417,3 +417,27 @@ def secmaster_database(settings: Settings, database_url: str | None = None, *, p
             yield server.service_url(admin_url, role)
     finally:
         server.release()
+
+
+def running_secmaster_url(settings: Settings, database_url: str | None = None) -> str | None:
+    """The secmaster's URL, read-only, when one is reachable without starting anything: ``database_url``,
+    else ``$SSMD_READONLY_DATABASE_URL``, else ``$DATABASE_URL``, else the read-only login user on the
+    embedded server under ``settings.data_dir/postgres`` if that server already runs and is migrated.
+
+    For processes that only read the secmaster when it is there (a connector seeding its category
+    view): they must never start a database of their own.
+    """
+    url = database_url or service_url_from_env(ServiceRole.READONLY) or os.environ.get("DATABASE_URL")
+    if url:
+        register_url_secret(url)
+        return url
+    server = EmbeddedPostgres(settings.data_dir / "postgres")
+    port = server._running_port() if (settings.data_dir / "postgres").exists() else None
+    if port is None or not server.password_file.exists():
+        return None
+    server.port = port
+    try:
+        return server.service_url(server.url(DEFAULT_DATABASE), ServiceRole.READONLY)
+    except (psycopg.Error, OSError) as exc:  # not migrated yet (no roles), or the database is not there
+        log.warning("local secmaster not readable yet", error=type(exc).__name__)
+        return None
