@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
             "    unsharded Kalshi lifecycle connector (market_lifecycle_v2) into its own stream, the\n"
             "    unsharded all-markets connector (the feed's channels with scope `all`: ticker, trade),\n"
             "  - when the environment runs polymarket on a local endpoint: the Polymarket simulator, a Gamma\n"
-            "    sync into the secmaster and a Polymarket connector (tokens from Gamma),\n"
+            "    sync into the secmaster, the Polymarket connector shards following the CDC stream like\n"
+            "    Kalshi's, and the lifecycle consumer applying new_market / market_resolved to the secmaster,\n"
             "  - when the environment runs kraken on local endpoints: the spot and futures simulators and\n"
             "    one connector per market (symbols from AssetPairs / instruments, spot books verified),\n"
             "    and a sync of those pairs and instruments into the secmaster,\n"
@@ -151,17 +152,36 @@ def add_polymarket(stack: LocalStack, env: ResolvedEnvironment, args: argparse.N
                      "--markets", str(args.sim_markets), "--rate", str(args.sim_rate)),
         port=url.port,
     )
-    if any(c.name == "postgres" for c in stack.children):
-        stack.add("secmaster-sync-polymarket",
-                  ssmd_command("secmaster", "sync", "--env", env.name, "--feed", "polymarket"),
-                  env=common, oneshot=True)
-    # Tokens and their categories from the simulator's Gamma; no credentials.
-    stack.add(
-        "connector-polymarket",
-        ssmd_command("connector", "--env", env.name, "--feed", "polymarket",
-                     "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
-        env=common,
-    )
+    if not any(c.name == "postgres" for c in stack.children):
+        # No secmaster: one connector with every token of the simulator's Gamma, no credentials.
+        stack.add(
+            "connector-polymarket",
+            ssmd_command("connector", "--env", env.name, "--feed", "polymarket",
+                         "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+            env=common,
+        )
+        return None
+    stack.add("secmaster-sync-polymarket",
+              ssmd_command("secmaster", "sync", "--env", env.name, "--feed", "polymarket"),
+              env=common, oneshot=True)
+    # Like Kalshi: shards from the KV registry, following CDC (new_market -> lifecycle consumer -> secmaster
+    # -> CDC -> a shard's live socket), more shards as the headroom job raises the count file.
+
+    def connector(shard: int) -> ChildProcess:
+        return ChildProcess(
+            f"connector-polymarket-{shard}",
+            ssmd_command("connector", "--env", env.name, "--feed", "polymarket", "--shard", str(shard),
+                         "--follow-cdc", "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+            stack.logs_dir / f"connector-polymarket-{shard}.log", common,
+        )
+
+    stack.children.append(connector(0))
+    stack.follow_shard_count("polymarket", shard_count_path(env.data_dir, "polymarket"), connector)
+    if feed.feed.has_lifecycle_stream:
+        # new_market / market_resolved from the connectors' lifecycle stream into the secmaster.
+        stack.add("lifecycle-polymarket",
+                  ssmd_command("lifecycle", "--env", env.name, "--feed", "polymarket", "--metrics-host", "127.0.0.1",
+                               "--metrics-port", "0"), env=common)
     return None
 
 
@@ -249,7 +269,8 @@ def summary(
     if "sim-polymarket" in names:
         feed = env.feeds["polymarket"]
         lines += [
-            f"  polymarket  simulator {feed.endpoint.ws} (Gamma {feed.endpoint.rest}); connector into "
+            f"  polymarket  simulator {feed.endpoint.ws} (Gamma {feed.endpoint.rest}); connector shard 0 (more as "
+            f"{shard_count_path(env.data_dir, 'polymarket')} grows) into "
             f"{env.name}.polymarket.<category>.json.<type>.<token id>",
         ]
     kraken = sorted(n.removeprefix("sim-kraken-") for n in names if n.startswith("sim-kraken-"))

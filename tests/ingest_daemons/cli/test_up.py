@@ -109,8 +109,10 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     assert "headroom shard: started connector-kalshi-1" in output
     assert "every frame acknowledged" in (tmp_path / "var" / "logs" / "connector-kalshi-1.log").read_text()
     assert (tmp_path / "var" / "keys" / "kalshi-local.key-id").read_text().strip() not in connector_log
-    polymarket_log = (tmp_path / "var" / "logs" / "connector-polymarket.log").read_text()
+    polymarket_log = (tmp_path / "var" / "logs" / "connector-polymarket-0.log").read_text()
     assert "every frame acknowledged" in polymarket_log, polymarket_log[-2000:]
+    assert "assigning markets from secmaster changes" in polymarket_log, "Polymarket shards follow CDC too"
+    assert "lifecycle consumer bound" in (tmp_path / "var" / "logs" / "lifecycle-polymarket.log").read_text()
     assert "secmaster sync done" in (tmp_path / "var" / "logs" / "secmaster-sync-polymarket.log").read_text()
     assert f"{unique_env}.polymarket.<category>" in output
     for market in ("spot", "futures"):
