@@ -23,7 +23,7 @@ from ssmd_dagster.definitions import build_definitions
 REPO = Path(__file__).resolve().parents[2]
 
 DEV_CATEGORIES = ("climate_and_weather", "crypto", "economics", "financials", "lifecycle", "politics", "uncategorized")
-DEV_POLYMARKET = ("crypto", "economics", "politics", "uncategorized")
+DEV_POLYMARKET = ("crypto", "economics", "lifecycle", "politics", "uncategorized")
 DEV_KRAKEN = ("futures", "spot", "uncategorized")
 DEV_KEYS = [
     "archive/dev/kalshi/climate_and_weather",
@@ -52,7 +52,7 @@ PROD_KALSHI = (
     "world",
 )
 PROD_OTHER = ("kraken/futures", "kraken/spot", "kraken/uncategorized", "polymarket/crypto", "polymarket/economics",
-              "polymarket/politics", "polymarket/uncategorized")
+              "polymarket/lifecycle", "polymarket/politics", "polymarket/uncategorized")
 PROD_KEYS = [
     *(f"archive/prod/kalshi/{c}" for c in PROD_KALSHI),
     *(f"archive/prod/{s}" for s in PROD_OTHER),
