@@ -321,8 +321,8 @@ class Connector:
         return True
 
     async def _map_categories(self) -> None:
-        """All markets: categories from the catalog and, following CDC, from every secmaster change after it
-        (one dictionary get per frame, never a query)."""
+        """All markets: categories from the secmaster's rows (``catalog_loader``; else the REST ``catalog``) and,
+        following CDC, from every secmaster change after them (one dictionary get per frame, never a query)."""
         self.category_map = categories = CategoryMap(self.directory, self.feed.settings,
                                                         SecmasterView(self.feed.name, market_states(self.feed.feed)))
         subscription = None
