@@ -55,8 +55,8 @@ from ssmd_dagster.resources import NatsResource
 
 SHARDS_GROUP = "shards"
 CHECK_HEALTHY = "shards_healthy"
-# Feeds whose connectors take their markets from the KV registry (``ssmd connector`` for Kalshi).
-SHARDED_FEEDS = ("kalshi",)
+# Feeds whose connectors take their markets from the KV registry (`ssmd connector --follow-cdc`).
+SHARDED_FEEDS = ("kalshi", "polymarket")
 
 DEFAULT_HEADROOM_AT = 0.80
 DEFAULT_SATURATED_AT = 0.95

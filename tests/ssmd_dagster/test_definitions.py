@@ -45,6 +45,7 @@ DEV_KEYS = [
     "secmaster/dev/kalshi",
     "secmaster/dev/kraken",
     "shards/dev/kalshi",
+    "shards/dev/polymarket",
 ]
 PROD_KALSHI = (
     "climate_and_weather", "companies", "crypto", "economics", "elections", "entertainment", "financials",
@@ -64,6 +65,7 @@ PROD_KEYS = [
     "secmaster/prod/kalshi",
     "secmaster/prod/kraken",
     "shards/prod/kalshi",
+    "shards/prod/polymarket",
 ]
 
 
