@@ -68,7 +68,8 @@ def register(sub: Any) -> None:
             "frame; futures product ids (PF_XBTUSD) from REST instruments. Categories through the feed's\n"
             "category_tags (default: the market type, spot or futures); no credentials.\n\n"
             "--follow-cdc and --all-markets seed their market categories from the secmaster (--database-url,\n"
-            "$DATABASE_URL, else a running local one) and keep them current from its CDC stream."
+            "$SSMD_READONLY_DATABASE_URL, $DATABASE_URL, else a running local one; read-only) and keep them\n"
+            "current from its CDC stream."
         ),
         examples=(
             "  ssmd connector --env dev --feed kalshi\n"
@@ -123,7 +124,8 @@ def register(sub: Any) -> None:
                              "default: 10)")
     parser.add_argument("--database-url", default=None,
                         help="the secmaster, read at start by --follow-cdc and --all-markets to seed market "
-                             "categories (default: $DATABASE_URL, else the local embedded one if it runs; without "
+                             "categories (default: $SSMD_READONLY_DATABASE_URL, else $DATABASE_URL, else the local "
+                             "embedded one if it runs; without "
                              "any, the exchange's REST catalog)")
     parser.add_argument("--no-auth", action="store_true",
                         help="connect without Kalshi auth headers (only for a simulator run with --no-auth)")
@@ -278,8 +280,8 @@ def _secmaster_loader(env: ResolvedEnvironment, feed: ResolvedFeed,
     """Reads the secmaster's rows for the CDC view, when a secmaster database is reachable."""
     url = running_secmaster_url(env.settings, args.database_url)
     if url is None:
-        log.warning("no secmaster database (--database-url, $DATABASE_URL or a running local one); the CDC view "
-                    "starts from the REST catalog", env=env.name, feed=feed.name)
+        log.warning("no secmaster database (--database-url, $SSMD_READONLY_DATABASE_URL, $DATABASE_URL or a running "
+                    "local one); the CDC view starts from the REST catalog", env=env.name, feed=feed.name)
         return None
     states = market_states(feed.feed)
     return lambda: load_catalog(url, feed.name, states)

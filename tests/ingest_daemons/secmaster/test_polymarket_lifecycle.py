@@ -17,11 +17,13 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from ingest_daemons.naming import parse_subject
+from ingest_daemons.secmaster.db_roles import ServiceRole
 from ingest_daemons.secmaster.lifecycle import LifecycleConsumer, LifecycleOptions
 from ingest_daemons.secmaster.lifecycle_frames import APPLIED, UNCHANGED, RowsAnnounced
 from ingest_daemons.secmaster.polymarket_lifecycle import parse_polymarket_frame
 from ingest_daemons.secmaster.polymarket_sync import PolymarketSyncOptions, sync_polymarket
 from tests.fixtures.polymarket import PolymarketBench, PolymarketBenchFactory
+from tests.fixtures.postgres import AsService
 from tests.helpers import wait_until
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -100,14 +102,15 @@ async def until_rows(database_url: str, query: str, params: tuple[Any, ...], wan
 
 
 async def test_new_market_and_its_resolution_reach_the_secmaster_in_real_time(
-    polymarket_bench: PolymarketBenchFactory, secmaster_db: str
+    polymarket_bench: PolymarketBenchFactory, secmaster_db: str, as_service: AsService
 ) -> None:
     bench = await polymarket_bench(markets=4)
     feed = bench.env.feeds["polymarket"]
     await sync_polymarket(secmaster_db, bench.sim.rest_url, feed.feed.category_for_tags,
                           PolymarketSyncOptions(apply_migrations=False))
     await bench.connector.wait_subscribed(10)
-    async with consuming(bench, secmaster_db) as consumer:
+    # As the lifecycle service's own least-privilege user, as deployed.
+    async with consuming(bench, as_service(secmaster_db, ServiceRole.LIFECYCLE)) as consumer:
         existing = bench.sim.markets[0]
         market = await bench.sim.add_market(event_id=existing.event_id)  # an event the secmaster knows
         tokens = await until_rows(secmaster_db, "SELECT * FROM markets WHERE feed = 'polymarket' AND event_ticker = %s "
