@@ -111,13 +111,18 @@ async def test_sync_writer_syncs_and_changes_are_still_captured(
     _denied(sync_url, "DELETE FROM markets")
 
 
-def test_lifecycle_writer_writes_markets_and_its_position_only(secmaster_db: str, as_service: AsService) -> None:
+def test_lifecycle_writer_upserts_reference_rows_and_its_position_only(
+    secmaster_db: str, as_service: AsService
+) -> None:
     lifecycle = as_service(secmaster_db, ServiceRole.LIFECYCLE)
     _insert_market(lifecycle)
     with psycopg.connect(lifecycle, autocommit=True) as conn:
         conn.execute("UPDATE markets SET status = 'closed' WHERE ticker = %s", (MARKET[1],))
         conn.execute("INSERT INTO secmaster_lifecycle_progress (stream, last_seq) VALUES ('S', 3)")
-    _denied(lifecycle, "INSERT INTO series (feed, ticker) VALUES ('kalshi', 'KXROLE')")
+        # Polymarket's new_market inserts its Gamma event (migration 0006).
+        conn.execute("INSERT INTO series (feed, ticker) VALUES ('polymarket', '125819')")
+    _denied(lifecycle, "DELETE FROM series")
+    _denied(lifecycle, "DELETE FROM markets")
     _denied(lifecycle, "DELETE FROM secmaster_cdc_outbox")
 
 
