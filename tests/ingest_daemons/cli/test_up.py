@@ -119,10 +119,11 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
         kraken_log = (tmp_path / "var" / "logs" / f"connector-kraken-{market}.log").read_text()
         assert "every frame acknowledged" in kraken_log, kraken_log[-2000:]
     assert f"{unique_env}.kraken.<spot|futures>" in output
-    # The secmaster services ran as their own least-privilege login users, never the superuser.
+    # The secmaster services ran as their own least-privilege login users, never the superuser; the
+    # connectors following CDC read it as the read-only user (ssmd_dagster, the read-only role's login).
     assert sorted(p.name for p in (tmp_path / "var" / "postgres").glob("ssmd_*.password")) == [
-        "ssmd_cdc.password", "ssmd_lifecycle.password", "ssmd_sync.password"]
-    for service in ("cdc", "lifecycle", "secmaster-sync", "secmaster-sync-kraken"):
+        "ssmd_cdc.password", "ssmd_dagster.password", "ssmd_lifecycle.password", "ssmd_sync.password"]
+    for service in ("cdc", "lifecycle", "lifecycle-polymarket", "secmaster-sync", "secmaster-sync-kraken"):
         service_log = (tmp_path / "var" / "logs" / f"{service}.log").read_text()
         assert "permission denied" not in service_log, service_log[-2000:]
     kraken_sync = (tmp_path / "var" / "logs" / "secmaster-sync-kraken.log").read_text()
