@@ -66,6 +66,33 @@ _HDR_LAST_CONSUMER = b"\r\nNats-Last-Consumer: "
 _HDR_STALLED = b"\r\nNats-Consumer-Stalled: "
 _HDR_RECEIVED = b"\r\nSsmd-Received-Ns: "
 _HDR_MSG_ID = b"\r\nNats-Msg-Id: "
+
+
+def _header_fields(headers: bytes) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """``(msg id, received ns, chunk header)`` of one message's header block, each None when absent.
+
+    The connector writes "Nats-Msg-Id: …\\r\\nSsmd-Received-Ns: …", so one search usually finds both.
+    """
+    msg_id: bytes | None = None
+    start = headers.find(_HDR_MSG_ID)
+    if start >= 0:
+        start += 15
+        cut = headers.find(b"\r", start)
+        msg_id = headers[start:cut]
+        if headers.startswith(_HDR_RECEIVED, cut):
+            start = cut + 20
+        else:
+            start = headers.find(_HDR_RECEIVED)
+            start = start + 20 if start >= 0 else -1
+    else:
+        start = headers.find(_HDR_RECEIVED)
+        start = start + 20 if start >= 0 else -1
+    recv = headers[start : headers.find(b"\r", start)] if start >= 0 else None
+    chunk = (headers[len(_CHUNK_PREFIX) : headers.find(b"\r", len(_CHUNK_PREFIX))]
+             if headers.startswith(_CHUNK_PREFIX) else None)
+    return msg_id, recv, chunk
+
+
 _FRACTION_SCALE = tuple(10 ** (9 - n) for n in range(10))
 _second_base: dict[bytes, int] = {}
 _SECOND_CACHE_LIMIT = 100_000
@@ -518,26 +545,9 @@ class WindowScan:
                     pos = next_pos
                     self._finish(seq, "window_end")
                     break
-                recv: bytes | None = None
-                msg_id: bytes | None = None
-                # The connector writes "Nats-Msg-Id: …\r\nSsmd-Received-Ns: …": one search finds both.
-                start = headers.find(_HDR_MSG_ID)
-                if start >= 0:
-                    start += 15
-                    cut = headers.find(b"\r", start)
-                    msg_id = headers[start:cut]
-                    if headers.startswith(_HDR_RECEIVED, cut):
-                        start = cut + 20
-                    else:
-                        start = headers.find(_HDR_RECEIVED)
-                        start = start + 20 if start >= 0 else -1
-                else:
-                    start = headers.find(_HDR_RECEIVED)
-                    start = start + 20 if start >= 0 else -1
-                if start >= 0:
-                    recv = headers[start : headers.find(b"\r", start)]
-                if headers.startswith(_CHUNK_PREFIX):
-                    chunks[seq] = headers[len(_CHUNK_PREFIX) : headers.find(b"\r", len(_CHUNK_PREFIX))]
+                msg_id, recv, chunk = _header_fields(headers)
+                if chunk is not None:
+                    chunks[seq] = chunk
                 append((seq, ts, subject, recv, data[hend:stop], msg_id))
                 box.last_seq = seq
                 pos = next_pos
@@ -594,24 +604,9 @@ class WindowScan:
                 recv: bytes | None = None
                 msg_id: bytes | None = None
                 if headers is not None:
-                    # The connector writes "Nats-Msg-Id: …\r\nSsmd-Received-Ns: …": one search finds both.
-                    start = headers.find(_HDR_MSG_ID)
-                    if start >= 0:
-                        start += 15
-                        end = headers.find(b"\r", start)
-                        msg_id = headers[start:end]
-                        if headers.startswith(_HDR_RECEIVED, end):
-                            start = end + 20
-                        else:
-                            start = headers.find(_HDR_RECEIVED)
-                            start = start + 20 if start >= 0 else -1
-                    else:
-                        start = headers.find(_HDR_RECEIVED)
-                        start = start + 20 if start >= 0 else -1
-                    if start >= 0:
-                        recv = headers[start : headers.find(b"\r", start)]
-                    if headers.startswith(_CHUNK_PREFIX):
-                        chunks[seq] = headers[len(_CHUNK_PREFIX) : headers.find(b"\r", len(_CHUNK_PREFIX))]
+                    msg_id, recv, chunk = _header_fields(headers)
+                    if chunk is not None:
+                        chunks[seq] = chunk
                 batch.append((seq, ts, subject, recv, payload, msg_id))
                 box.last_seq = seq
                 if pending == 0:  # the last message the stream holds
