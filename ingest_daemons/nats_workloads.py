@@ -2,8 +2,9 @@
 
 A deployed process does more than its base role: a Kalshi shard 0 connector follows the CDC stream
 through a durable consumer (``--follow-cdc``), the all-markets connector holds a lease in a KV
-bucket and keeps a category map from an ordered consumer on the CDC stream, and the lifecycle
-consumer (``ssmd lifecycle``) reads its feed's lifecycle stream through a durable consumer. Each
+bucket and keeps a category map from an ordered consumer on the CDC stream, and each lifecycle
+consumer (``ssmd lifecycle --feed F``, one per feed with a lifecycle stream, each its own user) reads
+its feed's lifecycle stream through a durable consumer. Each
 extra is a narrow grant on one named stream or bucket, never stream management (the lease bucket's
 own creation excepted: the lease makes it on first use).
 
@@ -25,7 +26,8 @@ from ingest_daemons.nats_roles import (
 )
 
 _JS = "$JS.API"
-LIFECYCLE_FEED = "kalshi"  # the one feed with a lifecycle stream today
+# Feeds whose {ENV}_{FEED}_LIFECYCLE stream an `ssmd lifecycle --feed F` applies (lifecycle_cmd.LIFECYCLE_PARSERS).
+LIFECYCLE_FEEDS = ("kalshi", "polymarket")
 
 
 def durable_reader(stream: str) -> tuple[str, ...]:
@@ -59,6 +61,12 @@ def lease_holder(env: str) -> tuple[str, ...]:
     )
 
 
+def lifecycle_user(feed: str) -> str:
+    """The NATS user of ``feed``'s lifecycle consumer. Kalshi's, the first, keeps the name ``lifecycle`` so
+    the Secret and ConfigMap key a running deployment holds stay valid."""
+    return "lifecycle" if feed == "kalshi" else f"lifecycle-{feed}"
+
+
 def _merge(*parts: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(subject for part in parts for subject in part))
 
@@ -76,8 +84,10 @@ def workload_permissions(env: str, feeds: Sequence[str]) -> dict[str, Permission
         users[f"connector-{feed}"] = Permissions(
             publish=_merge(base.publish, durable_reader(cdc_stream), lease_holder(env)), subscribe=base.subscribe)
     users["cdc"] = cdc_permissions(env)
-    lifecycle_stream = naming.stream_name(env, LIFECYCLE_FEED, naming.LIFECYCLE)
-    users["lifecycle"] = Permissions(publish=durable_reader(lifecycle_stream))
+    for feed in LIFECYCLE_FEEDS:
+        if feed in feeds:  # each reads its own feed's stream only: a Kalshi consumer cannot touch Polymarket's
+            users[lifecycle_user(feed)] = Permissions(
+                publish=durable_reader(naming.stream_name(env, feed, naming.LIFECYCLE)))
     users["archiver"] = archiver_permissions()
     users["dagster"] = None
     return users

@@ -7,18 +7,21 @@ storage before JetStream would refuse the new stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from nats.js import api as js_api
 
 from ingest_daemons.archive import ArchiveReadError
 from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.config import Settings, resolve_environment
+from ingest_daemons.nats_client import connect_once
 from ingest_daemons.nats_nkeys import KeyPair, create_user_seed
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.nats_settings import NatsSettings
@@ -151,23 +154,74 @@ def _chart_config(values: dict[str, Any]) -> str:
     return "authorization: " + re.sub(r'"<< (\$\w+) >>"', r"\1", text) + "\n"
 
 
-def test_a_real_server_runs_the_values_authorization(
-    values: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture(scope="module")
+def values_server(values: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValuesServer]:
+    """A real nats-server with the values' authorization block, each user's public key as the ConfigMap
+    provides it; the seeds as the workloads' Secrets hold them."""
     seeds = {}
-    for variable in values["container"]["env"]:
-        seeds[_user_of(variable)] = seed = create_user_seed()
-        monkeypatch.setenv(variable, KeyPair(seed).public_key)  # what the ConfigMap provides
-    with NatsServer(tmp_path / "nats", config_lines=[_chart_config(values)]) as server:
-        def client(user: str) -> NatsWireClient:
-            return NatsWireClient(NatsSettings.parse(server.url, nkey_seed=seeds[user]), timeout_s=5)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for variable in values["container"]["env"]:
+            seeds[_user_of(variable)] = seed = create_user_seed()
+            monkeypatch.setenv(variable, KeyPair(seed).public_key)
+        with NatsServer(tmp_path_factory.mktemp("nats"), config_lines=[_chart_config(values)]) as server:
+            yield ValuesServer(server, seeds)
 
-        with client("dagster") as admin:
-            created = admin.api_request("$JS.API.STREAM.CREATE.PROD_KALSHI_X",
-                                        {"name": "PROD_KALSHI_X", "subjects": ["prod.kalshi.x.>"]})
-            assert "error" not in created, created
-        with client("connector-kalshi") as connector:
-            assert connector.api_request("$JS.API.INFO").get("type", "").endswith("account_info_response")
-            connector.publish(b"$JS.API.STREAM.DELETE.PROD_KALSHI_X", b"")
-            with pytest.raises(ArchiveReadError, match="Permissions Violation"):
-                connector.api_request("$JS.API.INFO")
+
+class ValuesServer:
+    def __init__(self, server: NatsServer, seeds: dict[str, str]) -> None:
+        self.server, self.seeds = server, seeds
+
+    def settings(self, user: str) -> NatsSettings:
+        return NatsSettings.parse(self.server.url, nkey_seed=self.seeds[user])
+
+    def client(self, user: str) -> NatsWireClient:
+        return NatsWireClient(self.settings(user), timeout_s=5)
+
+
+def test_a_real_server_runs_the_values_authorization(values_server: ValuesServer) -> None:
+    with values_server.client("dagster") as admin:
+        created = admin.api_request("$JS.API.STREAM.CREATE.PROD_KALSHI_X",
+                                    {"name": "PROD_KALSHI_X", "subjects": ["prod.kalshi.x.>"]})
+        assert "error" not in created, created
+    with values_server.client("connector-kalshi") as connector:
+        assert connector.api_request("$JS.API.INFO").get("type", "").endswith("account_info_response")
+        connector.publish(b"$JS.API.STREAM.DELETE.PROD_KALSHI_X", b"")
+        with pytest.raises(ArchiveReadError, match="Permissions Violation"):
+            connector.api_request("$JS.API.INFO")
+
+
+def test_the_polymarket_lifecycle_user_consumes_its_stream_and_nothing_else(values_server: ValuesServer) -> None:
+    """ssmd-lifecycle-polymarket's nkey, as the chart configures it: it binds its durable consumer on
+    PROD_POLYMARKET_LIFECYCLE (filled by connector-polymarket), fetches, acknowledges and reads single
+    messages; Kalshi's lifecycle stream and every data subject are refused."""
+    stream, subject = "PROD_POLYMARKET_LIFECYCLE", "prod.polymarket.lifecycle.>"
+
+    async def consume() -> tuple[list[bytes], bytes]:
+        admin = await connect_once(values_server.settings("dagster"), "test-admin")
+        connector = await connect_once(values_server.settings("connector-polymarket"), "test-connector")
+        consumer = await connect_once(values_server.settings("lifecycle-polymarket"), "test-lifecycle")
+        try:
+            for name, subjects in ((stream, [subject]), ("PROD_KALSHI_LIFECYCLE", ["prod.kalshi.lifecycle.>"])):
+                await admin.jetstream().add_stream(js_api.StreamConfig(name=name, subjects=subjects, allow_direct=True))
+            for i in range(2):
+                await connector.jetstream().publish(f"prod.polymarket.lifecycle.json.lifecycle.0x{i}", b"%d" % i)
+            js = consumer.jetstream(timeout=5)
+            await js.stream_info(stream)
+            psub = await js.pull_subscribe(subject, durable="ssmd_lifecycle_prod", stream=stream)
+            batch = await psub.fetch(2, timeout=5)
+            for message in batch:
+                await message.ack_sync(timeout=5)
+            direct = await js.get_msg(stream, 1)
+            return [m.data for m in batch], direct.data or b""
+        finally:
+            for client in (admin, connector, consumer):
+                await client.close()
+
+    assert asyncio.run(consume()) == ([b"0", b"1"], b"0")
+    for refused in ("$JS.API.CONSUMER.DURABLE.CREATE.PROD_KALSHI_LIFECYCLE.ssmd_lifecycle_prod",
+                    "$JS.API.STREAM.INFO.PROD_KALSHI_LIFECYCLE", f"$JS.API.STREAM.PURGE.{stream}",
+                    "prod.polymarket.lifecycle.json.lifecycle.0x9", "prod.polymarket.crypto.json.book.1"):
+        with values_server.client("lifecycle-polymarket") as client:
+            client.publish(refused.encode(), b"{}")
+            with pytest.raises(ArchiveReadError, match=f'Permissions Violation for Publish to "{re.escape(refused)}"'):
+                client.api_request("$JS.API.INFO")

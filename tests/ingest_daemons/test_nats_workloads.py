@@ -3,19 +3,23 @@
 A real nats-server with exactly the users of a deployment (passwords here; production uses nkeys
 with the same permissions); every client call is the one the workload makes: the assigner's durable
 pull consumer and the category map's ordered consumer on the CDC stream, the all-markets lease,
-the lifecycle consumer's durable consumer and direct reads, and the Kraken connectors themselves
-(both markets, against their simulators) publishing as ``connector-kraken``.
+each lifecycle consumer's durable consumer and direct reads on its own feed's stream, the Kraken
+connectors themselves (both markets, against their simulators) publishing as ``connector-kraken``, and
+Polymarket's whole CDC path as Kubernetes runs it (the shards with ``--follow-cdc``, ``ssmd lifecycle
+--feed polymarket`` and ``ssmd cdc``), each process as its own user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import nats
+import orjson
 import pytest
 from nats.js import api as js_api
 
@@ -25,19 +29,32 @@ from ingest_daemons.archive import ArchiveReadError
 from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.connector.directory import build_directory
+from ingest_daemons.connector.gamma_directory import discover_polymarket_tokens
 from ingest_daemons.connector.kraken_directory import discover_kraken_markets
 from ingest_daemons.connector.lease import KvLease
 from ingest_daemons.connector.runner import Connector, ConnectorOptions
+from ingest_daemons.connector.secmaster_catalog import load_catalog
+from ingest_daemons.connector.secmaster_view import POLYMARKET_STATES
 from ingest_daemons.nats_roles import RoleUser, authorization_block
 from ingest_daemons.nats_runner import NatsServer
 from ingest_daemons.nats_settings import NatsSettings
-from ingest_daemons.nats_workloads import workload_permissions
-from ingest_daemons.streams import apply_plan, desired_streams, observe, plan
+from ingest_daemons.nats_workloads import LIFECYCLE_FEEDS, lifecycle_user, workload_permissions
+from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
+from ingest_daemons.secmaster.db_roles import ServiceRole
+from ingest_daemons.secmaster.lifecycle import LifecycleConsumer, LifecycleOptions
+from ingest_daemons.secmaster.lifecycle_frames import APPLIED
+from ingest_daemons.secmaster.polymarket_lifecycle import parse_polymarket_frame
+from ingest_daemons.secmaster.polymarket_sync import PolymarketSyncOptions, sync_polymarket
+from ingest_daemons.shards import ShardRegistry
+from ingest_daemons.streams import apply_plan, desired_streams, observe, plan, reconcile
 from tests.fixtures.config import WriteEnv
 from tests.fixtures.kalshi import assert_stored_exactly_once, stored_messages
 from tests.fixtures.kraken import KrakenSimFactory, kraken_endpoints
+from tests.fixtures.polymarket import PolymarketSimFactory
+from tests.fixtures.postgres import AsService
 from tests.helpers import wait_until
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV = "wl"
 FEEDS = ("kalshi", "polymarket", "kraken")
 
@@ -57,14 +74,19 @@ class Deployment:
         return self.server.url.replace("nats://", f"nats://{user}:{self.passwords[user]}@", 1)
 
 
+@contextlib.contextmanager
+def deployed_server(directory: Path, env: str) -> Iterator[Deployment]:
+    """A nats-server with exactly the users of a deployment of ``env`` (every feed)."""
+    passwords = {user: secrets.token_urlsafe(12) for user in workload_permissions(env, FEEDS)}
+    users = [RoleUser(user, permissions, user=user, password=passwords[user])
+             for user, permissions in workload_permissions(env, FEEDS).items()]
+    with NatsServer(directory, config_lines=[authorization_block(users)]) as server:
+        yield Deployment(server, passwords)
+
+
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    passwords = {user: secrets.token_urlsafe(12) for user in workload_permissions(ENV, FEEDS)}
-    users = [RoleUser(user, permissions, user=user, password=passwords[user])
-             for user, permissions in workload_permissions(ENV, FEEDS).items()]
-    directory: Path = tmp_path_factory.mktemp("nats-workloads")
-    with NatsServer(directory, config_lines=[authorization_block(users)]) as server:
-        deployment = Deployment(server, passwords)
+    with deployed_server(tmp_path_factory.mktemp("nats-workloads"), ENV) as deployment:
         asyncio.run(_provision(deployment))
         yield deployment
 
@@ -72,6 +94,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 CDC = naming.cdc_stream_name(ENV)
 LIFECYCLE = naming.stream_name(ENV, "kalshi", naming.LIFECYCLE)
 LIFECYCLE_SUBJECT = naming.stream_subjects(ENV, "kalshi", naming.LIFECYCLE)[0]
+POLY_LIFECYCLE = naming.stream_name(ENV, "polymarket", naming.LIFECYCLE)
+POLY_LIFECYCLE_SUBJECT = naming.stream_subjects(ENV, "polymarket", naming.LIFECYCLE)[0]
 KRAKEN_SPOT = naming.stream_name(ENV, "kraken", "spot")
 
 
@@ -81,9 +105,12 @@ async def _provision(deployment: Deployment) -> None:
         js = nc.jetstream()
         await js.add_stream(js_api.StreamConfig(name=CDC, subjects=[f"{ENV}.secmaster.cdc.>"], allow_direct=True))
         await js.add_stream(js_api.StreamConfig(name=LIFECYCLE, subjects=[LIFECYCLE_SUBJECT], allow_direct=True))
+        await js.add_stream(js_api.StreamConfig(name=POLY_LIFECYCLE, subjects=[POLY_LIFECYCLE_SUBJECT],
+                                                allow_direct=True))
         for i in range(3):
             await js.publish(f"{ENV}.secmaster.cdc.markets.insert", f'{{"id":{i}}}'.encode())
             await js.publish(LIFECYCLE_SUBJECT.replace(">", "json.lifecycle.M"), f'{{"n":{i}}}'.encode())
+            await js.publish(POLY_LIFECYCLE_SUBJECT.replace(">", "json.lifecycle.0xc"), f'{{"p":{i}}}'.encode())
     finally:
         await nc.close()
 
@@ -145,22 +172,46 @@ def test_the_all_markets_lease_is_taken_and_released(deployment: Deployment) -> 
     asyncio.run(run())
 
 
-def test_the_lifecycle_consumer_reads_acks_and_fills_gaps(deployment: Deployment) -> None:
+@pytest.mark.parametrize(("feed", "second"), [("kalshi", b'{"n":1}'), ("polymarket", b'{"p":1}')])
+def test_the_lifecycle_consumer_reads_acks_and_fills_gaps(deployment: Deployment, feed: str, second: bytes) -> None:
+    """Each feed's consumer (`ssmd lifecycle --feed F`) as its own user, on its own feed's stream."""
+    stream = naming.stream_name(ENV, feed, naming.LIFECYCLE)
+
     async def run() -> tuple[int, bytes]:
-        nc = await deployment.connect("lifecycle")
+        nc = await deployment.connect(lifecycle_user(feed))
         try:
             js = nc.jetstream(timeout=5)
-            info = await js.stream_info(LIFECYCLE)
-            psub = await js.pull_subscribe(LIFECYCLE_SUBJECT, durable=f"ssmd_lifecycle_{ENV}", stream=LIFECYCLE)
+            info = await js.stream_info(stream)
+            psub = await js.pull_subscribe(naming.stream_subjects(ENV, feed, naming.LIFECYCLE)[0],
+                                           durable=f"ssmd_lifecycle_{ENV}", stream=stream)
             batch = await psub.fetch(3, timeout=5)
             for message in batch:
                 await message.ack_sync(timeout=5)
-            gap = await js.get_msg(LIFECYCLE, 2)
+            gap = await js.get_msg(stream, 2)
             return info.state.messages, gap.data or b""
         finally:
             await nc.close()
 
-    assert asyncio.run(run()) == (3, b'{"n":1}')
+    assert asyncio.run(run()) == (3, second)
+
+
+def test_every_feed_with_a_lifecycle_stream_has_its_own_lifecycle_user() -> None:
+    """A user per lifecycle consumer `ssmd lifecycle --feed F` can run, none shared, each for its feed only."""
+    from ingest_daemons.cli.lifecycle_cmd import LIFECYCLE_PARSERS
+
+    settings = Settings.from_env(exchanges_dir=REPO_ROOT / "exchanges", env_name="prod")
+    with_stream = {name for name, feed in resolve_environment(settings).feeds.items() if feed.feed.has_lifecycle_stream}
+    assert set(LIFECYCLE_FEEDS) == set(LIFECYCLE_PARSERS) == with_stream
+    users = workload_permissions(ENV, FEEDS)
+    assert [u for u in users if u.startswith("lifecycle")] == ["lifecycle", "lifecycle-polymarket"]
+    for feed in LIFECYCLE_FEEDS:
+        permissions = users[lifecycle_user(feed)]
+        assert permissions is not None
+        stream = naming.stream_name(ENV, feed, naming.LIFECYCLE)
+        # Every grant but the account info names the feed's own lifecycle stream; nothing to publish data to.
+        assert [g for g in permissions.publish if stream not in g.split(".")] == ["$JS.API.INFO"], feed
+        assert permissions.subscribe == ("_INBOX.>",), feed
+    assert "lifecycle-polymarket" not in workload_permissions(ENV, ("kalshi", "kraken"))
 
 
 @pytest.mark.parametrize(
@@ -174,6 +225,17 @@ def test_the_lifecycle_consumer_reads_acks_and_fills_gaps(deployment: Deployment
         ("lifecycle", f"$JS.API.CONSUMER.DURABLE.CREATE.{CDC}.x"),
         ("lifecycle", f"$JS.API.STREAM.PURGE.{LIFECYCLE}"),
         ("cdc", f"$JS.API.CONSUMER.DURABLE.CREATE.{LIFECYCLE}.x"),
+        ("lifecycle", f"$JS.API.CONSUMER.DURABLE.CREATE.{POLY_LIFECYCLE}.x"),
+        ("lifecycle", f"$JS.API.STREAM.INFO.{POLY_LIFECYCLE}"),
+        ("lifecycle-polymarket", f"$JS.API.CONSUMER.DURABLE.CREATE.{LIFECYCLE}.x"),
+        ("lifecycle-polymarket", f"$JS.API.DIRECT.GET.{LIFECYCLE}"),
+        ("lifecycle-polymarket", f"$JS.API.CONSUMER.DURABLE.CREATE.{CDC}.x"),
+        ("lifecycle-polymarket", f"$JS.API.STREAM.PURGE.{POLY_LIFECYCLE}"),
+        ("lifecycle-polymarket", f"$JS.API.CONSUMER.DELETE.{LIFECYCLE}.x"),
+        ("lifecycle-polymarket", POLY_LIFECYCLE_SUBJECT.replace(">", "json.lifecycle.0xc")),
+        ("lifecycle-polymarket", f"{ENV}.polymarket.crypto.json.book.X"),
+        ("lifecycle-polymarket", f"{ENV}.secmaster.cdc.markets.insert"),
+        ("lifecycle-polymarket", "$JS.API.STREAM.CREATE.ANY"),
         ("connector-kraken", f"{ENV}.polymarket.crypto.json.book.X"),
         ("connector-kraken", f"$JS.API.STREAM.DELETE.{KRAKEN_SPOT}"),
         ("connector-kraken", f"$JS.API.STREAM.PURGE.{KRAKEN_SPOT}"),
@@ -225,3 +287,74 @@ async def test_the_kraken_connectors_publish_their_market_as_their_own_user(
     sent = [f.data for f in sim.sent_frames if f.kind in ("data", "malformed")]
     data = assert_stored_exactly_once(stored, sent, "frames")
     assert {m.stream for m in data} == {naming.stream_name(ENV, "kraken", market)}
+
+
+async def test_polymarket_follows_the_secmaster_with_each_process_as_its_deployed_user(
+    tmp_path: Path, polymarket_sim: PolymarketSimFactory, write_env: WriteEnv, secmaster_db: str, as_service: AsService
+) -> None:
+    """Polymarket's discovery path as Kubernetes runs it, each process as its own NATS user and PostgreSQL
+    login: the shard (`connector-polymarket`, --follow-cdc, shard 0 the assigner, seeded from the rows as
+    the read-only login) stores the exchange's new_market in {ENV}_POLYMARKET_LIFECYCLE; `ssmd lifecycle
+    --feed polymarket` (`lifecycle-polymarket`, the lifecycle writer) writes the rows; `ssmd cdc` (`cdc`)
+    publishes them; the assigner subscribes the new tokens on the open socket, and market_resolved takes
+    them off. Nothing any of them does is refused: every frame is stored once and the connector drains."""
+    env_name = "wlp"  # a server of its own: the CDC stream holds this test's changes only
+    with deployed_server(tmp_path / "nats", env_name) as deployment:
+        sim = await polymarket_sim(markets=4, rate=300, array_frames="mixed")
+        root = write_env(env_name, nats_url=deployment.server.url,
+                         streams={"max_age": "1h", "max_bytes": "64MiB", "duplicate_window": "2m"},
+                         feeds={"kalshi": {"enabled": False},
+                                "polymarket": {"endpoint": {"ws": sim.ws_url, "rest": sim.rest_url}}})
+        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=Path(root).parent), env_name)
+        admin = await deployment.connect("dagster")  # provisioning: the streams and the shard registry
+        try:
+            await reconcile(admin.jetstream(), env, apply=True)
+            await ShardRegistry.open(admin.jetstream(), env_name, "polymarket")
+        finally:
+            await admin.close()
+        feed = env.feeds["polymarket"]
+        await sync_polymarket(as_service(secmaster_db, ServiceRole.SYNC), sim.rest_url, feed.feed.category_for_tags,
+                              PolymarketSyncOptions(apply_migrations=False))
+        discovered = await discover_polymarket_tokens(sim.rest_url, feed.feed.category_for_tags)
+        connector = Connector(
+            replace(env, nats=deployment.settings("connector-polymarket")), feed, [m.ticker for m in discovered],
+            build_directory(feed.stream_categories(), discovered), venue_factory(feed.feed),
+            ConnectorOptions(metrics_port=0, idle_timeout_s=10.0, heartbeat_s=2.0, ack_timeout_s=1.0,
+                             backoff_initial_s=0.05, backoff_max_s=0.5, use_registry=True, follow_cdc=True))
+        readonly = as_service(secmaster_db, ServiceRole.READONLY)
+        connector.catalog_loader = lambda: load_catalog(readonly, "polymarket", POLYMARKET_STATES)
+        stop = asyncio.Event()
+        cdc = CdcPublisher(CdcOptions(env=env_name, database_url=as_service(secmaster_db, ServiceRole.CDC),
+                                      nats_url=deployment.url("cdc"), poll_interval_s=0.05))
+        lifecycle = LifecycleConsumer(LifecycleOptions(
+            env=env_name, database_url=as_service(secmaster_db, ServiceRole.LIFECYCLE),
+            nats_url=deployment.url("lifecycle-polymarket"), feed="polymarket", parser=parse_polymarket_frame,
+            fetch_timeout_s=0.2, backoff_initial_s=0.05, backoff_max_s=0.2))
+        daemons = [asyncio.create_task(cdc.run(stop)), asyncio.create_task(lifecycle.run(stop))]
+
+        def held() -> set[str]:
+            return {t for assets in sim.subscriptions().values() for t in assets}
+
+        try:
+            await connector.start()
+            await connector.wait_subscribed(10)
+            assert connector.follower is not None, "shard 0 assigns"
+            await wait_until(lambda: lifecycle.consuming or all(t.done() for t in daemons), 15, "the consumer to bind")
+            market = await sim.add_market(event_id=sim.markets[0].event_id)  # announced, not in Gamma's listing
+            tokens = list(market.token_ids)
+            await sim.wait_for(lambda: set(tokens) <= held(), 15)
+            await sim.resolve_market(market.condition_id)
+            await sim.wait_for(lambda: not set(tokens) & held(), 15)
+            assert connector.sessions[0].sockets_opened == 1, "added and removed on the open socket"
+        finally:
+            sim.pause()
+            drained = await connector.shutdown()
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*daemons), 30)
+        assert drained, "the connector did not drain: a publish was refused"
+        stored = await stored_messages(deployment.url("dagster"), f"{env_name.upper()}_POLYMARKET_")
+        assert_stored_exactly_once(stored, (element[0] for element in sim.sent_elements), "events")
+        announced = {orjson.loads(m.data)["event_type"] for m in stored
+                     if m.stream == f"{env_name.upper()}_POLYMARKET_LIFECYCLE" and m.marker is None}
+        assert announced == {"new_market", "market_resolved"}
+        assert lifecycle.outcomes[APPLIED] >= 2 and cdc.last_id > 0
