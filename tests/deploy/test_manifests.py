@@ -26,13 +26,14 @@ EXCHANGES = REPO_ROOT / "exchanges"
 EXTERNAL_SECRETS = {
     "ssmd-kalshi-credentials", "ssmd-secmaster-db", "ssmd-nats-ca", "ssmd-nats-connector-kalshi",
     "ssmd-nats-connector-polymarket", "ssmd-nats-connector-kraken", "ssmd-nats-cdc", "ssmd-nats-lifecycle",
+    "ssmd-nats-lifecycle-polymarket",
 }  # fmt: skip
 # Workloads that talk to NATS, and the NATS identity (deploy/nats/values.yaml) each one mounts.
 NATS_IDENTITIES = {
     "ssmd-connector-kalshi": "connector-kalshi", "ssmd-all-markets-connector-kalshi": "connector-kalshi",
     "ssmd-lifecycle-connector-kalshi": "connector-kalshi", "ssmd-connector-polymarket": "connector-polymarket",
     "ssmd-connector-kraken-spot": "connector-kraken", "ssmd-connector-kraken-futures": "connector-kraken",
-    "ssmd-cdc": "cdc", "ssmd-lifecycle": "lifecycle",
+    "ssmd-cdc": "cdc", "ssmd-lifecycle": "lifecycle", "ssmd-lifecycle-polymarket": "lifecycle-polymarket",
 }  # fmt: skip
 # Environment variables whose value is a secret: only ever from a secretKeyRef or a mounted file.
 SECRET_VARIABLES = re.compile(r"(PASSWORD|TOKEN|SECRET|DATABASE_URL|API_KEY$|^NATS_NKEY$|^NATS_CREDS$)")
@@ -41,15 +42,16 @@ DRAIN_SECONDS = 90
 SHARD_LABEL = "apps.kubernetes.io/pod-index"
 Objects = list[dict[str, Any]]
 # Every ssmd daemon of both overlays: (kind, name) -> its command in prod. The dev overlay may only
-# append DEV_EXTRA_ARGS (the simulator's endpoints, --no-auth). The market-data shards follow the
-# secmaster through CDC; the chain that makes that work is lifecycle connector -> ssmd lifecycle ->
-# secmaster -> ssmd cdc -> {ENV}_SECMASTER_CDC -> connectors.
+# append DEV_EXTRA_ARGS (the simulator's endpoints, --no-auth). The Kalshi and Polymarket shards follow
+# the secmaster through CDC; the chain that makes that work is the feed's lifecycle stream (Kalshi: the
+# lifecycle connector; Polymarket: the shards themselves) -> ssmd lifecycle --feed F -> secmaster ->
+# ssmd cdc -> {ENV}_SECMASTER_CDC -> connectors.
 EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
     ("StatefulSet", "ssmd-connector-kalshi"): (
         "ssmd connector --env $(SSMD_ENV) --feed kalshi --shard $(SSMD_SHARD) --follow-cdc --metrics-port 9464"
     ).split(),
     ("StatefulSet", "ssmd-connector-polymarket"): (
-        "ssmd connector --env $(SSMD_ENV) --feed polymarket --shard $(SSMD_SHARD) --metrics-port 9469"
+        "ssmd connector --env $(SSMD_ENV) --feed polymarket --shard $(SSMD_SHARD) --follow-cdc --metrics-port 9469"
     ).split(),
     ("StatefulSet", "ssmd-connector-kraken-spot"): (
         "ssmd connector --env $(SSMD_ENV) --feed kraken --market spot --shard $(SSMD_SHARD) --metrics-port 9470"
@@ -62,6 +64,9 @@ EXPECTED_DAEMONS: dict[tuple[str, str], list[str]] = {
         "ssmd connector --env $(SSMD_ENV) --feed kalshi --lifecycle --metrics-port 9466"
     ).split(),
     ("Deployment", "ssmd-lifecycle"): "ssmd lifecycle --env $(SSMD_ENV) --metrics-port 9467".split(),
+    ("Deployment", "ssmd-lifecycle-polymarket"): (
+        "ssmd lifecycle --env $(SSMD_ENV) --feed polymarket --metrics-port 9472"
+    ).split(),
     ("Deployment", "ssmd-all-markets-connector-kalshi"): (
         "ssmd connector --env $(SSMD_ENV) --feed kalshi --all-markets --metrics-port 9468"
     ).split(),
@@ -235,33 +240,79 @@ def test_unsharded_daemons_run_one_pod_and_recreate(overlay: tuple[str, Objects]
     assert "--lifecycle" in container["command"] and "--follow-cdc" not in container["command"]
 
 
+def flag(command: list[str], name: str, default: str) -> str:
+    return command[command.index(name) + 1] if name in command else default
+
+
+def feed_config(feed: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXCHANGES / "feeds" / f"{feed}.yaml").read_text())
+    return loaded
+
+
 def test_connectors_that_follow_cdc_have_the_whole_discovery_chain(overlay: tuple[str, Objects]) -> None:
-    """--follow-cdc only learns of new markets when the lifecycle connector, `ssmd lifecycle` and
-    `ssmd cdc` run in the same overlay."""
+    """--follow-cdc only learns of new markets when the feed's lifecycle stream is filled and applied
+    (`ssmd lifecycle --feed F`) and `ssmd cdc` runs, in the same overlay. Kalshi's stream is filled by
+    its lifecycle connector (lifecycle_channel), Polymarket's by the shards themselves (lifecycle_types).
+    Every feed with a lifecycle stream has it applied, and its connectors follow CDC."""
     _, objects = overlay
     commands = [c["command"] for _, _, c in daemons(objects)]
-    followers = [c for c in commands if c[1] == "connector" and "--follow-cdc" in c]
-    assert followers, "the market-data connectors follow the secmaster's CDC stream"
+    connectors = [c for c in commands if c[1] == "connector"]
+    followers = {flag(c, "--feed", "kalshi") for c in connectors if "--follow-cdc" in c}
+    consumers = [flag(c, "--feed", "kalshi") for c in commands if c[1] == "lifecycle"]
     assert any(c[1] == "cdc" for c in commands)
-    assert any(c[1] == "lifecycle" for c in commands)
-    for follower in followers:
-        feed = follower[follower.index("--feed") + 1]
-        assert any(c[1] == "connector" and "--lifecycle" in c and c[c.index("--feed") + 1] == feed for c in commands), (
-            f"no lifecycle connector for feed {feed}"
-        )
+    assert len(consumers) == len(set(consumers)), "one lifecycle consumer per feed (one durable consumer)"
+    with_stream = {flag(c, "--feed", "kalshi") for c in connectors
+                   if feed_config(flag(c, "--feed", "kalshi")).get("lifecycle_channel")
+                   or feed_config(flag(c, "--feed", "kalshi")).get("lifecycle_types")}
+    assert followers == with_stream == set(consumers) == {"kalshi", "polymarket"}
+    for feed in followers:
+        config = feed_config(feed)
+        if config.get("lifecycle_channel"):
+            assert any("--lifecycle" in c and flag(c, "--feed", "kalshi") == feed for c in connectors), (
+                f"no lifecycle connector for feed {feed}")
+        else:  # announced on the market channel: every shard stores what it receives
+            assert config["lifecycle_types"], feed
+            shards = [c for c in connectors if flag(c, "--feed", "kalshi") == feed and "--shard" in c]
+            assert shards and all("--follow-cdc" in c for c in shards), feed
+
+
+def database_login(command: list[str]) -> tuple[str, str] | None:
+    """(variable, key of Secret ssmd-secmaster-db) of the PostgreSQL login a daemon runs as; None: none.
+
+    Each service its own least-privilege login (docs/secmaster.md, "Database roles"): each lifecycle
+    consumer its own writer, the connectors that seed their CDC following from the rows the read-only one.
+    """
+    if command[1] == "cdc":
+        return "SSMD_CDC_DATABASE_URL", "cdc-url"
+    if command[1] == "lifecycle":
+        feed = flag(command, "--feed", "kalshi")
+        return "SSMD_LIFECYCLE_DATABASE_URL", "lifecycle-url" if feed == "kalshi" else f"lifecycle-{feed}-url"
+    if "--follow-cdc" in command or "--all-markets" in command:
+        return "SSMD_READONLY_DATABASE_URL", "readonly-url"
+    return None
+
+
+def database_variables(container: dict[str, Any]) -> set[str]:
+    return {e["name"] for e in container.get("env", []) if e["name"].endswith("DATABASE_URL")}
 
 
 def test_secmaster_daemons_get_their_own_database_user_from_the_secret(overlay: tuple[str, Objects]) -> None:
     # Each service its least-privilege user; only the migration Job holds the schema owner's URL.
     _, objects = overlay
-    found = [(w, c) for w, _, c in daemons(objects) if c["command"][1] in ("cdc", "lifecycle")]
-    assert {c["command"][1] for _, c in found} == {"cdc", "lifecycle"}
-    for workload, container in found:
-        service = container["command"][1]
+    logins = []
+    for workload, _, container in daemons(objects):
+        where = workload["metadata"]["name"]
+        wanted = database_login(container["command"])
+        if wanted is None:
+            assert database_variables(container) == set(), f"{where} reads no database"
+            continue
+        variable, key = wanted
+        assert database_variables(container) == {variable}, where
         env = {e["name"]: e for e in container["env"]}
-        ref = env[f"SSMD_{service.upper()}_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "ssmd-secmaster-db", "key": f"{service}-url"}, workload["metadata"]["name"]
-        assert "DATABASE_URL" not in env, workload["metadata"]["name"]
+        assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": "ssmd-secmaster-db", "key": key}, where
+        logins.append((container["command"][1], key))
+    assert {("cdc", "cdc-url"), ("lifecycle", "lifecycle-url"), ("lifecycle", "lifecycle-polymarket-url"),
+            ("connector", "readonly-url")} == set(logins)
     owners = [(w["metadata"]["name"], c["command"]) for w, _, c in containers(objects)
               if any(e["name"] == "DATABASE_URL" for e in c.get("env", []))]
     assert owners == [("ssmd-secmaster-migrate", ["ssmd", "secmaster", "migrate"])]
@@ -463,16 +514,20 @@ def test_network_policies_open_only_what_each_workload_talks_to(overlay: tuple[s
         return {p["port"] for rule in policies[policy].get("egress", []) for p in rule.get("ports", [])}
 
     assert egress_ports("ssmd-cdc") == egress_ports("ssmd-lifecycle") == {53, 4222, 5432}  # no internet
+    assert egress_ports("ssmd-lifecycle-polymarket") == {53, 4222, 5432}
     assert egress_ports("ssmd-secmaster-migrate") == {53, 5432}
     for connector in ("ssmd-connector-kalshi", "ssmd-connector-polymarket", "ssmd-connector-kraken-spot",
                       "ssmd-connector-kraken-futures", "ssmd-all-markets-connector", "ssmd-lifecycle-connector"):
-        assert 5432 not in egress_ports(connector), connector
         assert {53, 4222} <= egress_ports(connector), connector
     for workload, _, container in daemons(objects):
+        where = workload["metadata"]["name"]
         labels = workload["spec"]["template"]["metadata"]["labels"]
-        (policy,) = [p for p in policies.values() if _matches(p["podSelector"], labels)]
+        ((name, policy),) = [(n, p) for n, p in policies.items() if _matches(p["podSelector"], labels)]
         ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
-        assert ingress_ports == {metrics_port(container)}, workload["metadata"]["name"]  # the scrape only
+        assert ingress_ports == {metrics_port(container)}, where  # the scrape only
+        # PostgreSQL exactly for the daemons given a database login (and the connectors' reach to it only
+        # on 5432 inside the private range: their 443 rule excludes it).
+        assert (5432 in egress_ports(name)) == bool(database_variables(container)), where
 
 
 def test_every_nats_client_mounts_its_own_credentials_and_the_ca(overlay: tuple[str, Objects]) -> None:

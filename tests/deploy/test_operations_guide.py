@@ -94,9 +94,11 @@ def test_every_kustomize_pipeline_renders_and_its_selector_fits_its_deploy_step(
     workloads = {(w["kind"], w["metadata"]["name"]) for w, _, _ in daemons(objects)}
     by_selector = {sel: selected(objs, sel) if sel else {(o["kind"], o["metadata"]["name"]) for o in objs}
                    for objs, sel in steps}  # fmt: skip
-    # Step 4: everything but the Kalshi connectors; step 5: the lifecycle connector; step 6: all.
+    # Step 4: everything but the connectors (the secmaster daemons: CDC and each feed's lifecycle
+    # consumer); step 5: the lifecycle connector; step 6: all.
     shared, lifecycle, everything = by_selector.values()
-    assert shared & workloads == {("Deployment", "ssmd-cdc"), ("Deployment", "ssmd-lifecycle")}
+    assert shared & workloads == {("Deployment", "ssmd-cdc"), ("Deployment", "ssmd-lifecycle"),
+                                  ("Deployment", "ssmd-lifecycle-polymarket")}
     assert ("ConfigMap", "ssmd-env") in shared and ("Namespace", "ssmd") in shared
     assert lifecycle & workloads == {("Deployment", "ssmd-lifecycle-connector-kalshi")}
     assert workloads <= everything
