@@ -135,11 +135,14 @@ def test_every_daemon_command_is_checked() -> None:
     checked = {where: argv for where, argv in COMMANDS}
     for overlay in OVERLAYS:
         for (_, name), expected in EXPECTED_DAEMONS.items():
-            container = {"ssmd-cdc": "cdc", "ssmd-lifecycle": "lifecycle"}.get(name, "connector")
+            container = {"ssmd-cdc": "cdc", "ssmd-lifecycle": "lifecycle",
+                         "ssmd-lifecycle-polymarket": "lifecycle"}.get(name, "connector")
             argv = checked[f"{overlay}:{name}/{container}"]
             assert argv[:2] == expected[:2], name
     assert "--lifecycle" in checked["prod:ssmd-lifecycle-connector-kalshi/connector"]
     assert "--follow-cdc" in checked["prod:ssmd-connector-kalshi/connector"]
+    assert "--follow-cdc" in checked["prod:ssmd-connector-polymarket/connector"]
+    assert checked["prod:ssmd-lifecycle-polymarket/lifecycle"][-4:-2] == ["--feed", "polymarket"]
 
 
 def test_console_scripts_are_declared() -> None:
