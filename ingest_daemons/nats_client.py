@@ -7,6 +7,7 @@ nats-py gives up after 60 reconnect attempts and notices a dead server only afte
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import nats
@@ -28,6 +29,43 @@ DEFAULT_RECONNECT_WAIT_S = 0.5
 
 class NatsUnavailable(SsmdError):
     """NATS could not be reached (for one-shot commands; daemons keep retrying instead)."""
+
+
+class NatsPermissionDenied(SsmdError):
+    """The server refused this connection's user a subject. The server's text names the subject, which
+    is the right that is missing (``$JS.API.STREAM.CREATE.<stream>``: creating that stream)."""
+
+
+class PublishLog:
+    """The subjects a nats-py connection published to (requests included), so that a refusal can be
+    named: nats-py hands the server's ``Permissions Violation for Publish to "…"`` to the error
+    callback only, lower-cased, and the refused request itself just times out."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+
+    def attach(self, nc: Client) -> None:
+        publish = nc.publish
+
+        async def recording(subject: str, *args: Any, **kwargs: Any) -> None:
+            self.subjects.append(subject)
+            await publish(subject, *args, **kwargs)
+
+        setattr(nc, "publish", recording)  # noqa: B010 (an instance attribute over the method)
+
+    def refused(self, errors: list[Exception]) -> str | None:
+        """The subject of the server's last publish refusal among ``errors``, as it was published
+        (subjects are case-sensitive); None when the server refused nothing."""
+        for exc in reversed(errors):
+            match = _PUBLISH_REFUSED.search(str(exc))
+            if match is None:
+                continue
+            lowered = match.group(1)
+            return next((s for s in reversed(self.subjects) if s.lower() == lowered), lowered)
+        return None
+
+
+_PUBLISH_REFUSED = re.compile(r'permissions violation for publish to "([^"]*)"', re.IGNORECASE)
 
 
 async def _log_error(exc: Exception) -> None:
@@ -70,13 +108,17 @@ async def connect_daemon(url: str | NatsSettings, name: str, **overrides: Any) -
     return await nats.connect(**options)
 
 
-async def connect_once(url: str | NatsSettings, name: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Client:
-    """For CLI commands: fail fast with a message that says what to do (and never shows a secret)."""
+async def connect_once(url: str | NatsSettings, name: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                       errors: list[Exception] | None = None) -> Client:
+    """For CLI commands: fail fast with a message that says what to do (and never shows a secret).
+
+    ``errors``, when given, keeps receiving the server's errors after the connection is made (a refused
+    subject, see :class:`PublishLog`)."""
     settings = as_settings(url)
-    errors: list[Exception] = []
+    seen: list[Exception] = [] if errors is None else errors
 
     async def remember(exc: Exception) -> None:
-        errors.append(exc)
+        seen.append(exc)
 
     try:
         # nats-py treats max_reconnect_attempts=0 as "no limit" on the first connect: bound it ourselves.
@@ -86,7 +128,7 @@ async def connect_once(url: str | NatsSettings, name: str, timeout_s: float = DE
             timeout_s * 2,
         )
     except Exception as exc:
-        cause = errors[-1] if errors else exc
+        cause = seen[-1] if seen else exc
         reason = redact(str(cause)) or type(cause).__name__
         raise NatsUnavailable(
             f"cannot reach NATS at {settings.url} ({type(cause).__name__}: {reason}); "

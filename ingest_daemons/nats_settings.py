@@ -167,6 +167,32 @@ class NatsSettings:
         for secret in (self.password, self.token, self.nkey_seed):
             register_secret(secret)
 
+    def for_role(self, role: str, environ: Mapping[str, str] | None = None) -> NatsSettings:
+        """These servers and TLS with the credentials of ``role``, when the process was given them.
+
+        One process may hold two identities for different jobs (Dagster: the ``archiver`` reads
+        streams, the ``admin`` provisions them): ``SSMD_{ROLE}_NATS_CREDS``, ``_NKEY``, ``_USER``,
+        ``_PASSWORD`` and ``_TOKEN`` (see :func:`role_variable`), when any is set, replace every
+        credential of these settings, so a role never mixes its user with another's creds file.
+        With none set the settings are returned as they are: a process given one identity (or none,
+        as the local stack) uses it for every job, and the server refuses what that user may not do.
+        """
+        env = os.environ if environ is None else environ
+        values = {name: env.get(role_variable(role, name)) or None for name in ROLE_CREDENTIALS}
+        if not any(values.values()):
+            return self
+        nkey = values["NKEY"]
+        chosen = replace(
+            self,
+            creds_file=_path(values["CREDS"]),
+            nkey_seed=_read_seed(nkey, role_variable(role, "NKEY")) if nkey else None,
+            user=values["USER"],
+            password=values["PASSWORD"],
+            token=values["TOKEN"],
+        )
+        chosen.register_secrets()
+        return chosen
+
     # ------------------------------------------------------------------ using
 
     @property
@@ -247,6 +273,14 @@ class NatsSettings:
         return options
 
 
+ROLE_CREDENTIALS = ("CREDS", "NKEY", "USER", "PASSWORD", "TOKEN")
+
+
+def role_variable(role: str, credential: str) -> str:
+    """``SSMD_ARCHIVER_NATS_NKEY`` for (``archiver``, ``NKEY``): a role's own ``NATS_*`` variable."""
+    return f"SSMD_{role.upper().replace('-', '_')}_NATS_{credential}"
+
+
 def as_settings(target: str | NatsSettings) -> NatsSettings:
     """A client's ``url`` argument: settings as given, or a URL list with credentials and TLS from the
     ``NATS_*`` variables (so every client started from a plain URL still authenticates)."""
@@ -280,13 +314,14 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _read_seed(value: str) -> str:
+def _read_seed(value: str, variable: str = "NATS_NKEY") -> str:
     """``NATS_NKEY`` holds a seed (``SU…``) or names a file holding one."""
     text = value.strip()
     if not (text.startswith("S") and len(text) == 58 and text.isalnum()):
         try:
             text = Path(text).expanduser().read_text().strip()
         except OSError as exc:
-            raise NatsSettingsError(f"cannot read the NATS nkey seed file named by NATS_NKEY: {exc.strerror}") from None
+            raise NatsSettingsError(
+                f"cannot read the NATS nkey seed file named by {variable}: {exc.strerror}") from None
     register_secret(text)
     return text

@@ -84,3 +84,27 @@ def test_creds_file_gives_the_jwt_and_signs_with_its_seed(tmp_path: Path) -> Non
     creds.write_text("garbage")
     with pytest.raises(NatsSettingsError, match="not a NATS creds file"):
         settings.connect_auth("abc")
+
+
+def test_a_role_s_own_credentials_replace_the_common_ones_and_nothing_else(tmp_path: Path) -> None:
+    tls_yaml = {"tls": {"ca": "/yaml/ca.pem"}}
+    common = NatsSettings.from_sources(tls_yaml, {"NATS_URL": "tls://a:1,tls://b:2", "NATS_CREDS": "/common.creds"})
+    seed = create_user_seed()  # fresh: registered for redaction by nothing but the code under test
+    seed_file = tmp_path / "admin.seed"
+    seed_file.write_text(seed + "\n")
+    admin = common.for_role("admin", {"SSMD_ADMIN_NATS_NKEY": str(seed_file),
+                                      "SSMD_ARCHIVER_NATS_USER": "archiver"})
+    # the admin's nkey, and not the common creds file (which would win over an nkey if both were kept)
+    assert (admin.auth_method, admin.nkey_seed, admin.creds_file) == ("nkey", seed, None)
+    assert (admin.servers, admin.tls) == (common.servers, common.tls)
+    assert seed not in redact(f"seed {seed}")
+
+    archiver = common.for_role("archiver", {"SSMD_ARCHIVER_NATS_USER": "archiver",
+                                            "SSMD_ARCHIVER_NATS_PASSWORD": "archiver-pw-77"})
+    assert (archiver.user, archiver.password, archiver.creds_file) == ("archiver", "archiver-pw-77", None)
+    assert "archiver-pw-77" not in redact("pw archiver-pw-77")
+    # a role given nothing of its own keeps the process's common credentials
+    assert common.for_role("admin", {"NATS_USER": "ignored-here"}) is common
+
+    with pytest.raises(NatsSettingsError, match="named by SSMD_ADMIN_NATS_NKEY"):
+        common.for_role("admin", {"SSMD_ADMIN_NATS_NKEY": str(tmp_path / "missing.seed")})
