@@ -9,9 +9,9 @@ The roles (JetStream's API is subjects too, so "may delete a stream" is "may pub
 * **connector** (one per feed): publishes only its feed's subjects ``{env}.{feed}.>``, reads and writes
   its feed's keys of the shard bucket (``$KV.<bucket>.{feed}.>``) and reads that bucket's stream;
   receives only on its inbox. No stream management.
-* **archiver**: reads streams (stream info, direct get, ephemeral push consumers it creates and
-  deletes, flow control replies); publishes no data and cannot create, update, purge or delete a
-  stream.
+* **archiver**: reads streams (stream info, direct get, ephemeral consumers it creates, pulls from
+  and deletes, flow control replies); publishes no data and cannot create, update, purge or delete a
+  stream. Dagster's runs and sensors use it for everything but provisioning.
 * **cdc**: publishes only ``{env}.secmaster.cdc.>`` (and reads its stream's info).
 * **admin** (provisioning: ``ssmd streams apply``, the shard registry's set-up): everything.
 """
@@ -91,6 +91,7 @@ def archiver_permissions() -> Permissions:
         f"{_JS}.CONSUMER.CREATE.>",
         f"{_JS}.CONSUMER.DELETE.>",
         f"{_JS}.CONSUMER.INFO.>",
+        f"{_JS}.CONSUMER.MSG.NEXT.>",  # pulls from its own consumers (the shard registry's key listings)
         "$JS.FC.>",
     ))
 
