@@ -74,8 +74,9 @@ def _merge(*parts: Sequence[str]) -> tuple[str, ...]:
 def workload_permissions(env: str, feeds: Sequence[str]) -> dict[str, Permissions | None]:
     """User name -> permissions (``None``: everything) for every workload of a deployment.
 
-    ``dagster`` is the provisioner (streams, the shard registry), so it is the admin; the archive
-    runs share its identity until they run apart (docs/nats.md).
+    ``dagster`` is the provisioner (streams, the shard registry's layout), so it is the admin, held
+    only by Dagster's provisioning runs; Dagster's code server and every other run are ``archiver``
+    (docs/nats.md).
     """
     cdc_stream = naming.cdc_stream_name(env)
     users: dict[str, Permissions | None] = {}

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from ingest_daemons.archive import committed_keys
 from ingest_daemons.archive.layout import KEY_FORMAT
+from ssmd_dagster.admin_runs import admin_run_tags
 from ssmd_dagster.assets.archive import utc_now
 from ssmd_dagster.assets.streams import STREAMS_ASSET
 from ssmd_dagster.checks.archive import evaluate_partition
@@ -40,10 +41,13 @@ DEFAULT_REVERIFY_DAYS = 30
 
 
 def streams_job() -> UnresolvedAssetJobDefinition:
+    """The one job that manages streams: its runs get the admin's NATS credentials (``admin_runs``);
+    materialising the asset outside this job runs without them and is refused by NATS."""
     return define_asset_job(
         "provision_streams",
         selection=AssetSelection.assets(STREAMS_ASSET),
         description="Reconcile JetStream streams with the exchange config (and check for drift).",
+        tags=admin_run_tags(),
     )
 
 

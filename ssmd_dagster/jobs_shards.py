@@ -41,11 +41,13 @@ from nats.js.errors import KeyNotFoundError
 from pydantic import Field
 
 from ingest_daemons.config import ResolvedEnvironment
+from ingest_daemons.nats_client import NatsPermissionDenied
 from ingest_daemons.scaling import SCALER_ENV, ScaleResult, ScalingError, ShardScaler, scaler_from_env
 from ingest_daemons.shards import ShardLayout, ShardRegistry
 from ssmd_dagster._async import run_coroutine
+from ssmd_dagster.admin_runs import admin_run_tags
 from ssmd_dagster.alerts import Alert, AlertWebhookResource
-from ssmd_dagster.assets.shards import ShardTarget, connect_bounded
+from ssmd_dagster.assets.shards import ShardTarget
 from ssmd_dagster.resources import NatsResource
 
 HEADROOM_JOB = "shard_headroom"
@@ -83,12 +85,10 @@ def headroom_run_config(feed: str, expected_shards: int) -> dict[str, Any]:
 
 
 async def _open(nats: NatsResource, target: ShardTarget, expected_shards: int) -> ShardLayout:
-    nc = await connect_bounded(nats, f"ssmd-dagster-headroom-{target.env}-{target.feed}")
-    try:
+    """Changes the registry's layout: provisioning, so ``nats`` is the admin identity."""
+    async with nats.session(f"ssmd-dagster-headroom-{target.env}-{target.feed}") as nc:
         registry = await ShardRegistry.open(nc.jetstream(), target.env, target.feed)
         return await registry.open_headroom_shard(expected_shards)
-    finally:
-        await nc.close()
 
 
 def build_shard_headroom_job(targets: list[ShardTarget], *, name: str = HEADROOM_JOB) -> JobDefinition:
@@ -99,7 +99,7 @@ def build_shard_headroom_job(targets: list[ShardTarget], *, name: str = HEADROOM
     def open_headroom(
         context: OpExecutionContext,
         config: HeadroomConfig,
-        nats: NatsResource,
+        nats_admin: NatsResource,
         shard_scaler: ShardScalerResource,
         alert_webhook: AlertWebhookResource,
     ) -> Iterator[AssetObservation]:
@@ -129,9 +129,11 @@ def build_shard_headroom_job(targets: list[ShardTarget], *, name: str = HEADROOM
         else:
             context.log.info("shard scaler disabled: opening the shard in the registry only")
         try:
-            layout = run_coroutine(_open(nats, target, config.expected_shards))
+            layout = run_coroutine(_open(nats_admin, target, config.expected_shards))
         except KeyNotFoundError as exc:
             raise Failure(description=f"{target.env} {target.feed} has no shard layout yet") from exc
+        except NatsPermissionDenied as exc:
+            raise Failure(description=f"{target.env} {target.feed}: headroom shard not opened: {exc}") from None
         if layout.shards == wanted:
             context.log.info(f"{target.env} {target.feed}: headroom shard {config.expected_shards} is open "
                              f"({layout.shards} shards of {layout.capacity})")
@@ -152,7 +154,8 @@ def build_shard_headroom_job(targets: list[ShardTarget], *, name: str = HEADROOM
             },
         )
 
-    @job(name=name, description="Add one headroom shard to a feed: start its connector, then open it in the registry.")
+    @job(name=name, description="Add one headroom shard to a feed: start its connector, then open it in the registry.",
+         tags=admin_run_tags())
     def _job() -> None:
         open_headroom()
 

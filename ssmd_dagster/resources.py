@@ -4,10 +4,20 @@ Values come from ``ingest_daemons.config`` so the control plane and the connecto
 environment YAML, overridden by ``SSMD_ENV``, ``NATS_URL``, ``SSMD_DATA_DIR`` and
 ``SSMD_EXCHANGES_DIR`` (see ``ingest_daemons.config.settings``). A field left unset means "resolve
 it the standard way"; setting one (run config, tests) pins it.
+
+Two NATS identities, one per kind of job, so that a run can do only what its job needs: ``nats``
+(the ``archiver``: archive partitions, checks, sensors, shard reads) may read streams and nothing
+more; ``nats_admin`` (provisioning: streams, the shard registry's layout) may create, update and
+delete them. Each takes its role's ``SSMD_{ROLE}_NATS_*`` credentials when the process has them,
+else the common ``NATS_*`` ones (``NatsSettings.for_role``); in Kubernetes only provisioning runs
+are given the admin's (deploy/dagster/values.yaml).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -16,8 +26,12 @@ from pydantic import Field
 
 from ingest_daemons.archive.nats_wire import DEFAULT_TIMEOUT_S, NatsWireClient
 from ingest_daemons.config import ResolvedEnvironment, Settings, resolve_environment
-from ingest_daemons.nats_client import DEFAULT_CONNECT_TIMEOUT_S, connect_once
-from ingest_daemons.nats_settings import NatsSettings, as_settings
+from ingest_daemons.logs import redact
+from ingest_daemons.nats_client import DEFAULT_CONNECT_TIMEOUT_S, NatsPermissionDenied, PublishLog, connect_once
+from ingest_daemons.nats_settings import ROLE_CREDENTIALS, NatsSettings, as_settings, role_variable
+
+ARCHIVER_ROLE = "archiver"
+ADMIN_ROLE = "admin"
 
 
 class SsmdConfigResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -42,6 +56,10 @@ class NatsResource(ConfigurableResource):  # type: ignore[type-arg]
 
     config: SsmdConfigResource
     url: str | None = Field(default=None, description="override; default $NATS_URL, else the environment's nats_url")
+    role: str | None = Field(
+        default=None,
+        description="NATS identity: the role's SSMD_{ROLE}_NATS_* credentials when any is set, else NATS_*",
+    )
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout_s: float = DEFAULT_TIMEOUT_S
 
@@ -51,13 +69,44 @@ class NatsResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def settings(self) -> NatsSettings:
         """Servers, credentials and TLS: the environment's ``nats:`` settings and ``NATS_*`` variables
-        (with ``url`` set, that URL and the variables, without reading the environment)."""
-        return as_settings(self.url) if self.url else self.config.environment().nats
+        (with ``url`` set, that URL and the variables, without reading the environment), with the
+        role's own credentials over them."""
+        common = as_settings(self.url) if self.url else self.config.environment().nats
+        return common.for_role(self.role) if self.role else common
 
+    def credentials_source(self) -> str:
+        """Where this identity's credentials came from, for messages (names of variables, no values)."""
+        if self.role and any(os.environ.get(role_variable(self.role, name)) for name in ROLE_CREDENTIALS):
+            return f"{role_variable(self.role, '*')} (the {self.role} identity)"
+        unset = f"; no {role_variable(self.role, '*')} is set" if self.role else ""
+        return f"the common NATS_* settings{unset}"
 
-    async def connect(self, name: str) -> Client:
-        """A short-lived connection that fails fast (raises NatsUnavailable with a hint)."""
-        return await connect_once(self.settings(), name=name, timeout_s=self.connect_timeout_s)
+    async def connect(self, name: str, errors: list[Exception] | None = None) -> Client:
+        """A short-lived connection that fails fast (raises NatsUnavailable with a hint); ``errors``
+        collects the server's errors on it (see :meth:`session`)."""
+        return await connect_once(self.settings(), name=name, timeout_s=self.connect_timeout_s, errors=errors)
+
+    @contextlib.asynccontextmanager
+    async def session(self, name: str) -> AsyncIterator[Client]:
+        """A connection for one step, closed after it. A request the server refused this user times
+        out in nats-py; here it fails as NatsPermissionDenied naming the refused subject and where
+        the credentials came from, so a run given the wrong identity says which one it needs."""
+        errors: list[Exception] = []
+        nc = await self.connect(name, errors)
+        published = PublishLog()
+        published.attach(nc)
+        try:
+            yield nc
+        except TimeoutError:  # nats-py's is one too (asyncio.TimeoutError)
+            subject = published.refused(errors)
+            if subject is None:
+                raise
+            raise NatsPermissionDenied(
+                f'NATS refused this step: Permissions Violation for Publish to "{redact(subject)}" (connected as '
+                f"the user of {self.credentials_source()}; run it with credentials of a user allowed that subject)"
+            ) from None
+        finally:
+            await nc.close()
 
     def wire_client(self, name: str) -> NatsWireClient:
         """Unconnected; use as a context manager."""
@@ -89,6 +138,7 @@ def default_resources(env: ResolvedEnvironment) -> dict[str, ConfigurableResourc
     )
     return {
         "ssmd_config": config,
-        "nats": NatsResource(config=config),
+        "nats": NatsResource(config=config, role=ARCHIVER_ROLE),
+        "nats_admin": NatsResource(config=config, role=ADMIN_ROLE),
         "archive_storage": ArchiveStorageResource(config=config),
     }

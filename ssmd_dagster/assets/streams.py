@@ -1,5 +1,8 @@
 """``jetstream_streams``: the environment's streams, provisioned by the same reconcile as
-``ssmd streams apply`` (plan, then create/update; never delete unless ``prune``)."""
+``ssmd streams apply`` (plan, then create/update; never delete unless ``prune``).
+
+Provisioning is the one job that manages streams, so it alone connects as the admin
+(``nats_admin``); its drift check only reads, as the archiver (``nats``)."""
 
 # No `from __future__ import annotations`: Dagster reads config and resource types from the
 # signatures of the decorated functions at definition time.
@@ -9,6 +12,7 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -20,6 +24,7 @@ from pydantic import Field
 
 from ingest_daemons.config import ResolvedEnvironment
 from ingest_daemons.errors import StreamReconcileError
+from ingest_daemons.nats_client import NatsPermissionDenied
 from ingest_daemons.streams import StreamChange, apply_plan, desired_streams, observe, plan
 from ssmd_dagster._async import run_coroutine
 from ssmd_dagster.resources import NatsResource, SsmdConfigResource
@@ -67,9 +72,9 @@ async def reconcile_streams(
     nats: NatsResource, env: ResolvedEnvironment, *, apply: bool, prune: bool
 ) -> tuple[list[StreamChange], str | None]:
     """Plan and (with ``apply``) carry out; a refused change is returned as text, not raised, so
-    the asset still records what it did and the drift check reports what it could not do."""
-    nc = await nats.connect(name=f"ssmd-dagster-streams-{env.name}")
-    try:
+    the asset still records what it did and the drift check reports what it could not do. A change
+    the server refuses to this user raises NatsPermissionDenied (nothing could be provisioned)."""
+    async with nats.session(f"ssmd-dagster-streams-{env.name}") as nc:
         js = nc.jetstream()
         desired = desired_streams(env)
         changes = plan(desired, await observe(js, desired), env.name, prune=prune)
@@ -79,8 +84,6 @@ async def reconcile_streams(
             except StreamReconcileError as exc:
                 return changes, str(exc)
         return changes, None
-    finally:
-        await nc.close()
 
 
 @asset(
@@ -93,10 +96,14 @@ async def reconcile_streams(
     ),
 )
 def jetstream_streams(
-    context: AssetExecutionContext, config: StreamsApplyConfig, ssmd_config: SsmdConfigResource, nats: NatsResource
+    context: AssetExecutionContext, config: StreamsApplyConfig, ssmd_config: SsmdConfigResource,
+    nats_admin: NatsResource,
 ) -> MaterializeResult[None]:
     env = ssmd_config.environment()
-    changes, refused = run_coroutine(reconcile_streams(nats, env, apply=True, prune=config.prune))
+    try:
+        changes, refused = run_coroutine(reconcile_streams(nats_admin, env, apply=True, prune=config.prune))
+    except NatsPermissionDenied as exc:
+        raise Failure(description=f"streams of {env.name} not provisioned: {exc}") from None
     for change in changes:
         context.log.info(change.describe())
     if refused:
@@ -106,7 +113,7 @@ def jetstream_streams(
         metadata={
             "streams": stream_table(changes),
             "environment": env.name,
-            "nats_url": nats.server_url(),
+            "nats_url": nats_admin.server_url(),
             **{_LABELS[action]: n for action, n in counts.items()},
         }
     )

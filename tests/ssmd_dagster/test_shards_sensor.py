@@ -147,7 +147,8 @@ class Harness:
 
 def resources_for(nats_url: str, env: str, alerts: AlertWebhookResource, data_dir: Path) -> dict[str, Any]:
     config = SsmdConfigResource(env_name=env)  # never resolved: NATS has an explicit URL
-    return {"ssmd_config": config, "nats": NatsResource(config=config, url=nats_url), "alert_webhook": alerts,
+    return {"ssmd_config": config, "nats": NatsResource(config=config, url=nats_url),
+            "nats_admin": NatsResource(config=config, url=nats_url), "alert_webhook": alerts,
             "shard_scaler": ShardScalerResource(kind="local", data_dir=str(data_dir))}
 
 
