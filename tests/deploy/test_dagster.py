@@ -279,3 +279,119 @@ def test_code_location_finds_what_the_manifests_provide(values: dict[str, Any], 
     find(objects, "NetworkPolicy", "ssmd-dagster")
     archive_root = yaml.safe_load((DEPLOY.parent / "exchanges" / "environments" / "prod.yaml").read_text())
     assert archive_root["archive"]["path"] in mounts
+
+
+# ------------------------------------------------------------------------ NATS identities of runs
+
+ARCHIVER_SECRET, ADMIN_SECRET = "ssmd-nats-archiver", "ssmd-nats-dagster"
+ADMIN_JOBS = {"provision_streams", "shard_headroom"}  # the jobs that change streams or the shard layout
+
+
+def secret_names(node: Any) -> set[str]:
+    """Every Secret a values fragment or pod spec refers to, under any spelling (camel or snake case)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("secret", "secretKeyRef", "secret_key_ref") and isinstance(value, dict):
+                found.add(value.get("name") or value.get("secretName") or value.get("secret_name") or "")
+            found |= secret_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= secret_names(value)
+    return found
+
+
+def test_the_code_location_and_every_run_hold_only_the_archiver_identity(values: dict[str, Any]) -> None:
+    """Sensors run in the code server and runs inherit its config (includeConfigInLaunchedRuns): both
+    get the archiver's nkey, a user with the archiver role's permissions, and never the admin's."""
+    from ingest_daemons.nats_roles import archiver_permissions
+    from ingest_daemons.nats_workloads import workload_permissions
+
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    env = {e["name"]: e.get("value") for e in deployment["env"]}
+    directory, file = env["NATS_NKEY"].rsplit("/", 1)
+    (mount,) = [m for m in deployment["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in deployment["volumes"] if v["name"] == mount["name"]]
+    sources = volume["projected"]["sources"]
+    items = {(s["secret"]["name"], i["key"], i["path"]) for s in sources for i in s["secret"]["items"]}
+    assert (ARCHIVER_SECRET, "nkey.seed", file) in items
+    assert workload_permissions("prod", ["kalshi"])["archiver"] == archiver_permissions()
+    assert ADMIN_SECRET not in secret_names(deployment) | secret_names(values["runLauncher"])
+    assert not [name for name in env if name.startswith("SSMD_ADMIN_NATS_")]
+
+
+@pytest.fixture(scope="module")
+def prod_jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from ingest_daemons.config import Settings, resolve_environment
+    from ssmd_dagster.definitions import build_definitions
+
+    settings = Settings.from_env(exchanges_dir=DEPLOY.parent / "exchanges", data_dir=tmp_path_factory.mktemp("data"))
+    defs = build_definitions(resolve_environment(settings, env_name="prod"))
+    return {job.name: job for job in defs.resolve_all_job_defs()}
+
+
+def run_pod_spec(values: dict[str, Any], instance: dict[str, Any], tags: dict[str, str], tmp_path: Path) -> Any:
+    """The pod of a run Job as dagster-k8s builds it: the run launcher's config, the code location's
+    (what the chart passes with includeConfigInLaunchedRuns) and the run's ``dagster-k8s/config`` tag."""
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
+    from kubernetes.client import ApiClient
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    entry = instance["run_launcher"]
+    config = {**entry["config"], "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)}
+    launcher = ConfigurableClassData(entry["module"], entry["class"], yaml.safe_dump(config)).rehydrate(
+        as_type=K8sRunLauncher)
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    code_location = K8sContainerContext.create_from_config({"k8s": {
+        "env": deployment["env"], "env_config_maps": [m["name"] for m in deployment["envConfigMaps"]],
+        "volumes": deployment["volumes"], "volume_mounts": deployment["volumeMounts"],
+        "labels": deployment["labels"],
+    }})
+    context = K8sContainerContext(
+        env_config_maps=launcher.env_config_maps, volumes=launcher.volumes, volume_mounts=launcher.volume_mounts,
+        labels=launcher.labels, namespace=launcher.job_namespace, service_account_name=launcher.service_account_name,
+    ).merge(code_location.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags))))
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(job_image="ghcr.io/example/ssmd-archiver:v0.1.0", run_launcher=launcher),
+        args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-x", pod_name="dagster-run-x",
+        component="run_worker", user_defined_k8s_config=context.run_k8s_config, labels={},
+    )
+    return ApiClient().sanitize_for_serialization(job)
+
+
+def test_only_provisioning_runs_get_the_admin_nkey(
+    instance_env: None, values: dict[str, Any], instance: dict[str, Any], prod_jobs: dict[str, Any], tmp_path: Path
+) -> None:
+    """Every job whose ops need ``nats_admin`` carries the tag that mounts the admin's nkey and points
+    SSMD_ADMIN_NATS_NKEY at it; no other job has it (the implicit asset job of ad-hoc materialisations
+    has no tags, so materialising jetstream_streams outside provision_streams is refused by NATS)."""
+    needs_admin = {name for name, job in prod_jobs.items() if "nats_admin" in job.required_resource_keys}
+    assert needs_admin - {"__ASSET_JOB"} == ADMIN_JOBS
+    for name, job in prod_jobs.items():
+        run_job = run_pod_spec(values, instance, dict(job.tags), tmp_path)
+        pod = run_job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if name not in ADMIN_JOBS:
+            assert ADMIN_SECRET not in secret_names(pod), name
+            assert not [v for v in env if v.startswith("SSMD_ADMIN_NATS_")], name
+            assert env["NATS_NKEY"].endswith("/nkey.seed"), name
+            continue
+        directory, file = env["SSMD_ADMIN_NATS_NKEY"].rsplit("/", 1)
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+        assert mount["readOnly"] is True, name
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"] == ADMIN_SECRET, name
+        assert {(i["key"], i["path"]) for i in volume["secret"]["items"]} == {("nkey.seed", file)}, name
+        assert volume["secret"]["defaultMode"] & 0o007 == 0, name
+        # the archiver's identity stays the common one: the admin's is used only where asked for
+        assert env["NATS_NKEY"] != env["SSMD_ADMIN_NATS_NKEY"], name
+        assert validation_errors([run_job], tmp_path) == [], name
