@@ -18,10 +18,11 @@ import pytest
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 from nats.js import api as js_api
 
-from ingest_daemons.archive import TimeWindow, load_manifest, partition_paths
+from ingest_daemons import nats_client
+from ingest_daemons.archive import ArchiveReadError, TimeWindow, load_manifest, partition_paths
 from ingest_daemons.archive.envelope import raw_frame
+from ingest_daemons.archive.nats_wire import NatsWireClient
 from ingest_daemons.config import ResolvedEnvironment, Settings, resolve_environment
-from ingest_daemons.nats_client import NatsPermissionDenied
 from ingest_daemons.nats_settings import NatsSettings
 from ingest_daemons.shards import ShardRegistry, bucket_name
 from ingest_daemons.streams import reconcile
@@ -166,33 +167,40 @@ def test_an_archive_partition_materialises_with_only_the_archiver_identity(
 def test_the_archiver_identity_is_refused_stream_deletion_and_creation(
     secure_nats_server: SecureNatsServer, secure_env: ResolvedEnvironment, identities: Identities
 ) -> None:
-    """The identity the archive runs with, as the resource hands it out: the server refuses it."""
+    """The identity the archive runs with, as the resource hands it out: the server refuses it to delete
+    or create a stream (its own text, through the wire client, which keeps it as sent), and a step
+    that tries fails naming the subject."""
     provision_as_admin(secure_nats_server, secure_env)
     identities.give("SSMD_ARCHIVER_NATS_", "archiver")
     identities.give("NATS_", "admin")  # a process with an admin's common credentials: the role still wins
     nats_resource = build_definitions(secure_env).resources["nats"]
     stream = next(t for t in archive_targets(secure_env) if t.category == "economics").stream
     new = f"{secure_env.name.upper()}_NOT_ALLOWED"
+    refusals = (("delete", f"$JS.API.STREAM.DELETE.{stream}"), ("create", f"$JS.API.STREAM.CREATE.{new}"))
 
-    async def attempt(operation: str) -> str:
-        async with nats_resource.session("test-archiver-refused") as nc:  # type: ignore[attr-defined]
+    for _, subject in refusals:
+        with NatsWireClient(nats_resource.settings(), timeout_s=5) as client:
+            client.publish(subject.encode(), b'{"name":"%s","subjects":["x.>"]}' % new.encode())
+            with pytest.raises(ArchiveReadError) as refused:
+                client.api_request("$JS.API.INFO")  # the server's -ERR for the publish arrives first
+        assert f'Permissions Violation for Publish to "{subject}"' in str(refused.value)
+
+    async def attempt(operation: str) -> None:
+        async with nats_resource.session("test-archiver-refused") as nc:
             js = nc.jetstream(timeout=1.0)
             if operation == "delete":
                 await js.delete_stream(stream)
             else:
                 await js.add_stream(js_api.StreamConfig(name=new, subjects=[f"{secure_env.name}.nope.>"]))
-        return "allowed"
 
-    for operation, subject in (("delete", f"$JS.API.STREAM.DELETE.{stream}"),
-                               ("create", f"$JS.API.STREAM.CREATE.{new}")):
-        with pytest.raises(NatsPermissionDenied) as refused:
+    for operation, subject in refusals:
+        with pytest.raises(nats_client.NatsPermissionDenied) as denied:
             asyncio.run(attempt(operation))
-        text = str(refused.value)
-        assert f'Permissions Violation for Publish to "{subject}"' in text
-        assert "SSMD_ARCHIVER_NATS_*" in text
+        text = str(denied.value)
+        assert f'Permissions Violation for Publish to "{subject}"' in text and "SSMD_ARCHIVER_NATS_*" in text
         assert not [s for s in identities.secrets() if s in text]
-    assert stream in stream_names(secure_nats_server, secure_env) and new not in stream_names(
-        secure_nats_server, secure_env)
+    names = stream_names(secure_nats_server, secure_env)
+    assert stream in names and new not in names
 
 
 def test_provisioning_as_the_archiver_fails_naming_the_permission(
