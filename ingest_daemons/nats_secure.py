@@ -4,7 +4,9 @@
 a server certificate for the listen address, one user per role (random passwords; the connector
 role once per feed) and the server config lines, and returns each role's client settings. The
 passwords are written, with the role's settings, to ``<dir>/clients/<role>.env`` (mode 0600) so a
-shell can ``source`` one; they are never logged.
+shell can ``source`` one; they are never logged. ``archiver.env`` and ``admin.env`` also carry the
+role's own ``SSMD_{ROLE}_NATS_*`` variables: a shell that sources both runs Dagster with each job's
+identity.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from ingest_daemons.nats_roles import (
     cdc_permissions,
     connector_permissions,
 )
-from ingest_daemons.nats_settings import NatsSettings, NatsTls
+from ingest_daemons.nats_settings import NatsSettings, NatsTls, role_variable
 from ingest_daemons.private_files import write_private_file
+
+DAGSTER_ROLES = ("archiver", "admin")  # ssmd_dagster.resources: the nats and nats_admin identities
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ def prepare_secure_nats(
         lines = [f"NATS_URL={settings.url}", f"NATS_CA={server_files.ca}"]
         if settings.user is not None:
             lines += [f"NATS_USER={settings.user}", f"NATS_PASSWORD={settings.password}"]
+            if role in DAGSTER_ROLES:  # Dagster holds both: sourcing both files gives each job its own
+                lines += [f"{role_variable(role, 'USER')}={settings.user}",
+                          f"{role_variable(role, 'PASSWORD')}={settings.password}"]
         if settings.nkey_seed is not None:
             lines.append(f"NATS_NKEY={settings.nkey_seed}")
         write_private_file(client_dir / f"{role}.env", ("\n".join(lines) + "\n").encode())

@@ -285,3 +285,22 @@ def test_a_connector_role_runs_its_shard_registry_and_cannot_touch_another_feed_
     denied = f"$KV.{bucket_name(secure.env)}.kalshi.layout"
     assert f'Permissions Violation for Publish to "{denied}"' in _refused(
         secure.clients["connector-polymarket"], denied, b"{}")
+
+
+def test_sourcing_the_archiver_and_admin_files_gives_dagster_both_identities(tmp_path: Path) -> None:
+    """``ssmd nats --secure`` writes clients/<role>.env; a shell that sources archiver.env then admin.env
+    (the common NATS_* end up the admin's) still runs Dagster's reads as the archiver."""
+    setup = prepare_secure_nats(tmp_path, "nats://127.0.0.1:4222", "sec", ["kalshi"])
+    environ: dict[str, str] = {}
+    for role in ("archiver", "admin"):  # later lines win, as in a shell
+        for line in (tmp_path / "clients" / f"{role}.env").read_text().splitlines():
+            name, _, value = line.partition("=")
+            environ[name] = value
+    common = NatsSettings.from_sources({}, environ)
+    assert common.user == "admin"
+    for role in ("archiver", "admin"):
+        chosen = common.for_role(role, environ)
+        assert chosen.user == setup.clients[role].user
+        same_password = chosen.password == setup.clients[role].password
+        assert same_password, f"{role}: another role's password"  # never shown in the report
+        assert chosen.tls.ca_file == setup.ca_file
