@@ -40,6 +40,9 @@ class FuturesConnection(Connection):
     ) -> None:
         super().__init__(conn_id, ws, transport, state, seed)
         self.instruments = instruments
+        # Products this connection has served: a product delisted while subscribed keeps its data until the
+        # client unsubscribes it, as a spot pair does.
+        self.served: dict[str, FuturesInstrument] = {}
         self.subs: dict[str, set[str]] = {f: set() for f in FEEDS}
         self.heartbeat = False
         self.books: dict[str, SimBook] = {}
@@ -49,10 +52,16 @@ class FuturesConnection(Connection):
     def on_connect(self) -> None:
         self.send(b'{"event":"info","version":1}', "control", "info")
 
+    def _instrument(self, product: str) -> FuturesInstrument:
+        inst = self.served.get(product)
+        if inst is None:
+            inst = self.served[product] = self.instruments[product]
+        return inst
+
     def _book(self, product: str) -> SimBook:
         b = self.books.get(product)
         if b is None:
-            inst = self.instruments[product]
+            inst = self._instrument(product)
             b = self.books[product] = SimBook(self.rng, inst.mid, BOOK_LEVELS, 10**inst.lot_decimals)
         return b
 
@@ -101,8 +110,10 @@ class FuturesConnection(Connection):
             self.send(b'{"event":"error","message":"Json Error"}', "control", "error")
             return
         wanted = [i.upper() for i in ids]  # a lowercase id is echoed uppercase (§C2)
-        good = [i for i in wanted if i in self.instruments]
-        bad = [i for i in wanted if i not in self.instruments]
+        # An unsubscribe of a held product succeeds even when it was delisted since.
+        held = self.subs[feed] if event == "unsubscribe" else set()
+        good = [i for i in wanted if i in self.instruments or i in held]
+        bad = [i for i in wanted if i not in good]
         if good:
             reply = {"event": event + "d", "feed": feed, "product_ids": good}
             self.send(orjson.dumps(reply), "control", event + "d", good[0] if len(good) == 1 else None)
@@ -120,7 +131,7 @@ class FuturesConnection(Connection):
         self.wake()
 
     def _snapshot(self, feed: str, product: str) -> None:
-        inst = self.instruments[product]
+        inst = self._instrument(product)
         if feed == "book":
             book = self._book(product)
             seq, _ = self._next_seq("book", product)
@@ -143,7 +154,7 @@ class FuturesConnection(Connection):
     # --- frames --------------------------------------------------------------------------------
 
     def _trade_item(self, product: str, seq: int) -> dict[str, Any]:
-        inst = self.instruments[product]
+        inst = self._instrument(product)
         side, px, qty = self._book(product).trade()
         return {
             "feed": "trade", "product_id": product, "uid": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
@@ -152,7 +163,7 @@ class FuturesConnection(Connection):
         }
 
     def _ticker(self, feed: str, product: str) -> bytes:
-        inst = self.instruments[product]
+        inst = self._instrument(product)
         book = self._book(product)
         (bid, bq), (ask, aq) = book.top(BID, 1)[0], book.top(ASK, 1)[0]
         pd, ld = inst.price_decimals, inst.lot_decimals
@@ -183,7 +194,7 @@ class FuturesConnection(Connection):
             return
         feed, product = self.rng.choice(choices)
         if feed == "book":
-            inst = self.instruments[product]
+            inst = self._instrument(product)
             changes = self._book(product).random_change(FULL_DEPTH)
             for side, px, qty in changes:
                 seq, fault = self._next_seq("book", product)

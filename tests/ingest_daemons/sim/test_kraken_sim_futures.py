@@ -147,3 +147,22 @@ async def test_rest_instruments_match_the_socket_universe(kraken_sim: KrakenSimF
         await ws.send(futures_subscribe("ticker", symbols).decode())
         reply = orjson.loads((await recv_until(ws, lambda f: b'"subscribed"' in f))[-1])
     assert reply["product_ids"] == symbols
+
+
+async def test_a_delisted_product_keeps_its_data_until_unsubscribed(kraken_sim: KrakenSimFactory) -> None:
+    """As on spot: delisting takes a product off REST and refuses new subscriptions; an open one keeps
+    flowing until the client unsubscribes it, and that unsubscribe succeeds."""
+    sim = await kraken_sim("futures", rate=2000)
+    async with await connect(sim) as ws:
+        assert b'"info"' in await ws.recv(decode=False)
+        await ws.send(futures_subscribe("trade", ["PF_XBTUSD"]).decode())
+        await recv_until(ws, lambda f: b'"trade_snapshot"' in f)
+        sim.delist("PF_XBTUSD")
+        await recv_until(ws, lambda f: b'"feed":"trade"' in f and b"PF_XBTUSD" in f)  # still flowing
+        await ws.send(orjson.dumps({"event": "unsubscribe", "feed": "trade", "product_ids": ["PF_XBTUSD"]}).decode())
+        frames = await recv_until(ws, lambda f: b'"event":"unsubscribe' in f)
+        assert orjson.loads(frames[-1]) == {"event": "unsubscribed", "feed": "trade", "product_ids": ["PF_XBTUSD"]}
+        await sim.wait_for(lambda: not any(s for subs in sim.subscriptions().values() for s in subs.values()), 5)
+        await ws.send(futures_subscribe("trade", ["PF_XBTUSD"]).decode())
+        frames = await recv_until(ws, lambda f: b'"event":"subscribe' in f)
+        assert orjson.loads(frames[-1])["event"] == "subscribed_failed", "a new subscription is refused"
