@@ -20,6 +20,11 @@ from ingest_daemons.adapters.polymarket_venue import PolymarketVenue
 from ingest_daemons.config.models import FeedConfig
 from ingest_daemons.connector.secmaster_view import KALSHI_STATES, POLYMARKET_STATES, MarketStates
 from ingest_daemons.connector.venue import VenueProtocol
+from ingest_daemons.secmaster import kraken_rows
+
+# Kraken pairs and products (secmaster/kraken_rows.py): `online` ones trade, `delisted` ones are gone from REST;
+# a pair in `cancel_only` or a halted product is neither added nor removed.
+KRAKEN_STATES = MarketStates(open=kraken_rows.OPEN_STATUSES, finished=kraken_rows.FINISHED_STATUSES)
 
 # One venue object per connection, for the channels that connection serves.
 VenueFactory = Callable[[Sequence[str]], VenueProtocol]
@@ -92,4 +97,6 @@ def market_states(feed: FeedConfig) -> MarketStates:
         return KALSHI_STATES
     if feed.protocol == "polymarket_clob":
         return POLYMARKET_STATES
+    if feed.protocol == "kraken_v2":
+        return KRAKEN_STATES
     raise ValueError(f"feed {feed.name}: no market statuses known for protocol {feed.protocol!r}")

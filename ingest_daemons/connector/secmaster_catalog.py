@@ -26,8 +26,13 @@ log = get_logger("ssmd.secmaster_catalog")
 DEFAULT_CONNECT_TIMEOUT_S = 10
 
 
-async def load_catalog(database_url: str, feed: str, states: MarketStates) -> MarketCatalog:
-    """Series categories, event → series links and the open markets of ``feed``, read in one snapshot."""
+async def load_catalog(database_url: str, feed: str, states: MarketStates,
+                       market_type: str | None = None) -> MarketCatalog:
+    """Series categories, event → series links and the open markets of ``feed``, read in one snapshot.
+
+    ``market_type`` keeps only the markets of that type (Kraken: ``spot`` or ``futures``, one process each);
+    series and events are read whole, they only name categories.
+    """
     conn: AsyncConnection[Any] = await AsyncConnection.connect(database_url, connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
                                                                application_name="ssmd-connector-catalog")
     try:
@@ -38,13 +43,14 @@ async def load_catalog(database_url: str, feed: str, states: MarketStates) -> Ma
             events = await (await conn.execute("SELECT event_ticker, series_ticker FROM events WHERE feed = %s",
                                                (feed,))).fetchall()
             markets = await (await conn.execute(
-                "SELECT ticker, event_ticker FROM markets WHERE feed = %s AND status = ANY(%s) ORDER BY ticker",
-                (feed, sorted(states.open)))).fetchall()
+                "SELECT ticker, event_ticker FROM markets WHERE feed = %s AND status = ANY(%s)"
+                " AND (%s::text IS NULL OR market_type = %s) ORDER BY ticker",
+                (feed, sorted(states.open), market_type, market_type))).fetchall()
     finally:
         await conn.close()
     series_category: dict[str, str | None] = {str(t): c for t, c in series}
     event_series = {str(e): str(s) for e, s in events}
     found = [DiscoveredMarket(str(t), str(e), series_category.get(event_series.get(str(e), ""))) for t, e in markets]
-    log.info("catalog read from the secmaster", feed=feed, database=safe_url(database_url), markets=len(found),
-             series=len(series_category), events=len(event_series))
+    log.info("catalog read from the secmaster", feed=feed, market_type=market_type, database=safe_url(database_url),
+             markets=len(found), series=len(series_category), events=len(event_series))
     return MarketCatalog(found, series_category, event_series)

@@ -49,8 +49,12 @@ class Decision:
 
 @dataclass
 class SecmasterView:
+    """``market_type``: when set, only ``markets`` rows of that type are subscribed or removed — a feed whose
+    markets are served by separate processes (Kraken ``spot`` and ``futures``) gives each its own rows."""
+
     feed: str
     states: MarketStates = KALSHI_STATES
+    market_type: str | None = None
     series_category: dict[str, str | None] = field(default_factory=dict)
     event_series: dict[str, str] = field(default_factory=dict)
 
@@ -72,7 +76,7 @@ class SecmasterView:
             self.series_category[str(row.get("ticker"))] = row.get("category")
         elif table == "events" and op != "delete":
             self.event_series[str(row.get("event_ticker"))] = str(row.get("series_ticker"))
-        elif table == "markets":
+        elif table == "markets" and self.market_type in (None, row.get("market_type")):
             ticker = str(row.get("ticker"))
             if op == "delete" or row.get("status") in self.states.finished:
                 return Decision("remove", ticker)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ingest_daemons.adapters.venues import market_states
+from ingest_daemons.adapters.venues import KRAKEN_STATES, market_states
 from ingest_daemons.config.models import FeedConfig
 from ingest_daemons.connector.directory import DiscoveredMarket, MarketCatalog
 from ingest_daemons.connector.secmaster_view import KALSHI_STATES, POLYMARKET_STATES, Decision, SecmasterView
@@ -44,5 +44,29 @@ def test_each_venue_names_its_statuses() -> None:
 
     assert market_states(feed("kalshi_v2")) is KALSHI_STATES
     assert market_states(feed("polymarket_clob")) is POLYMARKET_STATES
+    assert market_states(feed("kraken_v2")) is KRAKEN_STATES
     with pytest.raises(ValueError, match="no market statuses"):
-        market_states(feed("kraken_v2"))
+        market_states(feed("fix_4_4"))
+
+
+def kraken(table: str, op: str = "insert", **row: Any) -> dict[str, Any]:
+    return {"table": table, "op": op, "row": {"feed": "kraken", **row}}
+
+
+def test_a_kraken_market_follows_only_its_own_market_types_rows() -> None:
+    spot = SecmasterView("kraken", KRAKEN_STATES, market_type="spot")
+    futures = SecmasterView("kraken", KRAKEN_STATES, market_type="futures")
+    for view in (spot, futures):
+        view.apply(kraken("series", ticker="BTC/USD", category="Spot"))
+        view.apply(kraken("events", event_ticker="BTC/USD", series_ticker="BTC/USD"))
+    pair = kraken("markets", ticker="BTC/USD", event_ticker="BTC/USD", market_type="spot", status="online")
+    assert spot.apply(pair) == Decision("add", "BTC/USD", "Spot")
+    assert futures.apply(pair) == Decision("none"), "a spot pair is not the futures process's"
+    halted = kraken("markets", "update", ticker="BTC/USD", event_ticker="BTC/USD", market_type="spot",
+                    status="cancel_only")
+    assert spot.apply(halted) == Decision("none"), "cancel-only: neither added nor removed"
+    delisted = kraken("markets", "update", ticker="BTC/USD", event_ticker="BTC/USD", market_type="spot",
+                      status="delisted")
+    assert spot.apply(delisted) == Decision("remove", "BTC/USD")
+    assert futures.apply(delisted) == Decision("none")
+    assert SecmasterView("kraken", KRAKEN_STATES).apply(pair).action == "add", "no market type: every row"
