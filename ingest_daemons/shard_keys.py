@@ -38,6 +38,14 @@ def bucket_name(env: str) -> str:
     return f"ssmd_shards_{env}"
 
 
+def registry_feed(feed: str, market: str | None = None) -> str:
+    """The name a feed's keys start with: the feed, or ``{feed}.{market}`` for a feed whose markets run as
+    separate processes (Kraken ``spot`` and ``futures``), so each market has its own layout, shards and
+    assigner and never takes the other's symbols. Still under ``{feed}.``: a connector's NATS grant on its
+    feed's keys (``$KV.<bucket>.{feed}.>``) covers every market of the feed."""
+    return feed if market is None else f"{feed}.{market}"
+
+
 def kv_token(ticker: str) -> str:
     """KV keys allow ``[-/_=.a-zA-Z0-9]``: the subject escape with ``%`` spelled ``=`` (still reversible)."""
     return escape_token(ticker).replace("%", "=")

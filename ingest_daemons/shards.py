@@ -67,12 +67,13 @@ from ingest_daemons.shard_keys import (
     kv_token,
     membership_value,
     parse_assignment,
+    registry_feed,
     ticker_of,
 )
 
 __all__ = [
     "DELETE_MARKER_TTL_S", "ShardLayout", "ShardRegistry", "ShardState", "assignment_value", "bucket_name",
-    "kv_token", "membership_value", "parse_assignment", "ticker_of",
+    "kv_token", "membership_value", "parse_assignment", "registry_feed", "ticker_of",
 ]
 
 log = get_logger("ssmd.shards")

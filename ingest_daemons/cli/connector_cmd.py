@@ -66,7 +66,10 @@ def register(sub: Any) -> None:
             "Kraken: one process per market (--market spot|futures, default spot): spot v2 symbols\n"
             "(BTC/USD) from REST AssetPairs, books at the feed's book_depth, checksum-verified on every\n"
             "frame; futures product ids (PF_XBTUSD) from REST instruments. Categories through the feed's\n"
-            "category_tags (default: the market type, spot or futures); no credentials.\n\n"
+            "category_tags (default: the market type, spot or futures); no credentials. With --follow-cdc\n"
+            "each market's process takes that market's symbols from the secmaster instead (kept by\n"
+            "`ssmd secmaster sync --feed kraken`): a newly listed symbol is subscribed on the open socket,\n"
+            "a delisted one unsubscribed.\n\n"
             "--follow-cdc and --all-markets seed their market categories from the secmaster (--database-url,\n"
             "$SSMD_READONLY_DATABASE_URL, $DATABASE_URL, else a running local one; read-only) and keep them\n"
             "current from its CDC stream."
@@ -78,6 +81,7 @@ def register(sub: Any) -> None:
             "  ssmd connector --env dev --feed polymarket\n"
             "  ssmd connector --env dev --feed kraken --market futures --metrics-port 9471\n"
             "  ssmd connector --env dev --feed polymarket --shard 1 --follow-cdc\n"
+            "  ssmd connector --env dev --feed kraken --market spot --follow-cdc\n"
             "  ssmd connector --env prod --feed kalshi --all-markets --metrics-port 9468\n"
             "  ssmd connector --env dev --feed kalshi --ws-url ws://127.0.0.1:8765/trade-api/ws/v2 \\\n"
             "      --markets KXBTCD-26FEB1217-T72749.99,FED-23DEC-T3.00\n"
@@ -232,6 +236,13 @@ async def _run(args: argparse.Namespace) -> int:
     except AuthError as exc:
         print(f"cannot start: {exc}")
         return 1
+    if args.lifecycle and args.all_markets:
+        print("--lifecycle and --all-markets are separate connectors; pick one")
+        return 1
+    # A feed run as one process per market (Kraken) follows only its own market's secmaster rows.
+    market_type = (args.market or SPOT) if feed.feed.protocol == "kraken_v2" else None
+    following = args.follow_cdc and not args.all_markets and not args.lifecycle
+    loader = _secmaster_loader(env, feed, args, market_type) if following else None
     options = ConnectorOptions(
         shard=args.shard, ws_url=args.ws_url or ws_url, nats_url=args.nats_url, idle_timeout_s=idle,
         max_in_flight=args.max_in_flight, max_in_flight_bytes=args.max_in_flight_bytes,
@@ -239,10 +250,11 @@ async def _run(args: argparse.Namespace) -> int:
         lifecycle=args.lifecycle, use_registry=args.follow_cdc and not args.all_markets,
         follow_cdc=args.follow_cdc or args.all_markets, all_markets=args.all_markets,
         lease_ttl_s=args.lease_ttl if args.all_markets and args.lease_ttl > 0 else None,
+        market=market_type,
+        # Kraken has no lifecycle channel: its REST sync into the secmaster is the discovery path, so the
+        # secmaster's rows, not a REST listing read at start, are the symbols to subscribe.
+        markets_from_secmaster=market_type is not None and loader is not None and not args.markets,
     )
-    if args.lifecycle and args.all_markets:
-        print("--lifecycle and --all-markets are separate connectors; pick one")
-        return 1
     if args.all_markets:
         return await _run_all_markets(env, feed, args, credentials, options)
     feed_config = feed.feed
@@ -258,6 +270,13 @@ async def _run(args: argparse.Namespace) -> int:
     # Health first: REST discovery can take minutes, and the probes should see a live process that
     # reports "discovering markets" rather than a closed port.
     connector = Connector(env, feed, [], MarketDirectory(), venues, options)
+    connector.catalog_loader = loader
+    if options.markets_from_secmaster:
+        # The assigner reads them once its CDC consumer exists; the registry already holds a restart's set.
+        connector.use_markets([], build_directory(feed.stream_categories(), []), None)
+        log.info("symbols come from the secmaster and its CDC stream", env=env.name, feed=feed.name,
+                 market=market_type, shard=args.shard)
+        return await connector.run_until_signalled()
     connector.starting = "discovering markets"
     await connector.serve_health()
     try:
@@ -270,21 +289,21 @@ async def _run(args: argparse.Namespace) -> int:
     # With the registry, every passing market is a candidate and the KV registry decides the shard.
     mine = markets if args.follow_cdc else shard_markets(markets, args.shard, feed.settings.shard_size)
     connector.use_markets(mine, directory, catalog)
-    if args.follow_cdc:
-        connector.catalog_loader = _secmaster_loader(env, feed, args)
     return await connector.run_until_signalled()
 
 
-def _secmaster_loader(env: ResolvedEnvironment, feed: ResolvedFeed,
-                      args: argparse.Namespace) -> Callable[[], Awaitable[MarketCatalog]] | None:
-    """Reads the secmaster's rows for the CDC view, when a secmaster database is reachable."""
+def _secmaster_loader(env: ResolvedEnvironment, feed: ResolvedFeed, args: argparse.Namespace,
+                      market_type: str | None = None) -> Callable[[], Awaitable[MarketCatalog]] | None:
+    """Reads the secmaster's rows (of ``market_type`` only, when given) for the CDC view, when a secmaster
+    database is reachable."""
     url = running_secmaster_url(env.settings, args.database_url)
     if url is None:
         log.warning("no secmaster database (--database-url, $SSMD_READONLY_DATABASE_URL, $DATABASE_URL or a running "
-                    "local one); the CDC view starts from the REST catalog", env=env.name, feed=feed.name)
+                    "local one); the CDC view starts from the REST catalog", env=env.name, feed=feed.name,
+                    market=market_type)
         return None
     states = market_states(feed.feed)
-    return lambda: load_catalog(url, feed.name, states)
+    return lambda: load_catalog(url, feed.name, states, market_type)
 
 
 async def _run_all_markets(env: ResolvedEnvironment, feed: ResolvedFeed, args: argparse.Namespace,

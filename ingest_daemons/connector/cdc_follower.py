@@ -60,6 +60,7 @@ class CdcFollower:
         view: SecmasterView,
         registry: ShardRegistry,
         directory: MarketDirectory,
+        assign_seeded: bool = False,
     ) -> None:
         self.nc = nc
         self.env = env
@@ -67,7 +68,10 @@ class CdcFollower:
         self.view = view
         self.registry = registry
         self.directory = directory
-        self.durable = f"ssmd_{view.feed}_assigner"
+        # One assigner per registry name: a feed run as one process per market (Kraken) has one per market.
+        self.durable = f"ssmd_{registry.feed.replace('.', '_')}_assigner"
+        # The seed's open markets are the candidates (no REST listing at start): assigned once the consumer exists.
+        self.assign_seeded = assign_seeded
         self.applied = 0
         self.waiting: dict[str, str | None] = {}  # ticker -> category slug, markets with no shard yet
         self.reconciler = LoadReconciler(registry)
@@ -89,6 +93,9 @@ class CdcFollower:
         catalog = await seed() if seed is not None else None
         if catalog is not None:
             self.view.seed(catalog)
+            if self.assign_seeded:
+                await self._assign([(m.ticker, self.directory.slug_for(m.category)) for m in catalog.markets
+                                    if self.feed_settings.category_passes(m.category)])
         # Markets that waited before a restart are still waiting: pick them up from KV.
         self.waiting.update(await self.registry.waiting_markets())
         log.info("assigning markets from secmaster changes", env=self.env, durable=self.durable,

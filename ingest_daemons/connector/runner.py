@@ -39,7 +39,7 @@ from ingest_daemons.publisher import (
     DEFAULT_MAX_IN_FLIGHT_BYTES,
     JetStreamPublisher,
 )
-from ingest_daemons.shards import ShardLayout, ShardRegistry
+from ingest_daemons.shards import ShardLayout, ShardRegistry, registry_feed
 
 log = get_logger("ssmd.connector")
 
@@ -72,6 +72,12 @@ class ConnectorOptions:
     use_registry: bool = False  # shard assignments from the NATS KV registry (else the given market list)
     follow_cdc: bool = False  # subscribe/unsubscribe markets as the secmaster changes (needs use_registry)
     assigner_shard: int = 0  # with follow_cdc: the shard whose connector turns secmaster changes into assignments
+    # The venue's market type when a feed runs one process per market (Kraken `spot`, `futures`): the
+    # registry keys, the assigner and the secmaster rows it follows are that market's alone.
+    market: str | None = None
+    # With follow_cdc: the assigner assigns the secmaster's open markets it seeds from (read once its CDC
+    # consumer exists), rather than markets listed by the exchange's REST API at start.
+    markets_from_secmaster: bool = False
     heartbeat_interval_s: float = 5.0
 
 
@@ -257,7 +263,8 @@ class Connector:
             self._nc = await connect_daemon(self.env.nats_settings(self.options.nats_url),
                                             name=f"ssmd-connector-{self.env.name}-{self.feed.name}-{self.options.shard}-kv")
             js = self._nc.jetstream()
-            self.registry = await ShardRegistry.open(js, self.env.name, self.feed.name,
+            self.registry = await ShardRegistry.open(js, self.env.name,
+                                                     registry_feed(self.feed.name, self.options.market),
                                                      replicas=self.env.config.streams.replicas)
             await self.registry.ensure_layout(shards=1, capacity=self.feed.settings.shard_size)
             await self._check_layout()
@@ -276,11 +283,12 @@ class Connector:
                                       "exchange subscription", lambda: membership.pending)
                 self._tasks.append(asyncio.create_task(self.membership.run(self.pool), name="membership"))
             if self.is_assigner:
-                view = SecmasterView(self.feed.name, market_states(self.feed.feed))
+                view = SecmasterView(self.feed.name, market_states(self.feed.feed), self.options.market)
                 if self.catalog is not None:
                     view.seed(self.catalog)
                 self.follower = follower = CdcFollower(self._nc, self.env.name, self.feed.settings, view,
-                                                       self.registry, self.directory)
+                                                       self.registry, self.directory,
+                                                       assign_seeded=self.options.markets_from_secmaster)
                 self.metrics.gauge_fn("ssmd_assigner_changes_handled", "Secmaster changes the assigner handled "
                                       "(cumulative)", lambda: follower.applied)
                 self.metrics.gauge_fn("ssmd_markets_waiting", "Markets that passed the filter and wait for a shard "
@@ -289,8 +297,8 @@ class Connector:
                                       "membership keys and repaired (cumulative)", lambda: follower.reconciler.repairs)
                 self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop, self._load_catalog),
                                                        name="cdc-follower"))
-        log.info("connector started", env=self.env.name, feed=self.feed.name, shard=self.options.shard,
-                 run=self.run_id, connections=len(self.sessions), markets=len(markets),
+        log.info("connector started", env=self.env.name, feed=self.feed.name, market=self.options.market,
+                 shard=self.options.shard, run=self.run_id, connections=len(self.sessions), markets=len(markets),
                  registry=self.registry is not None, follow_cdc=self.membership is not None,
                  assigner=self.follower is not None, category_map=self.category_map is not None)
 
