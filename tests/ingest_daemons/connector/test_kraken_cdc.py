@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import nats
+import pytest
 
 from ingest_daemons.adapters.venues import KRAKEN_STATES
 from ingest_daemons.connector.directory import build_directory
@@ -184,3 +188,41 @@ async def test_futures_takes_only_futures_rows_and_follows_listing_and_delisting
     new_frames = [m for m in data if parse_subject(m.subject).ticker == new_product]
     assert len(new_frames) == sent_until_unsubscribed >= 5
     assert {parse_subject(m.subject).category for m in new_frames} == {"futures"}
+
+
+@pytest.mark.timeout(180)
+async def test_cli_follow_cdc_takes_the_secmaster_symbols_and_subscribes_a_listed_pair_live(
+    kraken_bench: KrakenBenchFactory, secmaster_db: str
+) -> None:
+    """``ssmd connector --feed kraken --market spot --follow-cdc``: no REST listing at start, the secmaster's
+    pairs subscribed, a pair synced later added on the open socket; SIGTERM drains."""
+    bench = await kraken_bench("spot", start_connector=False)
+    rest = {"spot": bench.sim.rest_url + SPOT_REST}
+    initial = await sync(bench, secmaster_db, rest)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "SSMD_", "DATABASE_URL"))}
+    env.update(SSMD_EXCHANGES_DIR=str(bench.env.settings.exchanges_dir), SSMD_DATA_DIR=str(bench.env.data_dir))
+    async with cdc_publisher(bench, secmaster_db):
+        await wait_published(bench, initial)
+        listings_read = len(bench.sim.rest_requests)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ingest_daemons.cli", "connector", "--env", bench.env.name, "--feed", "kraken",
+            "--market", "spot", "--follow-cdc", "--database-url", secmaster_db, "--metrics-port", "0",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            # An interpreter starts on a loaded machine: that takes a while.
+            await bench.sim.wait_for(lambda: all(held_everywhere(bench, s) for s in bench.sim.symbols), 90)
+            new = bench.sim.list_symbol()
+            await sync(bench, secmaster_db, rest)
+            await bench.sim.wait_for(lambda: held_everywhere(bench, new), 20)
+            assert bench.sim.connection_count == 1, "added on the open socket"
+            proc.send_signal(signal.SIGTERM)
+            output = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, output[-3000:]
+    assert "every frame acknowledged" in output
+    assert len(bench.sim.rest_requests) == listings_read + 1, "the connector read no REST listing (the sync did)"
+    assert "symbols come from the secmaster" in output and "market=spot" in output
+    assert secmaster_db.split("@")[0].split(":")[-1] not in output, "no database password in the log"
