@@ -48,9 +48,9 @@ def register(sub: Any) -> None:
             "  - when the environment runs polymarket on a local endpoint: the Polymarket simulator, a Gamma\n"
             "    sync into the secmaster, the Polymarket connector shards following the CDC stream like\n"
             "    Kalshi's, and the lifecycle consumer applying new_market / market_resolved to the secmaster,\n"
-            "  - when the environment runs kraken on local endpoints: the spot and futures simulators and\n"
-            "    one connector per market (symbols from AssetPairs / instruments, spot books verified),\n"
-            "    and a sync of those pairs and instruments into the secmaster,\n"
+            "  - when the environment runs kraken on local endpoints: the spot and futures simulators, a sync\n"
+            "    of their pairs and instruments into the secmaster, and one connector per market following\n"
+            "    the CDC stream for that market's symbols (spot books verified),\n"
             "  - Dagster (`dagster dev`) on a local instance in DATA_DIR/dagster: the asset graph of\n"
             "    streams and archive partitions, on http://127.0.0.1:3000.\n"
             "Component logs go to DATA_DIR/logs/. Ctrl-C stops everything (the connector drains first)."
@@ -186,7 +186,13 @@ def add_polymarket(stack: LocalStack, env: ResolvedEnvironment, args: argparse.N
 
 
 def add_kraken(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Namespace) -> str | None:
-    """A simulator and a connector per Kraken market (spot, and futures when configured) on a local endpoint."""
+    """A simulator and a connector per Kraken market (spot, and futures when configured) on a local endpoint.
+
+    With the secmaster running, the pairs and instruments are synced into it first and each market's
+    connector follows CDC (``--follow-cdc``): a symbol the simulator lists reaches the open socket through
+    the next ``ssmd secmaster sync --feed kraken``, a delisted one leaves it. Without it, each connector
+    reads its market's REST listing at start.
+    """
     feed = env.feeds.get("kraken")
     if feed is None:
         return None
@@ -207,22 +213,24 @@ def add_kraken(stack: LocalStack, env: ResolvedEnvironment, args: argparse.Names
             port=url.port,
         )
         local.append(market)
-        stack.add(
-            f"connector-kraken-{market}",
-            ssmd_command("connector", "--env", env.name, "--feed", "kraken", "--market", market,
-                         "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
-            env=common,
-        )
-    if local and any(c.name == "postgres" for c in stack.children):
+    secmaster = any(c.name == "postgres" for c in stack.children)
+    if local and secmaster:
         # Pairs and instruments from the local simulators' REST into the secmaster (a market whose
-        # endpoint is not local is left to a sync run by hand). The connectors read the same REST
-        # listings at start, so nothing waits for this sync.
+        # endpoint is not local is left to a sync run by hand), before the connectors seed from it.
         only = [] if len(local) == len(markets) else [["--market", m] for m in local]
         for extra in only or [[]]:
             suffix = f"-{extra[1]}" if extra else ""
             stack.add(f"secmaster-sync-kraken{suffix}",
                       ssmd_command("secmaster", "sync", "--env", env.name, "--feed", "kraken", *extra),
-                      env=common, oneshot=True, background=True)
+                      env=common, oneshot=True)
+    follow = ["--follow-cdc"] if secmaster else []
+    for market in local:
+        stack.add(
+            f"connector-kraken-{market}",
+            ssmd_command("connector", "--env", env.name, "--feed", "kraken", "--market", market, *follow,
+                         "--metrics-host", "127.0.0.1", "--metrics-port", "0"),
+            env=common,
+        )
     return "; ".join(skipped) or None
 
 
@@ -275,8 +283,11 @@ def summary(
         ]
     kraken = sorted(n.removeprefix("sim-kraken-") for n in names if n.startswith("sim-kraken-"))
     if kraken:
+        follows = ""
+        if "postgres" in names:
+            follows = " (following CDC: new symbols after `ssmd secmaster sync --feed kraken`)"
         lines += [
-            f"  kraken      simulators and connectors for {', '.join(kraken)}; into "
+            f"  kraken      simulators and connectors for {', '.join(kraken)}{follows}; into "
             f"{env.name}.kraken.<spot|futures>.json.<type>.<symbol> (BTC/USD as BTC%2FUSD)",
         ]
     if "postgres" in names:

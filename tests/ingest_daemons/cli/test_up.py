@@ -118,6 +118,9 @@ async def test_up_brings_the_stack_up_and_data_flows(write_env: WriteEnv, unique
     for market in ("spot", "futures"):
         kraken_log = (tmp_path / "var" / "logs" / f"connector-kraken-{market}.log").read_text()
         assert "every frame acknowledged" in kraken_log, kraken_log[-2000:]
+        # Kraken follows the secmaster too: its symbols from the sync's rows, its own market's assigner.
+        assert "symbols come from the secmaster" in kraken_log, kraken_log[-2000:]
+        assert f"durable=ssmd_kraken_{market}_assigner" in kraken_log, kraken_log[-2000:]
     assert f"{unique_env}.kraken.<spot|futures>" in output
     # The secmaster services ran as their own least-privilege login users, never the superuser; the
     # connectors following CDC read it as the read-only user (ssmd_dagster, the read-only role's login).
