@@ -199,7 +199,7 @@ async def test_cli_follow_cdc_takes_the_secmaster_symbols_and_subscribes_a_liste
     bench = await kraken_bench("spot", start_connector=False)
     rest = {"spot": bench.sim.rest_url + SPOT_REST}
     initial = await sync(bench, secmaster_db, rest)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "SSMD_", "DATABASE_URL"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "SSMD_", "DATABASE_URL", "NATS_"))}
     env.update(SSMD_EXCHANGES_DIR=str(bench.env.settings.exchanges_dir), SSMD_DATA_DIR=str(bench.env.data_dir))
     async with cdc_publisher(bench, secmaster_db):
         await wait_published(bench, initial)
