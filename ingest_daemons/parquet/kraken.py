@@ -26,8 +26,8 @@ import pyarrow as pa
 
 from ingest_daemons.parquet import columns as c
 from ingest_daemons.parquet.columns import Source, Typed
-from ingest_daemons.parquet.schemas import BOOL, COMMON, I64, MARKERS, TIMESTAMP, S, frame_decode_schema, strings
-from ingest_daemons.parquet.tables import MS, Check, TableSpec, common
+from ingest_daemons.parquet.schemas import BOOL, COMMON, I64, TIMESTAMP, S
+from ingest_daemons.parquet.tables import MS, Check, TableSpec, common, markers_table
 
 KR = pl.Decimal(38, 18)
 _K = pa.decimal128(38, 18)
@@ -283,41 +283,13 @@ FUTURES_BOOK_TABLE = TableSpec(
 
 # ------------------------------------------------------------------------------------- markers
 
-KRAKEN_MARKERS: dict[str, pl.DataType] = {
-    **MARKERS, "symbol": S, "expected": I64, "got": I64, "computed": I64, "resync": BOOL,
-}
-_MARKER_TOP = strings("ssmd_marker", "conn", "shard", "sid", "channel", "market", "expected_seq", "got_seq",
-                      "missing", "reason", "code", "symbol", "expected", "got", "computed", "resync")
-
-
-def _marker_columns(src: Source) -> dict[str, Typed]:
-    frame = src.frame
-    return {
-        **common(None),
-        "marker_type": Typed(pl.col("subject").str.split(".").list.get(4, null_on_oob=True)),
-        "kind": c.identifier(frame("ssmd_marker")),
-        "conn": c.identifier(frame("conn")),
-        "shard": c.integer(frame("shard")),
-        "sid": c.integer(frame("sid")),
-        "channel": c.identifier(frame("channel")),
-        "market": c.identifier(frame("market")),
-        "expected_seq": c.integer(frame("expected_seq")),
-        "got_seq": c.integer(frame("got_seq")),
-        "missing": c.integer(frame("missing")),
-        "reason": c.text(frame("reason")),
-        "code": c.integer(frame("code")),
-        "symbol": c.identifier(frame("symbol")),
-        "expected": c.integer(frame("expected")),
-        "got": c.integer(frame("got")),
-        "computed": c.integer(frame("computed")),  # checksum gaps: ours; "expected" is Kraken's
-        "resync": c.boolean(frame("resync")),
-    }
-
-
-KRAKEN_MARKERS_TABLE = TableSpec(
-    "markers", ("gap", "status"), None, frame_decode_schema(_MARKER_TOP, None), KRAKEN_MARKERS, _marker_columns,
-    lambda src: [(~c.present(src.frame("ssmd_marker")), pl.lit("ssmd_marker missing"))],
-)
+KRAKEN_MARKERS_TABLE = markers_table({
+    "symbol": (S, c.identifier),
+    "expected": (I64, c.integer),
+    "got": (I64, c.integer),
+    "computed": (I64, c.integer),  # checksum gaps: ours; "expected" is Kraken's
+    "resync": (BOOL, c.boolean),
+})
 
 KRAKEN_TABLES: tuple[TableSpec, ...] = (
     SPOT_TICKER_TABLE, SPOT_TRADE_TABLE, SPOT_BOOK_TABLE, FUTURES_TICKER_TABLE, FUTURES_TRADE_TABLE,

@@ -9,7 +9,7 @@ integer cents / count. Message types with no table (``ticker_v2``, ``fill``, any
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -317,11 +317,12 @@ LIFECYCLE_TABLE = TableSpec(
 
 # ------------------------------------------------------------------------------------- markers
 
-_MARKER_TOP = strings("ssmd_marker", "conn", "shard", "sid", "channel", "market", "expected_seq", "got_seq",
-                      "missing", "reason", "code")
+_MARKER_FIELDS = ("ssmd_marker", "conn", "shard", "sid", "channel", "market", "expected_seq", "got_seq", "missing",
+                  "reason", "code")
+MarkerColumn = tuple[pl.DataType, Callable[[Field], Typed]]  # (column type, how the frame field is typed)
 
 
-def _marker_columns(src: Source) -> dict[str, Typed]:
+def _marker_columns(src: Source, extra: Mapping[str, MarkerColumn]) -> dict[str, Typed]:
     frame = src.frame
     return {
         **common(None),
@@ -337,14 +338,26 @@ def _marker_columns(src: Source) -> dict[str, Typed]:
         "missing": c.integer(frame("missing")),
         "reason": c.text(frame("reason")),
         "code": c.integer(frame("code")),
+        **{name: typed(frame(name)) for name, (_, typed) in extra.items()},
     }
 
 
-MARKERS_TABLE = TableSpec(
-    "markers", ("gap", "status"), None,
-    frame_decode_schema(_MARKER_TOP, None), MARKERS,
-    _marker_columns, lambda src: [(~c.present(src.frame("ssmd_marker")), pl.lit("ssmd_marker missing"))],
-)
+def markers_table(extra: Mapping[str, MarkerColumn] | None = None) -> TableSpec:
+    """The markers table every feed shares, plus the marker fields one venue's connector adds
+    (Kraken's checksum gaps name the symbol and both checksums): each extra frame field becomes a
+    column of the same name after the shared ones, so one feed's additions never reach another's
+    table and the shared columns are typed in one place."""
+    added = dict(extra or {})
+    return TableSpec(
+        "markers", ("gap", "status"), None,
+        frame_decode_schema(strings(*_MARKER_FIELDS, *added), None),
+        {**MARKERS, **{name: dtype for name, (dtype, _) in added.items()}},
+        lambda src: _marker_columns(src, added),
+        lambda src: [(~c.present(src.frame("ssmd_marker")), pl.lit("ssmd_marker missing"))],
+    )
+
+
+MARKERS_TABLE = markers_table()
 
 KALSHI_TABLES: tuple[TableSpec, ...] = (TICKER_TABLE, TRADE_TABLE, ORDERBOOK_TABLE, LIFECYCLE_TABLE, MARKERS_TABLE)
 UNPARSED_TYPE = "unparsed"
