@@ -48,7 +48,7 @@ from ingest_daemons.secmaster.polymarket_sync import PolymarketSyncOptions, sync
 from ingest_daemons.shards import ShardRegistry
 from ingest_daemons.streams import apply_plan, desired_streams, observe, plan, reconcile
 from tests.fixtures.config import WriteEnv
-from tests.fixtures.kalshi import assert_stored_exactly_once, stored_messages
+from tests.fixtures.connector_bench import assert_stored_exactly_once, stored_messages
 from tests.fixtures.kraken import KrakenSimFactory, kraken_endpoints
 from tests.fixtures.polymarket import PolymarketSimFactory
 from tests.fixtures.postgres import AsService
