@@ -125,9 +125,15 @@ def write_exchanges(tmp: Path, ws: str, rest: str, nats_url: str, feed: str = "k
 
 
 class Simulator:
-    """The simulator in its own process, as it would run next to a real connector."""
+    """The simulator in its own process, as it would run next to a real connector.
+
+    Stops (and reaps) its process on every failure to start, and on leaving a ``with`` block: a
+    bench interrupted on a loaded machine leaves no simulator behind.
+    """
 
     feed = "kalshi"
+    ws_path, rest_path = "/trade-api/ws/v2", "/trade-api/v2"
+    start_timeout_s = 60.0  # an interpreter start on a loaded machine
 
     def __init__(self, markets: int, rate: int) -> None:
         self.port = free_port()
@@ -136,14 +142,25 @@ class Simulator:
                                      *self.args(markets, rate)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60  # an interpreter start on a loaded machine
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.feed} simulator exited with status {self.proc.returncode} "
+                                   f"before listening on port {self.port}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("simulator did not start")
+        raise RuntimeError(f"{self.feed} simulator not listening on port {self.port} "
+                           f"after {self.start_timeout_s:g} s")
 
     def start_command(self) -> list[str]:
         return []  # the simulator, from args()
@@ -153,59 +170,58 @@ class Simulator:
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/trade-api/ws/v2"
+        return f"ws://127.0.0.1:{self.port}{self.ws_path}"
 
     @property
     def rest(self) -> str:
-        return f"http://127.0.0.1:{self.port}/trade-api/v2"
+        return f"http://127.0.0.1:{self.port}{self.rest_path}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        """Terminate, then kill if it does not exit in 10 s; always reaped. Safe to call twice."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Simulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class PolymarketSimulator(Simulator):
     """Flooding JSON arrays of ``price_change`` events, ``array_max`` per frame, with no idle close."""
 
     feed = "polymarket"
+    ws_path, rest_path = "/ws/market", ""
     array_max = 20
 
     def args(self, markets: int, rate: int) -> list[str]:
         return ["polymarket", "--port", str(self.port), "--markets", str(markets), "--rate", str(rate),
                 "--array-frames", "always", "--array-max", str(self.array_max), "--idle-timeout", "0"]
 
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/market"
-
-    @property
-    def rest(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
 
 class KrakenSpotSimulator(Simulator):
     """Kraken spot flooding pre-made book updates (``--book-cycle``) that all verify, with no idle close."""
 
     feed = "kraken"
+    ws_path, rest_path = "/v2", "/0/public"
     book_cycle = 2000
 
     def args(self, markets: int, rate: int) -> list[str]:
         return ["kraken", "--market", "spot", "--port", str(self.port), "--pairs", str(markets), "--rate", str(rate),
                 "--book-cycle", str(self.book_cycle), "--idle-timeout", "0"]
 
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v2"
-
-    @property
-    def rest(self) -> str:
-        return f"http://127.0.0.1:{self.port}/0/public"
-
 
 class KrakenFlood(Simulator):
     """``bench/kraken_flood.py`` in its own process: the recorded pass written in a loop, no work per frame."""
 
     feed = "kraken"
+    ws_path = "/v2"
 
     def __init__(self, frames_file: Path, rest: str) -> None:  # the REST listing stays the simulator's
         self.frames_file, self._rest = frames_file, rest
@@ -216,10 +232,6 @@ class KrakenFlood(Simulator):
 
     def start_command(self) -> list[str]:
         return [sys.executable, str(REPO / "bench" / "kraken_flood.py"), str(self.frames_file), str(self.port)]
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v2"
 
     @property
     def rest(self) -> str:
@@ -460,60 +472,76 @@ async def main() -> None:
     nats = NatsServer(tmp / "nats").start()
     results: dict[str, object] = {"machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor()}",
                                   "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    run = {"kalshi": kalshi_bench, "polymarket": polymarket_bench, "kraken": kraken_bench}[args.feed]
     try:
-        if args.feed == "polymarket":
-            await polymarket_bench(args, tmp, nats, results)
-            return
-        if args.feed == "kraken":
-            await kraken_bench(args, tmp, nats, results)
-            return
-        flood = Simulator(args.markets, 0)
-        root = write_exchanges(tmp, flood.ws, flood.rest, nats.url)
-        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
-        nc = await connect_once(nats.url, "bench-setup")
-        await reconcile(nc.jetstream(), env, apply=True)
-        await nc.close()
-        discovered = await discover_kalshi_markets(flood.rest)
-        directory = build_directory(env.feeds["kalshi"].stream_categories(), discovered)
-        if args.in_flight_curve:
-            await in_flight_curve(args, root, tmp, flood, nats, results)
-            results["ceiling_acked_per_s"] = await record_and_ceiling(args, flood, discovered, directory, nats, results)
-            flood.stop()
-            print_curve(results)
-            return
-        # The flood first: the connector's memory is measured before this process holds the recorded frames.
-        print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
-        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup, args.all_markets)
-        if args.compare_framing:
-            await purge(nats.url)
-            print(f"flood, websockets framing, for {args.seconds:g}s ...", flush=True)
-            session_module.connect = functools.partial(ws_client.connect, parser_factory=LibraryFrameParser)
-            try:
-                results["flood_websockets_framing"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
-            finally:
-                session_module.connect = ws_client.connect
-        await purge(nats.url)
-        results["ceiling_acked_per_s"] = await record_and_ceiling(args, flood, discovered, directory, nats, results)
-        flood.stop()
-        await purge(nats.url)
-        paced = Simulator(args.markets, 10_000)
-        print(f"latency: 10,000 msgs/s for {args.seconds:g}s ...", flush=True)
-        results["latency_10k"] = await run_connector(root, tmp, paced, args.seconds, args.warmup, args.all_markets)
-        paced.stop()
+        await run(args, tmp, nats, results)
     finally:
         nats.stop()
-    flood_r, lat = results["flood"], results["latency_10k"]
-    assert isinstance(flood_r, dict) and isinstance(lat, dict)
+
+
+async def provision(tmp: Path, sim: Simulator, nats: NatsServer) -> tuple[Path, list[DiscoveredMarket],
+                                                                             MarketDirectory]:
+    """The bench environment for ``sim``'s feed (its exchanges folder), its streams, and the markets
+    the simulator lists with the directory that files them."""
+    root = write_exchanges(tmp, sim.ws, sim.rest, nats.url, sim.feed)
+    env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
+    nc = await connect_once(nats.url, "bench-setup")
+    await reconcile(nc.jetstream(), env, apply=True)
+    await nc.close()
+    discovered, directory = await discover(sim, root, tmp)
+    return root, discovered, directory
+
+
+def print_summary(results: dict[str, object], ceiling_unit: str, flood_unit: str, flood_extra: str = "") -> float:
+    """The machine, the ceiling and the flood against it (every feed prints these three the same way);
+    returns the ceiling rate for the feed's own further lines."""
+    flood_r = results["flood"]
+    assert isinstance(flood_r, dict)
     ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
     results["load_average"] = os.getloadavg()[0]
     print()
     print(f"machine: {results['machine']}, python {results['python']}, {results['date']}, "
           f"load average {results['load_average']:.1f}")
-    print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s")
-    print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
+    print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} {ceiling_unit}")
+    print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} {flood_unit} "
           f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB "
-          f"(peak {flood_r['rss_peak_mb']:.0f}), connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg, "
-          f"at most {flood_r['held_max_mb']:.1f} MB held unacknowledged")
+          f"(peak {flood_r['rss_peak_mb']:.0f}), connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg"
+          f"{flood_extra}")
+    return ceiling_rate
+
+
+async def kalshi_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, results: dict[str, object]) -> None:
+    with Simulator(args.markets, 0) as flood:
+        root, discovered, directory = await provision(tmp, flood, nats)
+        if args.in_flight_curve:
+            await in_flight_curve(args, root, tmp, flood, nats, results)
+            results["ceiling_acked_per_s"] = await record_and_ceiling(args, flood, discovered, directory, nats, results)
+        else:
+            # The flood first: the connector's memory is measured before this process holds the recorded frames.
+            print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
+            results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup, args.all_markets)
+            if args.compare_framing:
+                await purge(nats.url)
+                print(f"flood, websockets framing, for {args.seconds:g}s ...", flush=True)
+                session_module.connect = functools.partial(ws_client.connect, parser_factory=LibraryFrameParser)
+                try:
+                    results["flood_websockets_framing"] = await run_connector(root, tmp, flood, args.seconds,
+                                                                              args.warmup)
+                finally:
+                    session_module.connect = ws_client.connect
+            await purge(nats.url)
+            results["ceiling_acked_per_s"] = await record_and_ceiling(args, flood, discovered, directory, nats, results)
+    if args.in_flight_curve:
+        print_curve(results)
+        return
+    await purge(nats.url)
+    with Simulator(args.markets, 10_000) as paced:
+        print(f"latency: 10,000 msgs/s for {args.seconds:g}s ...", flush=True)
+        results["latency_10k"] = await run_connector(root, tmp, paced, args.seconds, args.warmup, args.all_markets)
+    flood_r, lat = results["flood"], results["latency_10k"]
+    assert isinstance(flood_r, dict) and isinstance(lat, dict)
+    ceiling_rate = print_summary(results, "acked msgs/s", "acked msgs/s",
+                                 f", at most {flood_r['held_max_mb']:.1f} MB held unacknowledged")
     if args.all_markets:
         print(f"all-markets connector: ticker and trade with no market list, category looked up per frame; "
               f"lookup alone {results['lookup_ns_per_msg']:.0f} ns/msg (map of 100,000 markets)")
@@ -578,14 +606,8 @@ def print_curve(results: dict[str, object]) -> None:
 
 async def polymarket_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, results: dict[str, object]) -> None:
     PolymarketSimulator.array_max = args.array_max
-    flood = PolymarketSimulator(args.markets, 0)
-    try:
-        root = write_exchanges(tmp, flood.ws, flood.rest, nats.url, "polymarket")
-        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
-        nc = await connect_once(nats.url, "bench-setup")
-        await reconcile(nc.jetstream(), env, apply=True)
-        await nc.close()
-        discovered, directory = await discover(flood, root, tmp)
+    with PolymarketSimulator(args.markets, 0) as flood:
+        root, discovered, directory = await provision(tmp, flood, nats)
         tokens = [m.ticker for m in discovered][: polymarket.MAX_ASSETS_PER_CONNECTION]
         print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
         results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
@@ -594,64 +616,38 @@ async def polymarket_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer
         messages = await record_polymarket_messages(flood, tokens, args.frames)
         print("ceiling: publisher alone, same elements, same acks ...", flush=True)
         results["ceiling_acked_per_s"] = await polymarket_ceiling(nats.url, messages, directory)
-    finally:
-        flood.stop()
+    ceiling_rate = print_summary(results, "acked msgs/s (array elements)", "acked msgs/s")
     flood_r = results["flood"]
     assert isinstance(flood_r, dict)
-    ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
-    results.update(feed="polymarket", array_max=args.array_max,
-                   flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate, load_average=os.getloadavg()[0])
-    print()
-    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}, "
-          f"load average {results['load_average']:.1f}")
-    print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s (array elements)")
-    print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} acked msgs/s "
-          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB "
-          f"(peak {flood_r['rss_peak_mb']:.0f}), connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg")
+    results.update(feed="polymarket", array_max=args.array_max, flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
     print(json.dumps(results))
 
 
 async def kraken_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, results: dict[str, object]) -> None:
     KrakenSpotSimulator.book_cycle = args.book_cycle
-    sim = KrakenSpotSimulator(args.markets, 0)  # recorded from, and its REST listing serves discovery
-    flood: Simulator = sim
-    try:
-        root = write_exchanges(tmp, flood.ws, flood.rest, nats.url, "kraken")
-        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
-        nc = await connect_once(nats.url, "bench-setup")
-        await reconcile(nc.jetstream(), env, apply=True)
-        await nc.close()
-        discovered, directory = await discover(flood, root, tmp)
+    with KrakenSpotSimulator(args.markets, 0) as sim:  # recorded from, and its REST listing serves discovery
+        root, discovered, directory = await provision(tmp, sim, nats)
         print(f"recording {args.book_cycle:,} book updates per pair from the simulator ...", flush=True)
-        one_pass = await record_kraken_pass(flood, [m.ticker for m in discovered], args.book_cycle)
+        one_pass = await record_kraken_pass(sim, [m.ticker for m in discovered], args.book_cycle)
         frames_file = tmp / "kraken-pass.jsonl"
         frames_file.write_bytes(b"\n".join(f for _, f in one_pass) + b"\n")
-        flood = KrakenFlood(frames_file, sim.rest)
         print("ceiling: publisher alone, same frames, same acks, no verification ...", flush=True)
         builder = SubjectBuilder("bench", "kraken")
         routed = [(builder.subject(directory.category_of(sym), "book", sym), data) for sym, data in one_pass]
         results["ceiling_acked_per_s"] = await publish_all(nats.url, (routed * (args.frames // len(routed) + 1))
                                                            [: args.frames])
         await purge(nats.url)
-        print(f"flood: pre-made frames -> connector (checksum verified) -> JetStream for {args.seconds:g}s ...",
-              flush=True)
-        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
-    finally:
-        if flood is not sim:
-            flood.stop()
-        sim.stop()
+        with KrakenFlood(frames_file, sim.rest) as flood:
+            print(f"flood: pre-made frames -> connector (checksum verified) -> JetStream for {args.seconds:g}s ...",
+                  flush=True)
+            results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
     flood_r = results["flood"]
     assert isinstance(flood_r, dict)
-    ceiling_rate = float(results["ceiling_acked_per_s"])  # type: ignore[arg-type]
+    ceiling_rate = print_summary(results, "acked msgs/s (book frames, not verified)",
+                                 "verified and acked book updates/s",
+                                 f", checksum mismatches {flood_r['gap_markers']:.0f}")
     results.update(feed="kraken", pairs=args.markets, depth=25, book_cycle=args.book_cycle,
                    flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
-    print()
-    print(f"machine: {results['machine']}, python {results['python']}, {results['date']}")
-    print(f"ceiling (publisher alone)        {ceiling_rate:>10,.0f} acked msgs/s (book frames, not verified)")
-    print(f"flood (sim -> connector -> JS)   {flood_r['acked_per_s']:>10,.0f} verified and acked book updates/s "
-          f"({100 * flood_r['acked_per_s'] / ceiling_rate:.0f}% of ceiling), RSS {flood_r['rss_mb']:.0f} MB, "
-          f"connector CPU {flood_r['connector_cpu_us_per_msg']:.1f} us/msg, "
-          f"checksum mismatches {flood_r['gap_markers']:.0f}")
     print(json.dumps(results))
 
 
