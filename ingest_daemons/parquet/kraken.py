@@ -172,13 +172,20 @@ def _field(src: Source, name: str) -> Typed:
     return Typed(src.frame(name).expr)
 
 
+def _maturity(src: Source) -> Typed:
+    """A perpetual has no maturity and Kraken sends ``maturityTime: 0`` for it: null, never 1970-01-01."""
+    field = src.frame("maturityTime")
+    typed = c.epoch(field, MS)
+    return Typed(pl.when(field.expr == 0).then(None).otherwise(typed.value), typed.bad, typed.source)
+
+
 def _futures_ticker_columns(src: Source) -> dict[str, Typed]:
     return {
         **common(c.epoch(src.frame("time"), MS)),
         "feed": _field(src, "feed"), "product_id": _field(src, "product_id"),
         **{_SNAKE.get(n, n): _field(src, n) for n in _FUTURES_DECIMALS},
         "next_funding_rate_time": c.epoch(src.frame("next_funding_rate_time"), MS),
-        "maturity_time": c.epoch(src.frame("maturityTime"), MS),
+        "maturity_time": _maturity(src),
         "dtm": _field(src, "dtm"), "tag": _field(src, "tag"), "pair": _field(src, "pair"),
         "leverage": _field(src, "leverage"), "suspended": _field(src, "suspended"),
         "post_only": _field(src, "post_only"),

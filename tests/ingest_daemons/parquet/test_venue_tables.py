@@ -235,6 +235,16 @@ def test_kraken_futures_tables(kraken: ConversionResult) -> None:
     assert {r["side"] for r in snapshot} == {"buy", "sell"}
 
 
+def test_kraken_perpetuals_have_no_maturity(kraken: ConversionResult) -> None:
+    """Kraken sends ``maturityTime: 0`` for a perpetual: it has no maturity, so null, never 1970-01-01."""
+    (perpetual,) = rows(kraken, "futures_ticker", seq_of(b'{"time":1770920339237,"product_id":"PF_ETHUSD"'))
+    assert (perpetual["tag"], perpetual["maturity_time"]) == ("perpetual", None)
+    (dated,) = rows(kraken, "futures_ticker", seq_of(b'"product_id":"FI_BCHUSD_210730","bid":439.3'))
+    assert dated["maturity_time"] == ms(1627657200000)
+    tickers = pl.read_parquet(kraken.files["futures_ticker"])
+    assert datetime(1970, 1, 1, tzinfo=UTC) not in tickers["maturity_time"].to_list()
+
+
 def test_kraken_numbers_that_do_not_fit_are_rejected_never_rounded_or_wrapped(tmp_path: Path) -> None:
     frames = [
         ("trade", b'{"channel":"trade","type":"update","data":[{"symbol":"X/USD","side":"buy",'
