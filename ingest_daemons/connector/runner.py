@@ -154,6 +154,7 @@ class Connector:
         self.candidates = markets
         self.sessions: list[VenueSession] = []
         self.pool = SessionPool(self.sessions, feed.feed.limits.markets_per_connection, self._open_session)
+        self.metrics.markets.set_function(self._markets_subscribed)
         self.catalog: MarketCatalog | None = None  # set by the caller to seed CDC following
         # Set by the caller to seed CDC following from the secmaster itself: called once the CDC
         # subscription exists, so no change falls between the snapshot and the stream.
@@ -176,6 +177,10 @@ class Connector:
     def _on_ack(self, subject: str, latency_ns: int, wire: bytes) -> None:
         """Called for every LATENCY_SAMPLE-th ack: the latency histogram's distribution is the same, the cost 1/8."""
         self.metrics.latency.observe(latency_ns / 1e9)
+
+    def _markets_subscribed(self) -> float:
+        """The shard's markets over all its connections (a shard past ``markets_per_connection`` has several)."""
+        return sum(session.markets_subscribed for session in self.sessions)
 
     def _make_sessions(self, markets: list[str]) -> list[VenueSession]:
         per_socket = self.feed.feed.limits.markets_per_connection

@@ -110,6 +110,8 @@ class VenueSession:
         self.markers = MarkerPublisher(shard, directory, builder, publisher, metrics)
         self.sockets_opened = 0
         self.subscribed = asyncio.Event()
+        # This connection's part of ssmd_markets_subscribed (the connector's gauge sums its connections).
+        self.markets_subscribed = 0
         self._stopping = False
         self._ws: WebSocket | None = None
         self._link = CommandLink()
@@ -188,7 +190,7 @@ class VenueSession:
         if not new:
             return []
         self.markets.extend(new)
-        self.metrics.markets.set(len(self.markets))
+        self.markets_subscribed = len(self.markets)
         if self._ws is None or not self.subscribed.is_set():
             return new
         try:
@@ -208,7 +210,7 @@ class VenueSession:
         if not gone:
             return []
         self.markets = [t for t in self.markets if t not in gone]
-        self.metrics.markets.set(len(self.markets))
+        self.markets_subscribed = len(self.markets)
         if self._ws is not None and self.subscribed.is_set():
             try:
                 await self._run_all(self.venue.remove(sorted(gone)))
@@ -519,7 +521,7 @@ class VenueSession:
             if self._ws is not None:
                 await self._ws.close()
             return
-        self.metrics.markets.set(len(self.markets))
+        self.markets_subscribed = len(self.markets)
         backoff.reset()
         self.subscribed.set()
         summary = self.venue.subscription_summary()
