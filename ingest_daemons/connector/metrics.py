@@ -72,9 +72,10 @@ class _FastCollector(Collector):
 
 
 class ConnectorMetrics:
-    def __init__(self, feed: str, shard: int) -> None:
+    def __init__(self, feed: str, shard: str) -> None:
+        """``shard``: the shard's index, or what an unsharded connector is (``all``, ``lifecycle``)."""
         self.registry = CollectorRegistry()
-        self.labels = {"feed": feed, "shard": str(shard)}
+        self.labels = {"feed": feed, "shard": shard}
         names = ["feed", "shard"]
         self.by_type: dict[str, int] = {}
         self.filtered: dict[str, int] = {}  # category slug -> frames not published

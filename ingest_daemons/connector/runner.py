@@ -80,6 +80,17 @@ class ConnectorOptions:
     markets_from_secmaster: bool = False
     heartbeat_interval_s: float = 5.0
 
+    @property
+    def shard_label(self) -> str:
+        """The shard as metrics, logs and the NATS connection name show it: the unsharded connectors
+        serve every market of their channels, so they say which they are (``all``, ``lifecycle``)
+        rather than pass for shard 0."""
+        if self.all_markets:
+            return "all"
+        if self.lifecycle:
+            return "lifecycle"
+        return str(self.shard)
+
 
 def shard_markets(markets: list[str], shard: int, shard_size: int) -> list[str]:
     """Deterministic slice of the sorted market list for shard ``shard``."""
@@ -108,10 +119,10 @@ class Connector:
         self.feed = feed
         self.options = options
         self.run_id = os.urandom(4).hex()
-        self.metrics = ConnectorMetrics(feed.name, options.shard)
+        self.metrics = ConnectorMetrics(feed.name, options.shard_label)
         self.publisher = JetStreamPublisher(
             env.nats_settings(options.nats_url),
-            name=f"ssmd-connector-{env.name}-{feed.name}-{options.shard}",
+            name=f"ssmd-connector-{env.name}-{feed.name}-{options.shard_label}",
             max_in_flight=options.max_in_flight,
             max_in_flight_bytes=options.max_in_flight_bytes,
             ack_timeout_s=options.ack_timeout_s,
@@ -189,7 +200,8 @@ class Connector:
 
     def _session(self, index: int, markets: list[str]) -> VenueSession:
         return VenueSession(
-            index=index, run_id=self.run_id, shard=self.options.shard, settings=self.settings, markets=markets,
+            index=index, run_id=self.run_id, shard=self.options.shard, shard_label=self.options.shard_label,
+            settings=self.settings, markets=markets,
             venue=self.venues(self.channels), directory=self.directory, builder=self.builder,
             publisher=self.publisher, metrics=self.metrics, stagger=self.stagger,
         )
@@ -199,7 +211,7 @@ class Connector:
         session = self._session(len(self.sessions), markets)
         self.sessions.append(session)
         self._tasks.append(asyncio.create_task(session.run(), name=f"session-{session.index}"))
-        log.info("connection opened for new markets", feed=self.feed.name, shard=self.options.shard,
+        log.info("connection opened for new markets", feed=self.feed.name, shard=self.options.shard_label,
                  connection=session.index, markets=len(markets))
         return session
 
@@ -303,7 +315,8 @@ class Connector:
                 self._tasks.append(asyncio.create_task(self.follower.run(self._follow_stop, self._load_catalog),
                                                        name="cdc-follower"))
         log.info("connector started", env=self.env.name, feed=self.feed.name, market=self.options.market,
-                 shard=self.options.shard, run=self.run_id, connections=len(self.sessions), markets=len(markets),
+                 shard=self.options.shard_label, run=self.run_id, connections=len(self.sessions),
+                 markets=len(markets),
                  registry=self.registry is not None, follow_cdc=self.membership is not None,
                  assigner=self.follower is not None, category_map=self.category_map is not None)
 
@@ -390,7 +403,7 @@ class Connector:
 
     async def shutdown(self) -> bool:
         """Unsubscribe, read what the exchange already sent, drain JetStream acks. True = nothing lost."""
-        log.info("draining", feed=self.feed.name, shard=self.options.shard, in_flight=self.publisher.in_flight)
+        log.info("draining", feed=self.feed.name, shard=self.options.shard_label, in_flight=self.publisher.in_flight)
         self._follow_stop.set()
         await asyncio.gather(*(s.stop() for s in self.sessions), return_exceptions=True)
         if self.membership is not None:
@@ -413,10 +426,10 @@ class Connector:
         if self.health is not None:
             await self.health.stop()
         if drained:
-            log.info("stopped; every frame acknowledged", feed=self.feed.name, shard=self.options.shard,
+            log.info("stopped; every frame acknowledged", feed=self.feed.name, shard=self.options.shard_label,
                      acked=self.publisher.acked)
         else:
-            log.error("stopped with frames not acknowledged", feed=self.feed.name, shard=self.options.shard,
+            log.error("stopped with frames not acknowledged", feed=self.feed.name, shard=self.options.shard_label,
                       held=held)
         return drained
 

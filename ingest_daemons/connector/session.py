@@ -86,6 +86,7 @@ class VenueSession:
         index: int,
         run_id: str,
         shard: int,
+        shard_label: str | None = None,
         settings: SessionSettings,
         markets: list[str],
         venue: VenueProtocol,
@@ -97,7 +98,8 @@ class VenueSession:
     ) -> None:
         self.index = index
         self.run_id = run_id
-        self.shard = shard
+        self.shard = shard  # in markers and headers, as the archive has always had it
+        self.shard_label = shard_label if shard_label is not None else str(shard)  # in logs
         self.settings = settings
         self.markets = list(markets)
         self.venue = venue
@@ -140,11 +142,11 @@ class VenueSession:
                 reason = await self._serve_one_socket(backoff)
             except AuthError as exc:
                 reason = f"auth: {exc}"
-                log.error("exchange refused our credentials; will retry", feed=self.feed, shard=self.shard,
+                log.error("exchange refused our credentials; will retry", feed=self.feed, shard=self.shard_label,
                           detail=str(exc))
             except (WebSocketError, OSError, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                log.warning("exchange connection failed", feed=self.feed, shard=self.shard, url=self.settings.url,
+                log.warning("exchange connection failed", feed=self.feed, shard=self.shard_label, url=self.settings.url,
                             error=reason)
             finally:
                 self.subscribed.clear()
@@ -156,7 +158,7 @@ class VenueSession:
                                           frames=self._frames_this_socket)
             delay = backoff.next_delay()
             self.metrics.reconnects.inc()
-            log.warning("reconnecting", feed=self.feed, shard=self.shard, conn=self._conn_id or "-",
+            log.warning("reconnecting", feed=self.feed, shard=self.shard_label, conn=self._conn_id or "-",
                         reason=reason, retry_in_s=round(delay, 2))
             await asyncio.sleep(delay)
 
@@ -197,10 +199,10 @@ class VenueSession:
             await self._run_all(self.venue.add(new))
         except COMMAND_FAILURES as exc:
             # The socket went away mid-update: the markets are in self.markets, the reconnect subscribes them.
-            log.warning("add_markets interrupted; will subscribe on reconnect", feed=self.feed, shard=self.shard,
+            log.warning("add_markets interrupted; will subscribe on reconnect", feed=self.feed, shard=self.shard_label,
                         conn=self._conn_id, error=str(exc))
             return new
-        log.info("markets added", feed=self.feed, shard=self.shard, conn=self._conn_id, added=len(new),
+        log.info("markets added", feed=self.feed, shard=self.shard_label, conn=self._conn_id, added=len(new),
                  markets=len(self.markets))
         return new
 
@@ -216,8 +218,8 @@ class VenueSession:
                 await self._run_all(self.venue.remove(sorted(gone)))
             except COMMAND_FAILURES as exc:
                 log.warning("remove_markets interrupted; the reconnect leaves them out", feed=self.feed,
-                            shard=self.shard, conn=self._conn_id, error=str(exc))
-        log.info("markets removed", feed=self.feed, shard=self.shard, conn=self._conn_id, removed=len(gone),
+                            shard=self.shard_label, conn=self._conn_id, error=str(exc))
+        log.info("markets removed", feed=self.feed, shard=self.shard_label, conn=self._conn_id, removed=len(gone),
                  markets=len(self.markets))
         return sorted(gone)
 
@@ -244,7 +246,7 @@ class VenueSession:
         self._frames_this_socket = 0
         self.venue.reset()
         self._last_seq.clear()  # sequences start again on a new socket (protocols D3, D9)
-        log.info("connected", feed=self.feed, shard=self.shard, conn=self._conn_id, url=url,
+        log.info("connected", feed=self.feed, shard=self.shard_label, conn=self._conn_id, url=url,
                  markets=len(self.markets))
         await self.markers.status(wire.STATUS_CONNECTED, self.markets, url=url, markets=len(self.markets))
         subscriber = asyncio.create_task(self._subscribe_all(backoff), name=f"subscribe-{self._conn_id}")
@@ -288,7 +290,7 @@ class VenueSession:
                 seen, quiet_since = self._activity, now
                 self.metrics.last_message_monotonic = now
             elif now - quiet_since >= idle:
-                log.warning("no frames or pings; socket stalled", feed=self.feed, shard=self.shard,
+                log.warning("no frames or pings; socket stalled", feed=self.feed, shard=self.shard_label,
                             conn=self._conn_id, idle_s=idle)
                 self._stall_reason = f"stalled: nothing received for {idle:g}s"
                 reader.cancel()
@@ -314,7 +316,7 @@ class VenueSession:
                 return  # the reader sees the closed connection itself
             await asyncio.sleep(interval / 2)
             if self._activity == before and not self.publisher.full and not reader.done():
-                log.warning("no answer to the keep-alive; socket dead", feed=self.feed, shard=self.shard,
+                log.warning("no answer to the keep-alive; socket dead", feed=self.feed, shard=self.shard_label,
                             conn=self._conn_id, waited_s=interval / 2)
                 self._stall_reason = f"no pong within {interval / 2:g}s"
                 reader.cancel()
@@ -464,7 +466,7 @@ class VenueSession:
         self._counter += 1
         self.publisher.publish_nowait(subject, data, self._headers.render(self._counter, received_ns))
         self.metrics.count(wire.TYPE_UNPARSED)
-        log.warning("unparsed frame kept", feed=self.feed, shard=self.shard, conn=self._conn_id, size=len(data))
+        log.warning("unparsed frame kept", feed=self.feed, shard=self.shard_label, conn=self._conn_id, size=len(data))
 
     async def _on_seq_jump(self, seq_key: Hashable, expected: int, got: int, market: str | None,
                            category: str) -> None:
@@ -475,7 +477,7 @@ class VenueSession:
 
     async def _on_gap(self, gap: Gap, market: str | None, category: str, seq_fields: Mapping[str, Any]) -> None:
         self.metrics.gaps.inc()
-        log.warning("sequence gap", feed=self.feed, shard=self.shard, conn=self._conn_id, **gap.fields,
+        log.warning("sequence gap", feed=self.feed, shard=self.shard_label, conn=self._conn_id, **gap.fields,
                     **{k: v for k, v in seq_fields.items() if k != "missing"}, market=market)
         payload = wire.marker_payload(wire.TYPE_GAP, conn=self._conn_id, **gap.fields, **seq_fields, market=market)
         await self.markers.publish(category, wire.TYPE_GAP, market or self._conn_id, payload, wire.TYPE_GAP)
@@ -488,8 +490,8 @@ class VenueSession:
             with contextlib.suppress(ConnectionResetError):
                 self._ws.send_text(outcome.answer)
         if outcome.live_error is not None:
-            log.error("exchange error on a live subscription", feed=self.feed, shard=self.shard, conn=self._conn_id,
-                      **outcome.live_error)
+            log.error("exchange error on a live subscription", feed=self.feed, shard=self.shard_label,
+                      conn=self._conn_id, **outcome.live_error)
             if outcome.terminal:
                 self.metrics.terminal_errors.inc()
                 await self.markers.status(wire.STATUS_TERMINAL_ERROR, self.markets, **outcome.live_error)
@@ -516,7 +518,7 @@ class VenueSession:
                 start += size
             await self._run_all(self.venue.subscribe_unfiltered())
         except COMMAND_FAILURES as exc:
-            log.error("subscribe failed; reconnecting", feed=self.feed, shard=self.shard, conn=self._conn_id,
+            log.error("subscribe failed; reconnecting", feed=self.feed, shard=self.shard_label, conn=self._conn_id,
                       error=str(exc))
             if self._ws is not None:
                 await self._ws.close()
@@ -527,7 +529,7 @@ class VenueSession:
         summary = self.venue.subscription_summary()
         if self.sockets_opened > 1:
             await self.markers.status(wire.STATUS_RESUBSCRIBED, self.markets, markets=len(self.markets), **summary)
-        log.info("subscribed", feed=self.feed, shard=self.shard, conn=self._conn_id, markets=len(self.markets),
+        log.info("subscribed", feed=self.feed, shard=self.shard_label, conn=self._conn_id, markets=len(self.markets),
                  channels=",".join(self.venue.channels), **summary)
 
     async def _run_all(self, commands: Sequence[Command]) -> dict[str, Any]:

@@ -71,7 +71,7 @@ async def test_excluded_category_is_never_stored_and_is_counted(kalshi_bench: Be
     assert bench.connector.metrics.filtered == {"sports": sent_excluded}
     # The metric is exposed as ssmd_filtered_total{category=...} (the health server still runs until teardown).
     body = bench.connector.metrics.render().decode()
-    assert f'ssmd_filtered_total{{category="sports",feed="kalshi",shard="0"}} {float(sent_excluded)}' in body
+    assert f'ssmd_filtered_total{{category="sports",feed="kalshi",shard="all"}} {float(sent_excluded)}' in body
 
 
 async def test_unknown_market_goes_to_uncategorized_then_to_its_category_via_cdc(

@@ -3,13 +3,16 @@ a simulator and a real nats-server."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest_daemons.connector.runner import Connector
+from ingest_daemons.connector.runner import Connector, ConnectorOptions
+from tests.fixtures.kalshi import BenchFactory
 from tests.fixtures.polymarket import PolymarketBenchFactory
 from tests.helpers import wait_until
 
@@ -53,3 +56,28 @@ async def test_markets_subscribed_is_the_shards_total_over_its_connections(
     await wait_until(lambda: all(s.subscribed.is_set() for s in connector.sessions), 20, "every connection subscribed")
     assert (await scrape(connector))[key] == 10
     await bench.stop_and_collect()
+
+
+def test_unsharded_connectors_say_what_they_are_instead_of_shard_0() -> None:
+    assert ConnectorOptions(shard=3).shard_label == "3"
+    assert ConnectorOptions(all_markets=True).shard_label == "all"
+    assert ConnectorOptions(lifecycle=True).shard_label == "lifecycle"
+
+
+async def test_the_all_markets_connector_is_labelled_all_in_metrics_and_logs(
+    kalshi_bench: BenchFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ssmd")
+    bench = await kalshi_bench(markets=6, rate=300, all_markets=True)
+    connector = bench.connector
+    await connector.wait_subscribed(10)
+    await wait_until(lambda: connector.metrics.by_type.get("trade", 0) > 0, 10, "a trade published")
+    samples = await scrape(connector)
+    shards = {dict(labels).get("shard") for name, labels in samples if name.startswith("ssmd_")}
+    assert shards == {"all"}, f"metrics name shard(s) {shards}"
+    assert samples[("ssmd_messages_total", (("feed", "kalshi"), ("shard", "all"), ("type", "trade")))] > 0
+    await bench.stop_and_collect()
+    logged = {record.getMessage(): getattr(record, "fields", {}).get("shard") for record in caplog.records
+              if "shard" in getattr(record, "fields", {})}
+    assert {"connector started", "connected", "subscribed", "draining"} <= set(logged)
+    assert set(logged.values()) == {"all"}, f"logs name shard(s) {set(logged.values())}"
