@@ -78,15 +78,22 @@ def compare_and_set(subject: str, payload: bytes, last: int, extra: dict[str, st
     return KvWrite(subject, payload, {**(extra or {}), EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)})
 
 
-async def allow_direct_get(js: JetStreamContext, stream: str) -> bool:
-    """Switch on direct gets for a bucket created without them (they can be switched on at any time).
+async def allow_direct_get(js: JetStreamContext, stream: str, switch_on: bool = True) -> bool:
+    """Whether the stream answers direct gets, after switching them on for a bucket created without
+    them (they can be switched on at any time) when ``switch_on``.
 
-    False when that was refused (a role without stream administration opened an old bucket first):
-    reads then fall back to one request per key until provisioning switches them on.
+    False when they are off and stay off: ``switch_on`` False (a role without stream administration,
+    whose update the server would refuse only by letting the request time out), or the update was
+    refused. Reads then go one request per key (``last_messages(..., direct=False)``) until
+    provisioning switches them on.
     """
     info = await js.stream_info(stream)
     if info.config.allow_direct:
         return True
+    if not switch_on:
+        log.info("direct gets are off on this bucket; KV reads go one request per key until provisioning "
+                 "switches them on", stream=stream)
+        return False
     info.config.allow_direct = True
     try:
         await js.update_stream(info.config)
@@ -98,12 +105,16 @@ async def allow_direct_get(js: JetStreamContext, stream: str) -> bool:
 
 
 async def last_messages(nc: Client, stream: str, subjects: Sequence[str],
-                        timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, KeyRecord]:
+                        timeout_s: float = DEFAULT_TIMEOUT_S, direct: bool = True) -> dict[str, KeyRecord]:
     """subject → its latest message, for every subject of ``subjects`` that holds one (literal subjects).
 
-    One request per :data:`MULTI_LAST_MAX` subjects, all in flight together.
+    One request per :data:`MULTI_LAST_MAX` subjects, all in flight together; one per subject when
+    ``direct`` is False (the stream does not allow direct gets, :func:`allow_direct_get`), and when
+    the server answers that nobody serves them.
     """
     unique = list(dict.fromkeys(subjects))
+    if not direct:
+        return await _last_one_by_one(nc, stream, unique, timeout_s)
     chunks = [unique[i : i + MULTI_LAST_MAX] for i in range(0, len(unique), MULTI_LAST_MAX)]
     found: dict[str, KeyRecord] = {}
     try:

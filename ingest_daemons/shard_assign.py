@@ -147,7 +147,7 @@ class BurstAssignment:
         known = self.registry.shards_seen
         layout_subject = f"{self.prefix}layout"
         found = await last_messages(self.nc, self.stream, [layout_subject] + [self._load(s) for s in range(known)]
-                                    + subjects)
+                                    + subjects, direct=self.registry.direct_gets)
         record = found.get(layout_subject)
         if record is None or record.deleted:
             raise KeyNotFoundError
@@ -155,7 +155,7 @@ class BurstAssignment:
         layout = ShardLayout(int(data["shards"]), int(data["capacity"]))
         if layout.shards > known:
             grown = [self._load(s) for s in range(known, layout.shards)]
-            found.update(await last_messages(self.nc, self.stream, grown))
+            found.update(await last_messages(self.nc, self.stream, grown, direct=self.registry.direct_gets))
             self.registry.shards_seen = layout.shards
         loads: dict[int, tuple[int, int | None]] = {}
         for shard in range(layout.shards):

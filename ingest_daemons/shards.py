@@ -105,17 +105,30 @@ class ShardRegistry:
         self.feed = feed
         self.delete_marker_ttl_s = DELETE_MARKER_TTL_S
         self.shards_seen = 0  # shards whose counters a burst reads in its first request (more: a second read)
+        self.direct_gets = True  # the bucket's stream answers batched direct gets (set by open)
 
     @classmethod
-    async def open(cls, js: JetStreamContext, env: str, feed: str, replicas: int = 1) -> ShardRegistry:
+    async def open(cls, js: JetStreamContext, env: str, feed: str, replicas: int = 1, *,
+                   switch_on_direct_gets: bool = True) -> ShardRegistry:
+        """The registry, creating its bucket when missing.
+
+        ``switch_on_direct_gets`` False for a role without stream administration (the connectors): a
+        bucket created before direct gets were asked for is read one key per request from the start,
+        rather than after the server has refused the update by letting it time out. A bucket this
+        call creates gets them either way (whoever may create it may configure it).
+        """
+        created = False
         try:
             kv = await js.key_value(bucket_name(env))
         except (BucketNotFoundError, NotFoundError):
             kv = await js.create_key_value(bucket=bucket_name(env), history=1, replicas=replicas,
                                            description=f"ssmd {env}: shard assignments and heartbeats")
+            created = True
         await _allow_marker_ttl(js, f"KV_{bucket_name(env)}")
-        await allow_direct_get(js, f"KV_{bucket_name(env)}")  # batched reads (ingest_daemons.kv_batch)
-        return cls(js, kv, bucket_name(env), feed)
+        registry = cls(js, kv, bucket_name(env), feed)
+        # batched reads (ingest_daemons.kv_batch)
+        registry.direct_gets = await allow_direct_get(js, f"KV_{bucket_name(env)}", switch_on_direct_gets or created)
+        return registry
 
     # ------------------------------------------------------------------ layout
 

@@ -280,9 +280,11 @@ class Connector:
             self._nc = await connect_daemon(self.env.nats_settings(self.options.nats_url),
                                             name=f"ssmd-connector-{self.env.name}-{self.feed.name}-{self.options.shard}-kv")
             js = self._nc.jetstream()
+            # A connector's role may not configure the bucket: provisioning switches direct gets on.
             self.registry = await ShardRegistry.open(js, self.env.name,
                                                      registry_feed(self.feed.name, self.options.market),
-                                                     replicas=self.env.config.streams.replicas)
+                                                     replicas=self.env.config.streams.replicas,
+                                                     switch_on_direct_gets=False)
             await self.registry.ensure_layout(shards=1, capacity=self.feed.settings.shard_size)
             await self._check_layout()
             if self.options.follow_cdc:  # follow new assignments before reading the existing ones
