@@ -20,12 +20,10 @@ import pytest
 from psycopg import AsyncConnection
 
 from ingest_daemons import naming
-from ingest_daemons.config import Settings, resolve_environment
 from ingest_daemons.config.settings import ResolvedEnvironment
 from ingest_daemons.nats_client import server_list
 from ingest_daemons.nats_runner import free_port
-from ingest_daemons.streams import reconcile
-from tests.fixtures.config import WriteEnv
+from tests.fixtures.config import WriteEnv, provisioned_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -146,15 +144,7 @@ def cdc_env(write_env: WriteEnv, unique_env: str) -> EnvFactory:
     cluster) whose CDC stream exists; ``streams`` overrides stream settings (e.g. ``{"replicas": 3}``)."""
 
     async def make(nats_url: str, streams: dict[str, Any] | None = None) -> ResolvedEnvironment:
-        root = write_env(unique_env, nats_url=nats_url,
-                         streams={"max_age": "1h", "max_bytes": "64MiB", "duplicate_window": "2m", **(streams or {})})
-        env = resolve_environment(Settings.from_env(exchanges_dir=root, data_dir=root.parent), unique_env)
-        nc = await nats.connect(server_list(nats_url))
-        try:
-            await reconcile(nc.jetstream(), env, apply=True)
-        finally:
-            await nc.close()
-        return env
+        return await provisioned_environment(write_env, unique_env, nats_url, streams=streams)
 
     return make
 
