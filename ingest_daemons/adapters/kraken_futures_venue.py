@@ -1,7 +1,7 @@
 """Kraken futures WebSocket v1 as a venue of the session engine (protocols §C2).
 
-Pure (no socket, no timer); the spot v2 venue and what both share are in
-:mod:`ingest_daemons.adapters.kraken_venue`. What differs from spot:
+Pure (no socket, no timer); the spot v2 venue is :mod:`ingest_daemons.adapters.kraken_venue`, what
+both share :mod:`ingest_daemons.adapters.kraken_venue_base`. What differs from spot:
 
 - **Acks** name no command: ``subscribed`` / ``subscribed_failed`` / ``unsubscribed`` echo the feed and
   the product ids (upper-case), so the venue numbers its own commands and finds the command a reply
@@ -15,70 +15,54 @@ Pure (no socket, no timer); the spot v2 venue and what both share are in
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Final
 
 from ingest_daemons.adapters.kraken import (
-    CONTROL,
     DATA,
     FUTURES_FEEDS,
     FuturesIntegrity,
     IntegrityFinding,
+    KrakenMessage,
     classify,
     futures_subscribe,
     futures_unsubscribe,
 )
-from ingest_daemons.adapters.kraken_venue import (
-    DEFAULT_MARKETS_PER_COMMAND,
+from ingest_daemons.adapters.kraken_venue_base import (
     STATUS_SUBSCRIBE_REFUSED,
-    UNPARSED_TYPE,
-    DeclinedFrame,
+    KrakenVenueBase,
     SubscriptionNote,
-    control_body,
-    subject_types,
 )
-from ingest_daemons.config.models import MessageTypeConfig
-from ingest_daemons.connector.venue import NOTHING, Command, ControlOutcome, FrameKind, Gap, Message, Routed
+from ingest_daemons.connector.venue import NOTHING, Command, ControlOutcome, Gap, Message, Routed
 
 _FEED_HEARTBEAT: Final = "heartbeat"
 
 
-class KrakenFuturesVenue:
+class KrakenFuturesVenue(KrakenVenueBase):
     """One futures v1 socket (a ``VenueProtocol``): ticker, trade and book feeds with ``seq`` per product."""
 
     auth_hint = "the public futures feeds take no credentials; check the endpoint URL"
+    market = "futures"
+    offered = FUTURES_FEEDS
+    offered_noun = "feed"
 
-    def __init__(
-        self,
-        channels: Sequence[str],
-        message_types: Mapping[str, MessageTypeConfig] | None = None,
-        markets_per_command: int = DEFAULT_MARKETS_PER_COMMAND,
-        feed: str = "kraken",
-    ) -> None:
-        unknown = sorted(set(channels) - set(FUTURES_FEEDS))
-        if unknown:
-            raise ValueError(f"Kraken futures has no feed {unknown}; it has {list(FUTURES_FEEDS)}")
-        self.feed = feed
-        self.channels = tuple(channels)
-        self.markets_per_command = markets_per_command
-        self.types = subject_types(message_types)
+    @property
+    def products(self) -> dict[str, set[str]]:
+        """The product ids the exchange confirmed per feed on this socket."""
+        return self.confirmed
+
+    def _init_market(self) -> None:
         self.integrity = FuturesIntegrity()
-        self.products: dict[str, set[str]] = {c: set() for c in self.channels}
         self.heartbeat = False
         # (event, feed, product) -> the reply key of the command that asked: replies carry no id (§C2)
         self._asked: dict[tuple[str, str, str], Hashable] = {}
-        self._verdicts = DeclinedFrame()
         self._n = 0
 
     def reset(self) -> None:
+        super().reset()
         self.integrity.reset()
-        self.products = {c: set() for c in self.channels}
         self.heartbeat = False
         self._asked.clear()
-        self._verdicts = DeclinedFrame()
-
-    def connect_request(self, url: str) -> tuple[str, Mapping[str, str]]:
-        return url, {}
 
     def keepalive(self) -> bytes | None:
         return None  # a WebSocket ping: the exchange closes a client silent for 60 s (§C2)
@@ -94,28 +78,8 @@ class KrakenFuturesVenue:
         frame = futures_subscribe(feed, ids) if event == "subscribe" else futures_unsubscribe(feed, ids)
         return Command(frame, reply_key=key, replies=1, context=SubscriptionNote(event, feed, tuple(ids or ())))
 
-    def _per_feed(self, event: str, markets: Sequence[str]) -> list[Command]:
-        size = self.markets_per_command
-        return [self._command(event, feed, markets[i : i + size])
-                for feed in self.channels for i in range(0, len(markets), size)]
-
-    def subscribe(self, markets: Sequence[str]) -> list[Command]:
-        return self._per_feed("subscribe", list(markets))
-
     def subscribe_unfiltered(self) -> list[Command]:
         return [self._command("subscribe", _FEED_HEARTBEAT, None)]
-
-    def add(self, markets: Sequence[str]) -> list[Command]:
-        return self._per_feed("subscribe", list(markets))
-
-    def remove(self, markets: Sequence[str]) -> list[Command]:
-        return self._per_feed("unsubscribe", list(markets))
-
-    def unsubscribe_all(self) -> list[Command]:
-        return [self._command("unsubscribe", f, sorted(p)) for f, p in self.products.items() if p]
-
-    def resubscribe_book(self, product: str) -> list[Command]:
-        return [self._command("unsubscribe", "book", [product]), self._command("subscribe", "book", [product])]
 
     def on_replies(self, command: Command, replies: Sequence[Message]) -> dict[str, Any]:
         sub = command.context
@@ -131,17 +95,14 @@ class KrakenFuturesVenue:
             if sub.channel == _FEED_HEARTBEAT:
                 self.heartbeat = event == "subscribed"
             elif event == "subscribed":
-                self.products.setdefault(sub.channel, set()).update(ids)
+                self.confirmed.setdefault(sub.channel, set()).update(ids)
             elif event == "unsubscribed":
                 for p in ids:
-                    self.products.setdefault(sub.channel, set()).discard(p)
+                    self.confirmed.setdefault(sub.channel, set()).discard(p)
                     self.integrity.unsubscribed(sub.channel, p)
             elif event.endswith("_failed") or event == "error":
                 failed += ids or [str(body.get("message"))]
         return {"refused": failed} if failed else {}
-
-    def subscription_summary(self) -> dict[str, Any]:
-        return {c: len(p) for c, p in self.products.items()}
 
     # ------------------------------------------------------------------ frames (§C2)
 
@@ -150,25 +111,14 @@ class KrakenFuturesVenue:
         if m.kind != DATA or m.symbol is None:
             return None
         finding = self.integrity.check(m)
-        subject_type = self.types.get(m.msg_type, m.msg_type)
+        subject_type = self.subject_type(m.msg_type)
         if finding is None:
             return subject_type, m.symbol, None, None
-        self._verdicts.keep(frame, subject_type, m.symbol, self._gap(finding))
+        self._declined(frame, subject_type, m.symbol, self._gap(finding))
         return None
 
-    def classify(self, frame: bytes) -> list[Message]:
-        kept = self._verdicts.take(frame)
-        if kept is not None:
-            return [kept]
-        m = classify(frame)
-        if m.kind == CONTROL:
-            body = control_body(frame, m)
-            return [Message(FrameKind.CONTROL, m.msg_type, m.symbol, None, None, frame, control=body)]
-        if m.kind != DATA or m.symbol is None:
-            return [Message(FrameKind.UNPARSED, UNPARSED_TYPE, None, None, None, frame)]
-        finding = self.integrity.check(m)
-        gap = self._gap(finding) if finding is not None else None
-        return [Message(FrameKind.DATA, self.types.get(m.msg_type, m.msg_type), m.symbol, None, None, frame, gap=gap)]
+    def _check(self, frame: bytes, m: KrakenMessage) -> IntegrityFinding | None:
+        return self.integrity.check(m)
 
     def _gap(self, f: IntegrityFinding) -> Gap:
         fields: dict[str, Any] = {"reason": f.reason, "channel": f.channel, "symbol": f.symbol,
@@ -191,6 +141,3 @@ class KrakenFuturesVenue:
             return ControlOutcome(reply_to=key, live_error=fields,
                                   status=STATUS_SUBSCRIBE_REFUSED if event == "subscribed_failed" else None)
         return ControlOutcome(reply_to=key) if key is not None else NOTHING
-
-    def on_gap(self, seq_key: Hashable, expected: int, got: int, market: str | None) -> Gap | None:
-        return None  # never called: ``seq`` is checked here (snapshots restart it), not by the engine

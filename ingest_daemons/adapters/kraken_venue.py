@@ -5,7 +5,8 @@ classification, integrity checks). One feed, two markets, two protocols: :class:
 serves a ``wss://ws.kraken.com/v2`` socket,
 :class:`~ingest_daemons.adapters.kraken_futures_venue.KrakenFuturesVenue` a
 ``wss://futures.kraken.com/ws/v1`` one; a connector process runs one market (``--market``). The pieces
-both share (a command's note, the verdict a declined frame carries to ``classify``) are here.
+both share (the constructor, commands per channel, a command's note, the verdict a declined frame
+carries to ``classify``) are in :mod:`ingest_daemons.adapters.kraken_venue_base`.
 
 What each piece looks like, and why:
 
@@ -35,15 +36,10 @@ What each piece looks like, and why:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import orjson
-
-from ingest_daemons import wire
 from ingest_daemons.adapters.kraken import (
-    CONTROL,
     DATA,
     SPOT_CHANNELS,
     IntegrityFinding,
@@ -55,13 +51,18 @@ from ingest_daemons.adapters.kraken import (
     spot_unsubscribe,
 )
 from ingest_daemons.adapters.kraken_book import DEFAULT_DEPTH, BookStatus
+from ingest_daemons.adapters.kraken_venue_base import (
+    DEFAULT_MARKETS_PER_COMMAND,
+    STATUS_SUBSCRIBE_REFUSED,
+    KrakenVenueBase,
+    SubscriptionNote,
+)
 from ingest_daemons.config.models import MessageTypeConfig
 from ingest_daemons.connector.venue import (
     NOTHING,
     Command,
     CommandRefused,
     ControlOutcome,
-    FrameKind,
     Gap,
     Message,
     Routed,
@@ -70,25 +71,8 @@ from ingest_daemons.connector.venue import (
 SPOT: Final = "spot"
 FUTURES: Final = "futures"
 MARKETS: Final = (SPOT, FUTURES)
-DEFAULT_MARKETS_PER_COMMAND: Final = 100
-STATUS_SUBSCRIBE_REFUSED: Final = "subscribe_refused"
 STATUS_EXCHANGE: Final = "exchange_status"
-UNPARSED_TYPE: Final = wire.TYPE_UNPARSED
 _BOOK_PREFIX: Final = b'{"channel":"book","type":'
-
-
-def subject_types(message_types: Mapping[str, MessageTypeConfig] | None) -> dict[str, str]:
-    """Kraken message type (spot channel or futures feed) → subject type token; unnamed types keep their name."""
-    return {name: t.subject_type for name, t in (message_types or {}).items()}
-
-
-@dataclass(frozen=True)
-class SubscriptionNote:
-    """A command's note for ``on_replies``: what it asked for."""
-
-    method: str  # subscribe | unsubscribe
-    channel: str
-    symbols: tuple[str, ...]
 
 
 def _refused(replies: Sequence[Message]) -> list[dict[str, Any]]:
@@ -100,32 +84,13 @@ def _refused(replies: Sequence[Message]) -> list[dict[str, Any]]:
     return out
 
 
-class DeclinedFrame:
-    """The gap a frame declined by ``route`` carries to ``classify`` (the same bytes object)."""
-
-    __slots__ = ("frame", "gap", "market", "subject_type")
-
-    def __init__(self) -> None:
-        self.frame: bytes | None = None
-        self.gap: Gap | None = None
-        self.market: str | None = None
-        self.subject_type = ""
-
-    def keep(self, frame: bytes, subject_type: str, market: str | None, gap: Gap) -> None:
-        self.frame, self.subject_type, self.market, self.gap = frame, subject_type, market, gap
-
-    def take(self, frame: bytes) -> Message | None:
-        if self.frame is not frame or self.gap is None:
-            return None
-        message = Message(FrameKind.DATA, self.subject_type, self.market, None, None, frame, gap=self.gap)
-        self.frame = self.gap = None
-        return message
-
-
-class KrakenSpotVenue:
+class KrakenSpotVenue(KrakenVenueBase):
     """One spot v2 socket (a ``VenueProtocol``): ticker, trade and book at ``depth``, verified."""
 
     auth_hint = "the public spot socket takes no credentials; check the endpoint URL"
+    market = SPOT
+    offered = SPOT_CHANNELS
+    offered_noun = "channel"
 
     def __init__(
         self,
@@ -135,32 +100,27 @@ class KrakenSpotVenue:
         markets_per_command: int = DEFAULT_MARKETS_PER_COMMAND,
         feed: str = "kraken",
     ) -> None:
-        unknown = sorted(set(channels) - set(SPOT_CHANNELS))
-        if unknown:
-            raise ValueError(f"Kraken spot has no channel {unknown}; it has {list(SPOT_CHANNELS)}")
-        self.feed = feed
-        self.channels = tuple(channels)
         self.depth = depth
-        self.markets_per_command = markets_per_command
-        self.types = subject_types(message_types)
-        self.integrity = SpotIntegrity(depth)
+        super().__init__(channels, message_types, markets_per_command, feed)
+
+    @property
+    def symbols(self) -> dict[str, set[str]]:
+        """The symbols the exchange confirmed per channel on this socket."""
+        return self.confirmed
+
+    def _init_market(self) -> None:
+        self.integrity = SpotIntegrity(self.depth)
         self.books = self.integrity.books
         self.book_type = self.types.get("book", "book")
-        self.symbols: dict[str, set[str]] = {c: set() for c in self.channels}  # confirmed per channel
         self.refused: dict[str, str] = {}  # symbol -> the exchange's error, this socket
         self._req_id = 0
         self._channel_of: dict[int, str] = {}  # req_id -> channel, for replies that name none (errors)
-        self._verdicts = DeclinedFrame()
 
     def reset(self) -> None:
+        super().reset()
         self.integrity.reset()
-        self.symbols = {c: set() for c in self.channels}
         self.refused.clear()
         self._channel_of.clear()
-        self._verdicts = DeclinedFrame()
-
-    def connect_request(self, url: str) -> tuple[str, Mapping[str, str]]:
-        return url, {}
 
     def keepalive(self) -> bytes | None:
         return spot_ping(self._next_id())  # §C1: app-level; answered by `pong`
@@ -182,29 +142,8 @@ class KrakenSpotVenue:
         self._channel_of[req_id] = channel
         return Command(frame, reply_key=req_id, replies=len(symbols), context=note)
 
-    def _per_channel(self, method: str, markets: Sequence[str]) -> list[Command]:
-        size = self.markets_per_command
-        return [self._command(method, channel, markets[i : i + size])
-                for channel in self.channels for i in range(0, len(markets), size)]
-
-    def subscribe(self, markets: Sequence[str]) -> list[Command]:
-        return self._per_channel("subscribe", list(markets))
-
     def subscribe_unfiltered(self) -> list[Command]:
         return []  # heartbeats and status come with any subscription
-
-    def add(self, markets: Sequence[str]) -> list[Command]:
-        return self._per_channel("subscribe", list(markets))
-
-    def remove(self, markets: Sequence[str]) -> list[Command]:
-        return self._per_channel("unsubscribe", list(markets))
-
-    def unsubscribe_all(self) -> list[Command]:
-        return [self._command("unsubscribe", c, sorted(s)) for c, s in self.symbols.items() if s]
-
-    def resubscribe_book(self, symbol: str) -> list[Command]:
-        """A fresh snapshot for one book: Kraken refuses a second subscribe, so unsubscribe first."""
-        return [self._command("unsubscribe", "book", [symbol]), self._command("subscribe", "book", [symbol])]
 
     def on_replies(self, command: Command, replies: Sequence[Message]) -> dict[str, Any]:
         sub = command.context
@@ -223,7 +162,7 @@ class KrakenSpotVenue:
             symbol = r.market
             if symbol is None:
                 continue
-            confirmed = self.symbols.setdefault(sub.channel, set())
+            confirmed = self.confirmed.setdefault(sub.channel, set())
             if sub.method == "subscribe":
                 confirmed.add(symbol)
             else:
@@ -233,7 +172,7 @@ class KrakenSpotVenue:
         return {"refused": refused} if refused else {}
 
     def subscription_summary(self) -> dict[str, Any]:
-        summary: dict[str, Any] = {c: len(s) for c, s in self.symbols.items()}
+        summary = super().subscription_summary()
         if self.refused:
             summary["refused"] = sorted(self.refused)
         return summary
@@ -252,35 +191,20 @@ class KrakenSpotVenue:
                 finding = IntegrityFinding("checksum", v.symbol, "book", v.expected, v.computed, True)
             else:
                 finding = IntegrityFinding("malformed_book", v.symbol, "book", None, None, True)
-            self._verdicts.keep(frame, self.book_type, v.symbol, self._gap(finding))
+            self._declined(frame, self.book_type, v.symbol, self._gap(finding))
             return None
         if frame.startswith(b'{"channel":"ticker"'):
             m = classify(frame)
             if m.kind == DATA and m.symbol is not None:
-                return self.types.get(m.msg_type, m.msg_type), m.symbol, None, None
+                return self.subject_type(m.msg_type), m.symbol, None, None
         return None
 
-    def classify(self, frame: bytes) -> list[Message]:
-        kept = self._verdicts.take(frame)
-        if kept is not None:
-            return [kept]
-        m = classify(frame)
-        return [self._message(frame, m)]
-
-    def _message(self, frame: bytes, m: KrakenMessage) -> Message:
-        if m.kind == CONTROL:
-            return Message(FrameKind.CONTROL, m.msg_type, m.symbol, None, None, frame, control=control_body(frame, m))
-        if m.kind != DATA or m.symbol is None:
-            return Message(FrameKind.UNPARSED, UNPARSED_TYPE, None, None, None, frame)
-        subject_type = self.types.get(m.msg_type, m.msg_type)
-        gap = None
-        if m.msg_type == "trade":
-            finding = self.integrity.check_trades(m.symbol, m.seq, m.snapshot)
-            gap = self._gap(finding) if finding is not None else None
-        elif m.msg_type == "book":
-            finding = self.integrity.check_book(frame)  # a book frame route() did not take (another layout)
-            gap = self._gap(finding) if finding is not None else None
-        return Message(FrameKind.DATA, subject_type, m.symbol, None, None, frame, gap=gap)
+    def _check(self, frame: bytes, m: KrakenMessage) -> IntegrityFinding | None:
+        if m.msg_type == "trade" and m.symbol is not None:
+            return self.integrity.check_trades(m.symbol, m.seq, m.snapshot)
+        if m.msg_type == "book":
+            return self.integrity.check_book(frame)  # a book frame route() did not take (another layout)
+        return None
 
     def _gap(self, f: IntegrityFinding) -> Gap:
         fields: dict[str, Any] = {"reason": f.reason, "channel": f.channel, "symbol": f.symbol}
@@ -311,16 +235,3 @@ class KrakenSpotVenue:
             fields = dict(data[0]) if isinstance(data, list) and data and isinstance(data[0], dict) else {}
             return ControlOutcome(status=STATUS_EXCHANGE, status_fields=fields)
         return NOTHING  # heartbeat, pong: their arrival proved the link alive
-
-    def on_gap(self, seq_key: Hashable, expected: int, got: int, market: str | None) -> Gap | None:
-        return None  # never called: spot routes no sequence to the engine (trade_id runs are checked here)
-
-
-def control_body(frame: bytes, m: KrakenMessage) -> Any:
-    """The parsed control message (acks, status, futures events); heartbeats need no parse."""
-    if m.msg_type == "heartbeat":
-        return None
-    try:
-        return orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return None  # a connection id past 64 bits: the status fields are then left out
