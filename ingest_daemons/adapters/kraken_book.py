@@ -8,12 +8,14 @@ float round-trip (which prints ``0.0``) breaks it. A level keeps its text for th
 ordered by an exact integer read from that text (see :class:`BookSide`).
 
 **Reading levels.** Kraken writes book frames compactly with a fixed key order. The fast reader
-checks that a frame has exactly that shape: fixed text around the symbol, the two level arrays, the
-checksum and the timestamp, and one regular expression over each non-empty level array. A frame it
-accepts therefore cannot be read differently by a JSON parser; the levels are then cut out of the
-checked arrays with ``str.split``. Any other frame (whitespace, another key order, extra keys,
-exponents) is read by the standard library's JSON parser with ``parse_float``/``parse_int`` keeping
-the text. Both paths give the same levels.
+checks that a frame has exactly that shape: the fixed head up to the symbol with ``str.startswith``,
+then the rest (symbol, both level arrays, checksum, timestamp) with one regular expression that
+admits only what a JSON parser reads the same way (numbers without exponent, strings without escape
+or control character). A frame it accepts therefore cannot be read differently by a JSON parser; the
+(price, qty) texts are then taken out of the checked arrays by one ``findall``, with no Python loop.
+Any other frame (whitespace, another key order, extra keys, exponents) is read by the standard
+library's JSON parser with ``parse_float``/``parse_int`` keeping the text. Both paths give the same
+levels.
 
 **Applying** (§C1). A snapshot replaces the book. An update's levels are applied in order (a price
 may repeat in one update); ``qty`` 0 deletes. Then the book is truncated to the subscribed depth,
@@ -40,30 +42,22 @@ CHECKSUM_LEVELS: Final = 10
 MAX_PRICE_EXPONENT: Final = 100
 SEEN_PRICES: Final = 4096  # price texts whose key a side remembers before it starts over
 
-_NUM: Final = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
+_NUM: Final = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"  # a JSON number without an exponent
 _LEVEL: Final = r'\{"price":' + _NUM + r',"qty":' + _NUM + r"\}"
-_LEVEL_LIST: Final = re.compile(_LEVEL + r"(?:," + _LEVEL + r")*")  # inside a non-empty bids/asks array
+_LEVELS: Final = r"(?:" + _LEVEL + r"(?:," + _LEVEL + r")*)?"  # the inside of a bids/asks array
+_TEXT: Final = r'[^"\\\x00-\x1f]*'  # a JSON string's inside with no escape (none is needed in these fields)
 _UPDATE_HEAD: Final = '{"channel":"book","type":"update","data":[{"symbol":"'
 _SNAPSHOT_HEAD: Final = '{"channel":"book","type":"snapshot","data":[{"symbol":"'
-_BIDS: Final = '","bids":['
-_ASKS: Final = '],"asks":['
-_CHECKSUM: Final = '],"checksum":'
-_TIMESTAMP: Final = ',"timestamp":"'
-_END: Final = '"}]}'
-_PRICE: Final = '{"price":'
-_NEXT_LEVEL: Final = '},{"price":'
-_QTY: Final = ',"qty":'
-# len() is a call at run time: the offsets the reader adds are spelled out once.
-_UPDATE_HEAD_LEN: Final = len(_UPDATE_HEAD)
+_UPDATE_HEAD_LEN: Final = len(_UPDATE_HEAD)  # len() is a call at run time: spelled out once
 _SNAPSHOT_HEAD_LEN: Final = len(_SNAPSHOT_HEAD)
-_BIDS_LEN: Final = len(_BIDS)
-_ASKS_LEN: Final = len(_ASKS)
-_CHECKSUM_LEN: Final = len(_CHECKSUM)
-_TIMESTAMP_LEN: Final = len(_TIMESTAMP)
-_TAIL_MIN_LEN: Final = len(_TIMESTAMP) + len(_END)
-_END_AT: Final = -len(_END)
-_PRICE_LEN: Final = len(_PRICE)
-_QTY_LEN: Final = len(_QTY)
+# Kraken's own layout of a book frame after one of the heads (checked with startswith, which compares
+# fixed text many times faster than the pattern engine): (symbol, bids inside, asks inside, checksum).
+_COMPACT_REST: Final = re.compile(
+    r'(' + _TEXT + r')","bids":\[(' + _LEVELS + r')\],"asks":\[(' + _LEVELS + r')\],'
+    r'"checksum":(0|[1-9][0-9]*),"timestamp":"' + _TEXT + r'"\}\]\}'
+).fullmatch
+# (price text, qty text) of every level of an array the frame pattern has already checked.
+_LEVEL_TEXTS: Final = re.compile(r'\{"price":(' + _NUM + r'),"qty":(' + _NUM + r')\}').findall
 
 
 class BookStatus(Enum):
@@ -130,56 +124,17 @@ def parse_book_frame(frame: bytes) -> BookFrame | None:
 
 
 def _read_compact(text: str) -> tuple[bool, str, list[tuple[str, str]], list[tuple[str, str]], int] | None:
-    """Kraken's own layout, checked whole (the same language as one regular expression over the
-    frame, read with ``str.find``); ``None`` for any other text."""
+    """Kraken's own layout, checked whole (a head, then one regular expression); ``None`` for any other text."""
     if text.startswith(_UPDATE_HEAD):
-        snapshot = False
-        start = _UPDATE_HEAD_LEN
+        m, snapshot = _COMPACT_REST(text, _UPDATE_HEAD_LEN), False
     elif text.startswith(_SNAPSHOT_HEAD):
-        snapshot = True
-        start = _SNAPSHOT_HEAD_LEN
+        m, snapshot = _COMPACT_REST(text, _SNAPSHOT_HEAD_LEN), True
     else:
         return None
-    # Each find takes the first occurrence: the pieces between are checked to hold none of these
-    # separators (no quote in the symbol, only levels in the arrays, only digits in the checksum).
-    bids_at = text.find(_BIDS, start)
-    if bids_at < 0:
+    if m is None:
         return None
-    asks_at = text.find(_ASKS, bids_at + _BIDS_LEN)
-    if asks_at < 0:
-        return None
-    checksum_at = text.find(_CHECKSUM, asks_at + _ASKS_LEN)
-    if checksum_at < 0:
-        return None
-    timestamp_at = text.find(_TIMESTAMP, checksum_at + _CHECKSUM_LEN)
-    if timestamp_at < 0 or len(text) < timestamp_at + _TAIL_MIN_LEN or not text.endswith(_END):
-        return None
-    symbol = text[start:bids_at]
-    checksum = text[checksum_at + _CHECKSUM_LEN : timestamp_at]
-    timestamp = text[timestamp_at + _TIMESTAMP_LEN : _END_AT]
-    if ('"' in symbol or "\\" in symbol or '"' in timestamp or "\\" in timestamp
-            or not checksum.isdigit() or not checksum.isascii()):
-        return None
-    inside = text[bids_at + _BIDS_LEN : asks_at]
-    if not inside:
-        bids = []
-    elif _LEVEL_LIST.fullmatch(inside) is None:
-        return None
-    else:
-        bids = _split_levels(inside)
-    inside = text[asks_at + _ASKS_LEN : checksum_at]
-    if not inside:
-        asks = []
-    elif _LEVEL_LIST.fullmatch(inside) is None:
-        return None
-    else:
-        asks = _split_levels(inside)
-    return snapshot, symbol, bids, asks, int(checksum)
-
-
-def _split_levels(inside: str) -> list[tuple[str, str]]:
-    """Levels out of a checked array: `{"price":P,"qty":Q}` joined by commas, P and Q plain numbers."""
-    return [(lv[: (q := lv.index(_QTY))], lv[q + _QTY_LEN :]) for lv in inside[_PRICE_LEN:-1].split(_NEXT_LEVEL)]
+    symbol, bids, asks, checksum = m.groups()
+    return snapshot, symbol, _LEVEL_TEXTS(bids), _LEVEL_TEXTS(asks), int(checksum)
 
 
 def _parse_book_frame_slow(frame: str) -> BookFrame | None:
@@ -249,13 +204,14 @@ class BookSide:
     the side once. Bids store negated keys so one ascending list serves both sides. A level's
     checksum token (price digits + qty digits) is made once, when the level is written; the top 10
     tokens' bytes and their CRC32 are cached and rebuilt only after a change among them (most
-    updates touch deeper levels).
+    updates touch deeper levels). With a ``depth``, every :meth:`update` ends truncated to it.
     """
 
-    __slots__ = ("_crc", "_keys", "_levels", "_negate", "_scale", "_seen", "_tokens", "_top")
+    __slots__ = ("_crc", "_depth", "_keys", "_levels", "_negate", "_scale", "_seen", "_tokens", "_top")
 
-    def __init__(self, descending: bool) -> None:
+    def __init__(self, descending: bool, depth: int | None = None) -> None:
         self._negate = descending
+        self._depth = depth
         self._scale = 0
         self._keys: list[int] = []
         self._levels: list[tuple[str, str]] = []
@@ -275,13 +231,14 @@ class BookSide:
         self.update(((price, qty),))
 
     def update(self, levels: Iterable[tuple[str, str]]) -> None:
-        """Write levels in order (JSON number texts); a zero ``qty`` deletes."""
+        """Write levels in order (JSON number texts); a zero ``qty`` deletes; then truncate to the depth."""
         keys = self._keys
         texts = self._levels
         tokens = self._tokens
         seen = self._seen
         bisect_left = bisect.bisect_left
-        for price, qty in levels:
+        for level in levels:
+            price, qty = level
             known = seen.get(price)
             if known is None:
                 known = self._read_price(price)
@@ -299,14 +256,19 @@ class BookSide:
                         self._top = None
                 continue
             if found:
-                texts[i] = (price, qty)
+                texts[i] = level
                 tokens[i] = price_token + qty_token
             else:
                 keys.insert(i, key)
-                texts.insert(i, (price, qty))
+                texts.insert(i, level)
                 tokens.insert(i, price_token + qty_token)
             if i < CHECKSUM_LEVELS:
                 self._top = None
+        depth = self._depth
+        if depth is not None and len(keys) > depth:
+            del keys[depth:]
+            del texts[depth:]
+            del tokens[depth:]
 
     def _read_price(self, price: str) -> tuple[int, str]:
         """(key, checksum token) of a price text not seen at this scale; remembered, because the
@@ -373,8 +335,8 @@ class SpotBook:
 
     def __init__(self, depth: int = DEFAULT_DEPTH) -> None:
         self.depth = depth
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+        self.bids = BookSide(descending=True, depth=depth)
+        self.asks = BookSide(descending=False, depth=depth)
 
     def apply(self, snapshot: bool, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]) -> None:
         if snapshot:
@@ -382,10 +344,8 @@ class SpotBook:
             self.asks.clear()
         if bids:
             self.bids.update(bids)
-            self.bids.truncate(self.depth)
         if asks:
             self.asks.update(asks)
-            self.asks.truncate(self.depth)
 
     def checksum(self) -> int:
         # CRC32 continues across calls: the asks' cached CRC is the start value for the bids' bytes.
@@ -433,7 +393,8 @@ class SpotBooks:
         return self._apply(f.snapshot, f.symbol, f.bids, f.asks, f.checksum)
 
     def _apply(
-        self, snapshot: bool, symbol: str, bids: list[tuple[str, str]], asks: list[tuple[str, str]], expected: int
+        self, snapshot: bool, symbol: str, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]],
+        expected: int,
     ) -> BookVerdict:
         book = self._books.get(symbol)
         if snapshot:
@@ -442,7 +403,13 @@ class SpotBooks:
         elif book is None:
             return _verdict(BookVerdict, (BookStatus.NO_SNAPSHOT, symbol, False, None, None))
         try:
-            book.apply(snapshot, bids, asks)
+            if snapshot:
+                book.bids.clear()
+                book.asks.clear()
+            if bids:
+                book.bids.update(bids)
+            if asks:
+                book.asks.update(asks)
         except InvalidOperation:
             self._books.pop(symbol, None)
             return _verdict(BookVerdict, (BookStatus.MALFORMED, symbol, snapshot, None, None))
