@@ -28,7 +28,9 @@ With ``--feed kraken`` the same ceiling and flood run against the Kraken spot si
 ``book`` frames at depth 25 (``--markets`` pairs, each cycling ``--book-cycle`` pre-made updates that
 all verify, so the simulator writes pre-generated frames instead of building each one): every frame
 the connector acks was checksum-verified first. The run reports how many verifications failed (0
-expected; a failure would be a ``gap`` marker and a resubscribe).
+expected; a failure would be a ``gap`` marker and a resubscribe). The flood runs before the ceiling,
+with the recorded pass in a file rather than in this process, so the RSS it reports is the
+connector's; ``bench/kraken_connector_cost.py`` counts the same connector's instructions per update.
 
 With ``--all-markets`` the connector measured is the all-markets one (ticker and trade with no market
 list, every frame's category looked up in the in-memory map), the ceiling publishes the same
@@ -631,16 +633,21 @@ async def kraken_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, re
         one_pass = await record_kraken_pass(sim, [m.ticker for m in discovered], args.book_cycle)
         frames_file = tmp / "kraken-pass.jsonl"
         frames_file.write_bytes(b"\n".join(f for _, f in one_pass) + b"\n")
-        print("ceiling: publisher alone, same frames, same acks, no verification ...", flush=True)
-        builder = SubjectBuilder("bench", "kraken")
-        routed = [(builder.subject(directory.category_of(sym), "book", sym), data) for sym, data in one_pass]
-        results["ceiling_acked_per_s"] = await publish_all(nats.url, (routed * (args.frames // len(routed) + 1))
-                                                           [: args.frames])
-        await purge(nats.url)
+        symbols = [sym for sym, _ in one_pass]
+        del one_pass  # the flood first, with no recorded frames in this process: its RSS is the connector's
         with KrakenFlood(frames_file, sim.rest) as flood:
             print(f"flood: pre-made frames -> connector (checksum verified) -> JetStream for {args.seconds:g}s ...",
                   flush=True)
             results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+        results["flood_load_average"] = os.getloadavg()[0]
+        await purge(nats.url)
+        print("ceiling: publisher alone, same frames, same acks, no verification ...", flush=True)
+        builder = SubjectBuilder("bench", "kraken")
+        frames = [f for f in frames_file.read_bytes().split(b"\n") if f]
+        routed = [(builder.subject(directory.category_of(sym), "book", sym), data)
+                  for sym, data in zip(symbols, frames, strict=True)]
+        results["ceiling_acked_per_s"] = await publish_all(nats.url, (routed * (args.frames // len(routed) + 1))
+                                                           [: args.frames])
     flood_r = results["flood"]
     assert isinstance(flood_r, dict)
     ceiling_rate = print_summary(results, "acked msgs/s (book frames, not verified)",
@@ -648,6 +655,7 @@ async def kraken_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, re
                                  f", checksum mismatches {flood_r['gap_markers']:.0f}")
     results.update(feed="kraken", pairs=args.markets, depth=25, book_cycle=args.book_cycle,
                    flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
+    print(f"load average {results['flood_load_average']:.1f} at the end of the flood")
     print(json.dumps(results))
 
 
