@@ -77,7 +77,8 @@ async def run(frames_file: Path, updates: int) -> dict[str, float]:
             directory = kit.build_directory(feed.stream_categories(),
                                             [kit.DiscoveredMarket(s, "", "Spot") for s in symbols])
             connector = kit.Connector(env, feed, symbols, directory, kit.venue_factory(feed.feed),
-                                      kit.ConnectorOptions(metrics_port=None, ws_url=flood.ws, idle_timeout_s=30))
+                                      kit.ConnectorOptions(metrics_port=None, ws_url=flood.ws, idle_timeout_s=30,
+                                                           ack_timeout_s=60))  # slow under valgrind: no re-sends
             gaps0 = connector.metrics.gaps._value.get()
             cpu0, t0 = time.process_time(), time.perf_counter()
             await connector.start()
