@@ -403,13 +403,7 @@ class SpotBooks:
         elif book is None:
             return _verdict(BookVerdict, (BookStatus.NO_SNAPSHOT, symbol, False, None, None))
         try:
-            if snapshot:
-                book.bids.clear()
-                book.asks.clear()
-            if bids:
-                book.bids.update(bids)
-            if asks:
-                book.asks.update(asks)
+            book.apply(snapshot, bids, asks)
         except InvalidOperation:
             self._books.pop(symbol, None)
             return _verdict(BookVerdict, (BookStatus.MALFORMED, symbol, snapshot, None, None))
