@@ -51,7 +51,13 @@ import orjson
 from ingest_daemons.backoff import Backoff
 from ingest_daemons.frame_chunks import split_frame
 from ingest_daemons.logs import get_logger, redact
-from ingest_daemons.nats_settings import NatsServerAddress, NatsSettings, NatsSettingsError, as_settings
+from ingest_daemons.nats_settings import (
+    NatsServerAddress,
+    NatsSettings,
+    NatsSettingsError,
+    as_settings,
+    discovered_servers,
+)
 
 log = get_logger("ssmd.publisher")
 
@@ -699,18 +705,8 @@ class JetStreamPublisher:
     def _learn_servers(self, urls: list[object]) -> None:
         """The cluster's other servers (INFO ``connect_urls``) join the rotation after the configured ones,
         so a client given one URL still finds the rest of the cluster when its server goes."""
-        known = {(address.host, address.port) for address in self.addresses}
-        scheme, tls_name = self.addresses[0].scheme, self.addresses[0].tls_name or self.addresses[0].host
-        for url in urls:
-            if not isinstance(url, str):
-                continue
-            host, _, port = url.rpartition(":")
-            host = host.strip("[]")
-            if not host or not port.isdigit() or (host, int(port)) in known:
-                continue
-            address = NatsServerAddress(scheme, host, int(port), tls_name)
+        for address in discovered_servers(self.addresses, urls):
             self.addresses.append(address)
-            known.add((host, int(port)))
             log.info("nats server discovered", url=address.url, servers=len(self.addresses))
 
     def _rotate(self) -> NatsServerAddress:
