@@ -20,6 +20,13 @@ Guarantees:
 * Connection loss is retried forever with capped, fully jittered exponential backoff; every held
   frame is re-sent after reconnecting. With several servers (``url`` is a comma-separated list)
   each reconnect tries the next one.
+* A dead link is noticed within ``ack_timeout`` + ``ping_timeout`` while frames are held: before
+  overdue frames are re-sent, a ``PING`` asks whether the server is still there, and anything it sends
+  within ``ping_timeout`` (the ``PONG``, acks, its own ``PING``) says it is. Silence, and the connection is
+  dropped and replaced, so frames are never re-sent into a socket that has gone quiet (where they would
+  only pile up behind the dead link until the keepalive gave up, three ping intervals later). Nor are
+  they re-sent while the socket's write buffer is above its high-water mark: the earlier copies have not
+  left it yet.
 * The server's ``INFO`` is read: a frame larger than its ``max_payload`` is published as ordered
   chunks (``ingest_daemons.frame_chunks``) instead of being refused and re-sent forever, and a
   server entering lame-duck mode (``"ldm": true``) is left before it goes: a new connection is made
@@ -73,6 +80,11 @@ _MAX_CONTROL_LINE = 4096
 DEFAULT_ACK_TIMEOUT_S = 5.0
 DEFAULT_PING_INTERVAL_S = 5.0
 DEFAULT_MAX_OUTSTANDING_PINGS = 3
+# How long a connection that went silent with frames overdue gets to answer a PING before it is taken
+# for dead. nats-server answers a PING from its read loop, ahead of JetStream work, so even a loaded
+# server answers in milliseconds; a false alarm costs a reconnect and the re-send of what is held
+# (duplicates are absorbed by the duplicate window), never a frame.
+DEFAULT_PING_TIMEOUT_S = 2.0
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, assumed until the server's INFO says otherwise
 _CRLF = b"\r\n"
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -118,6 +130,9 @@ class _Protocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pongs = 0
         self.pong = asyncio.Event()
+        # monotonic time of the last bytes from the server: anything at all proves the link carries data
+        self.received_ns = time.monotonic_ns()
+        self.heard: asyncio.Event | None = None  # set on the next bytes received, while a link check waits
         self.max_payload: int | None = None
         self.lame_duck = asyncio.Event()
         self.info: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
@@ -190,6 +205,9 @@ class _Protocol(asyncio.Protocol):
             self.lame_duck.set()
 
     def data_received(self, data: bytes) -> None:
+        self.received_ns = time.monotonic_ns()
+        if self.heard is not None:
+            self.heard.set()
         buf = self.buf
         buf += data
         length = len(buf)
@@ -254,6 +272,7 @@ class JetStreamPublisher:
         max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
         ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
+        ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S,
         on_ack: Callable[[str, int, bytes], None] | None = None,
         on_ack_every: int = 1,
         chunk_oversized: bool = True,
@@ -275,6 +294,7 @@ class JetStreamPublisher:
         self._pause_bytes = 0  # publishing pauses while _held_bytes is above this
         self.ack_timeout_ns = int(ack_timeout_s * 1e9)
         self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
         self.on_ack = on_ack  # (subject, publish-to-ack ns, HPUB bytes) for metrics
         # on_ack is called for every on_ack_every-th acknowledged frame: a latency histogram needs a sample,
         # and a Python call per ack is a visible share of the hot path's CPU
@@ -314,6 +334,7 @@ class JetStreamPublisher:
         self.retried = 0
         self.errors = 0
         self.reconnects = 0
+        self.dead_links = 0  # connections dropped because they went silent with frames overdue
         self.lame_duck_moves = 0  # connections replaced because their server entered lame-duck mode
         self.chunked_frames = 0
         self.last_connect_error: str | None = None  # why the last connection attempt failed (no secrets)
@@ -624,10 +645,11 @@ class JetStreamPublisher:
     # ------------------------------------------------------------------ background
 
     async def _retry_loop(self) -> None:
-        """Re-send frames whose ack is overdue (same bytes, same Nats-Msg-Id)."""
+        """Re-send frames whose ack is overdue (same bytes, same Nats-Msg-Id), on a link known to be alive."""
         while True:
             await asyncio.sleep(min(0.25, self.ack_timeout_ns / 4e9))
-            if not self._connected.is_set() or not self._pending:
+            proto = self._proto
+            if not self._connected.is_set() or not self._pending or proto is None:
                 continue
             now = time.monotonic_ns()
             overdue = []
@@ -635,15 +657,53 @@ class JetStreamPublisher:
                 if now - entry[_SENT_NS] <= self.ack_timeout_ns:
                     break
                 overdue.append((token, entry))
+            if not overdue:
+                continue
+            if not await self._link_alive(proto):
+                continue  # dropped: the connection loop reconnects and re-sends everything held there
+            if proto is not self._proto or proto.transport is None or proto.transport.is_closing():
+                continue
+            if self._write_paused:
+                continue  # earlier copies still sit in the write buffer, unseen by the server: more would only queue
+            now = time.monotonic_ns()
+            resent = 0
             for token, entry in overdue:
+                if token not in self._pending:
+                    continue  # acknowledged while the link was checked
                 self._out.append(entry[_WIRE])
                 # move to the end so the dict stays roughly ordered by send time
                 del self._pending[token]
                 self._pending[token] = (entry[_WIRE], now, entry[_SUBJECT], entry[_ATTEMPTS] + 1)
-            if overdue:
-                self.retried += len(overdue)
-                log.warning("re-sending unacknowledged frames", count=len(overdue), in_flight=len(self._pending))
+                resent += 1
+            if resent:
+                self.retried += resent
+                log.warning("re-sending unacknowledged frames", url=self._safe_url(), count=resent,
+                            in_flight=len(self._pending))
                 self._flush()
+
+    async def _link_alive(self, proto: _Protocol) -> bool:
+        """Frames are overdue: PING, and wait up to ``ping_timeout`` for anything at all from the server
+        (on a live link that takes a round trip). Silence means the link is dead (a partition, a host gone
+        without a FIN): the connection is aborted rather than fed re-sends it cannot deliver."""
+        asked_ns = time.monotonic_ns()
+        proto.heard = asyncio.Event()
+        try:
+            if proto.transport is not None and not proto.transport.is_closing():
+                proto.transport.write(b"PING\r\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proto.heard.wait(), self.ping_timeout_s)
+        finally:
+            proto.heard = None
+        if proto.received_ns >= asked_ns or proto.closed.done():
+            return True  # alive (or already closed, which the connection loop handles)
+        if proto is self._proto:
+            self.dead_links += 1
+            log.warning("nats link silent: no ack and no answer to a ping; reconnecting", url=self._safe_url(),
+                        silent_s=round((time.monotonic_ns() - proto.received_ns) / 1e9, 1),
+                        held=len(self._pending))
+        if proto.transport is not None:
+            proto.transport.abort()
+        return False
 
     async def _connect(self, address: NatsServerAddress) -> _Protocol | None:
         """One attempt: TCP (TLS as the settings and the server's INFO ask), CONNECT with credentials,
