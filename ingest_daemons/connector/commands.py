@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from ingest_daemons.connector.venue import Command, Message
 from ingest_daemons.connector.ws_client import WebSocket
+
+HELD_POLL_S = 0.1
 
 
 class NotConnected(RuntimeError):
@@ -35,11 +37,13 @@ class CommandLink:
         self._last_ns: dict[Hashable, int] = {}  # per pace key (None: commands that name none)
 
     async def send(self, ws: WebSocket | None, command: Command, commands_per_second: float,
-                   timeout_s: float) -> list[Message]:
+                   timeout_s: float, held: Callable[[], bool] | None = None) -> list[Message]:
         """Write ``command`` once its pace allows, then wait for its replies (none when it has no reply key).
 
         The pace is per ``command.pace_key``: Kalshi limits the command rate per subscription
         (protocols A6: code 27), so adding a market to three subscriptions costs one pause, not three.
+        ``timeout_s`` counts only time in which ``held()`` is false: while the reader is held by the
+        connector's own backpressure the reply may sit unread in the socket, and the exchange is not late.
         """
         if ws is None or ws.closed:
             raise NotConnected("not connected")
@@ -57,7 +61,7 @@ class CommandLink:
         self._pending[command.reply_key] = pending
         try:
             self._write(ws, command)
-            return await asyncio.wait_for(asyncio.shield(pending.done), timeout_s)
+            return await _wait_unless_held(pending.done, timeout_s, held)
         finally:
             self._pending.pop(command.reply_key, None)
 
@@ -86,3 +90,23 @@ class CommandLink:
                 pending.done.set_exception(NotConnected("connection lost"))
                 pending.done.exception()  # mark retrieved
         self._pending.clear()
+
+
+async def _wait_unless_held(
+    done: asyncio.Future[list[Message]], timeout_s: float, held: Callable[[], bool] | None
+) -> list[Message]:
+    """``done``'s result; TimeoutError once ``timeout_s`` has passed with ``held()`` false (sampled every
+    :data:`HELD_POLL_S`)."""
+    if held is None:
+        return await asyncio.wait_for(asyncio.shield(done), timeout_s)
+    left = timeout_s
+    while not done.done():
+        started = time.monotonic()
+        await asyncio.wait({done}, timeout=min(HELD_POLL_S, max(left, 0.0)))
+        if done.done():
+            break
+        if not held():
+            left -= time.monotonic() - started
+            if left <= 0:
+                raise TimeoutError
+    return done.result()

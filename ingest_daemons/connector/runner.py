@@ -27,7 +27,7 @@ from ingest_daemons.connector.lease import KvLease
 from ingest_daemons.connector.metrics import ConnectorMetrics, HealthServer
 from ingest_daemons.connector.pool import SessionPool
 from ingest_daemons.connector.secmaster_view import SecmasterView
-from ingest_daemons.connector.session import SessionSettings, VenueSession, ready_reason
+from ingest_daemons.connector.session import DEFAULT_COMMAND_TIMEOUT_S, SessionSettings, VenueSession, ready_reason
 from ingest_daemons.connector.shard_membership import ShardMembership
 from ingest_daemons.connector.stagger import ConnectStagger
 from ingest_daemons.logs import get_logger
@@ -58,6 +58,9 @@ class ConnectorOptions:
     max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES
     ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    # how long the exchange gets to answer a command, not counting time the reader is held by a full
+    # publisher (the answer waits behind frames the connector cannot publish yet)
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
     backoff_initial_s: float = 0.5
@@ -154,6 +157,7 @@ class Connector:
             commands_per_second=limits.commands_per_second,
             idle_timeout_s=options.idle_timeout_s,
             heartbeat_s=options.heartbeat_s,
+            command_timeout_s=options.command_timeout_s,
             backoff_initial_s=options.backoff_initial_s,
             backoff_max_s=options.backoff_max_s,
         )
@@ -404,10 +408,13 @@ class Connector:
         await asyncio.wait_for(asyncio.gather(*(s.subscribed.wait() for s in self.sessions)), timeout_s)
 
     async def shutdown(self) -> bool:
-        """Unsubscribe, read what the exchange already sent, drain JetStream acks. True = nothing lost."""
+        """Unsubscribe, read what the exchange already sent, drain JetStream acks. True = nothing lost: every
+        frame the exchange sent before confirming was read, and every frame read was acknowledged."""
         log.info("draining", feed=self.feed.name, shard=self.options.shard_label, in_flight=self.publisher.in_flight)
         self._follow_stop.set()
-        await asyncio.gather(*(s.stop() for s in self.sessions), return_exceptions=True)
+        stopped = await asyncio.gather(*(s.stop(self.options.drain_timeout_s) for s in self.sessions),
+                                       return_exceptions=True)
+        read_all = all(result is True for result in stopped)
         if self.membership is not None:
             await self.membership.close()
         for task in self._tasks:
@@ -427,13 +434,16 @@ class Connector:
         await self.publisher.close()
         if self.health is not None:
             await self.health.stop()
-        if drained:
+        if drained and read_all:
             log.info("stopped; every frame acknowledged", feed=self.feed.name, shard=self.options.shard_label,
                      acked=self.publisher.acked)
-        else:
+        elif not drained:
             log.error("stopped with frames not acknowledged", feed=self.feed.name, shard=self.options.shard_label,
                       held=held)
-        return drained
+        else:
+            log.error("stopped with frames left unread on an exchange socket", feed=self.feed.name,
+                      shard=self.options.shard_label)
+        return drained and read_all
 
     async def run_until_signalled(self) -> int:
         loop = asyncio.get_running_loop()

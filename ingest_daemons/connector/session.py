@@ -162,22 +162,33 @@ class VenueSession:
                         reason=reason, retry_in_s=round(delay, 2))
             await asyncio.sleep(delay)
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """Graceful: unsubscribe, keep reading until the exchange confirms, then close.
+    async def stop(self, timeout_s: float = 60.0) -> bool:
+        """Graceful: unsubscribe, keep reading until the exchange confirms, then close. True when nothing
+        the exchange sent was left unread.
 
         Everything the exchange sent before confirming is read and published, so a SIGTERM loses
-        nothing that was on the wire.
+        nothing that was on the wire. The confirmation may wait behind frames the connector cannot
+        publish yet (NATS slow or away, the publisher full): each command's timeout does not run while
+        the reader is held, and ``timeout_s`` bounds the whole stop. Closing without the confirmation
+        drops what is still on the wire, so that is logged and returned as False.
         """
         self._stopping = True
         ws = self._ws
+        clean = True
         if ws is not None and not ws.closed:
             commands = self.venue.unsubscribe_all()
             if commands:
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.wait_for(self._run_all(commands), timeout_s)
+                except Exception as exc:  # any failure leaves frames unread: report it, then close
+                    clean = False
+                    log.error("closing before the exchange confirmed the unsubscribe; frames still on the wire "
+                              "are lost", feed=self.feed, shard=self.shard, conn=self._conn_id,
+                              reason=repr(exc), publisher_full=self.publisher.full)
         if ws is not None and not ws.closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
+        return clean
 
     # ------------------------------------------------------------------ dynamic markets
 
@@ -537,9 +548,13 @@ class VenueSession:
         summary: dict[str, Any] = {}
         for command in commands:
             replies = await self._link.send(self._ws, command, self.settings.commands_per_second,
-                                            self.settings.command_timeout_s)
+                                            self.settings.command_timeout_s, held=self._held)
             summary.update(self.venue.on_replies(command, replies))
         return summary
+
+    def _held(self) -> bool:
+        """The reader waits for room in the publisher: what the exchange sends waits unread."""
+        return self.publisher.full
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = asyncio.create_task(coro)
