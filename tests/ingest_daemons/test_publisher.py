@@ -108,6 +108,28 @@ async def test_backpressure_when_nats_is_down(private_nats_server: NatsServer) -
     await pub.close()
 
 
+async def test_an_error_ack_from_jetstream_keeps_the_frame(
+    nc: Client, nats_server: NatsServer, unique_env: str
+) -> None:
+    """A JSON error reply (here: a full stream that discards new messages) is a rejection, never an ack."""
+    stream = f"{unique_env}_FULL"
+    await nc.jetstream().add_stream(js_api.StreamConfig(
+        name=stream, subjects=[f"{unique_env}.full.>"], max_msgs=1, discard=js_api.DiscardPolicy.NEW))
+    pub = JetStreamPublisher(nats_server.url, ack_timeout_s=0.3)
+    await pub.start()
+    try:
+        for i in range(2):
+            await pub.publish(f"{unique_env}.full.a", b'{"n":%d}' % i, header_block({"Nats-Msg-Id": f"full-{i}"}))
+        assert not await pub.drain(1.0)
+        assert pub.acked == 1 and pub.in_flight == 1 and pub.errors >= 1
+        assert pub.rejection is not None and "maximum messages" in pub.rejection
+        await nc.jetstream().purge_stream(stream)  # room again: the held frame is re-sent and stored
+        assert await pub.drain(5)
+    finally:
+        await pub.close()
+    assert [d for _, d, _ in await stream_messages(nc, stream)] == [b'{"n":1}']
+
+
 async def test_frame_without_a_stream_is_kept_until_one_exists(
     nc: Client, nats_server: NatsServer, unique_env: str
 ) -> None:
