@@ -85,6 +85,11 @@ DEFAULT_MAX_OUTSTANDING_PINGS = 3
 # server answers in milliseconds; a false alarm costs a reconnect and the re-send of what is held
 # (duplicates are absorbed by the duplicate window), never a frame.
 DEFAULT_PING_TIMEOUT_S = 2.0
+# Longest wait between two connection attempts (fully jittered below it). While it is away the connector
+# holds frames and its exchange waits behind backpressure, so the wait after the link returns is the
+# outage's tail: 2 s (as nats.go and nats-py wait between reconnects) keeps it short, and an attempt on
+# a server that is still away costs one refused or unanswered connect.
+DEFAULT_RECONNECT_MAX_S = 2.0
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, assumed until the server's INFO says otherwise
 _CRLF = b"\r\n"
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -320,7 +325,7 @@ class JetStreamPublisher:
         self._empty.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._backoff = Backoff(initial_s=0.2, max_s=5.0)
+        self._backoff = Backoff(initial_s=0.2, max_s=DEFAULT_RECONNECT_MAX_S)
         # The current server's max_payload (from INFO). A message whose HPUB size (headers included)
         # is larger goes through _publish_chunked; every other one pays a single comparison.
         self.max_payload = DEFAULT_MAX_PAYLOAD
