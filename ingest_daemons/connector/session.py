@@ -183,7 +183,7 @@ class VenueSession:
                 except Exception as exc:  # any failure leaves frames unread: report it, then close
                     clean = False
                     log.error("closing before the exchange confirmed the unsubscribe; frames still on the wire "
-                              "are lost", feed=self.feed, shard=self.shard, conn=self._conn_id,
+                              "are lost", feed=self.feed, shard=self.shard_label, conn=self._conn_id,
                               reason=repr(exc), publisher_full=self.publisher.full)
         if ws is not None and not ws.closed:
             with contextlib.suppress(Exception):
