@@ -28,6 +28,8 @@ from ingest_daemons.logs import get_logger, register_secret
 from ingest_daemons.secmaster.errors import SecmasterError
 
 log = get_logger("ssmd.db_roles")
+# pg_advisory_xact_lock key of login changes (any fixed number; "ssmdlogn" in ASCII).
+_LOGIN_LOCK = 0x73736D646C6F676E
 
 SCRAM_ITERATIONS = 4096
 
@@ -86,10 +88,14 @@ def ensure_login(admin_url: str, role: ServiceRole, login: str, password: str) -
     register_secret(password)
     verifier = sql.Literal(scram_verifier(password))
     name = sql.Identifier(login)
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(admin_url, connect_timeout=10) as conn, conn.transaction():
+        # Processes of one stack start together and make sure of the same login; PostgreSQL refuses
+        # concurrent changes of one role ("tuple concurrently updated"), so they take turns.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOGIN_LOCK,))
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
         if exists is None:
-            with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation), \
+                    conn.transaction():  # a creator outside ssmd's lock: its role stands
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(name, verifier))
                 log.info("database login created", login=login, role=role.value)
         conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import stat
+import threading
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -13,7 +14,7 @@ from psycopg import sql
 
 from ingest_daemons.logs import redact
 from ingest_daemons.secmaster.cdc_outbox import Outbox
-from ingest_daemons.secmaster.db_roles import ServiceRole, ensure_login, scram_verifier
+from ingest_daemons.secmaster.db_roles import ServiceRole, ensure_login, scram_verifier, with_login
 from ingest_daemons.secmaster.errors import MigrationError
 from ingest_daemons.secmaster.kalshi_sync import SyncOptions, sync_kalshi
 from ingest_daemons.secmaster.migrate import load_migrations, migrate
@@ -173,3 +174,30 @@ def test_scram_verifier_matches_rfc7677_test_vector() -> None:
     auth_message = f"n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r={nonce}"
     signature = hmac.digest(server_key, auth_message.encode(), "sha256")
     assert base64.b64encode(signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+def test_processes_starting_together_all_get_their_login(secmaster_db: str) -> None:
+    """The stack starts several readers at once (both Kraken markets' connectors, the Polymarket shards):
+    each makes sure of the same login user, and PostgreSQL refuses concurrent changes of one role
+    ("tuple concurrently updated") unless they take turns."""
+    barrier = threading.Barrier(6)
+    failures: list[BaseException] = []
+
+    def start(n: int) -> None:
+        try:
+            for _ in range(8):
+                barrier.wait(timeout=30)
+                ensure_login(secmaster_db, ServiceRole.READONLY, "ssmd_together", "same-password-for-all")
+        except BaseException as exc:  # collected for the assertion below
+            failures.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not [t for t in threads if t.is_alive()]
+    assert failures == []
+    with psycopg.connect(with_login(secmaster_db, "ssmd_together", "same-password-for-all")) as conn:
+        assert conn.execute("SELECT count(*) FROM markets").fetchone() is not None
