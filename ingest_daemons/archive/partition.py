@@ -19,9 +19,10 @@ from typing import Any
 
 import orjson
 
-from ingest_daemons import wire
+from ingest_daemons import json_check, wire
 from ingest_daemons.archive import envelope
-from ingest_daemons.archive.clock_profile import ClockProfiler
+from ingest_daemons.archive.clock_profile import NO_STAMPS, ClockProfiler, document_stamps
+from ingest_daemons.archive.clock_profile import frame_stamps as clock_stamps
 from ingest_daemons.archive.dedupe import MsgIdSet
 from ingest_daemons.archive.errors import ArchiveError
 from ingest_daemons.archive.layout import PartitionPaths, TimeWindow
@@ -154,6 +155,8 @@ def archive_window(
     expected: int | None = None
     seq = ts = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    document, shallow, deep = json_check.Document, json_check.SHALLOW, json_check.too_many_brackets
+    doc_stamps, frame_stamps = document_stamps, clock_stamps
     subject_json, recv_json, fallback = envelope.subject_json, envelope.recv_json, envelope.encode_fallback
     # Frames stored in chunks come out whole, one line each; `extras` holds their envelope keys and
     # `covered` the in-window seqs that have no line of their own (archive.reassembly).
@@ -211,10 +214,18 @@ def archive_window(
                     lines.append(line)
                     pending += len(line)
                     continue
+                # Valid JSON exactly as orjson judges it, without building the frame's objects
+                # (ingest_daemons.json_check: the same steps inline).
+                doc = frame = None
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
                         raise decode_error("line break", "", 0)
-                    frame = loads(payload)
+                    try:
+                        if len(payload) >= shallow and deep(payload):
+                            raise ValueError("maybe deeper than orjson's limit")
+                        doc = document(payload)
+                    except ValueError:
+                        frame = loads(payload)  # orjson's own verdict (raises decode_error)
                     line = b'{"seq":%d,"ts":%d,"subject":%s,"recv_ns":%s,"frame":%s}\n' % (
                         seq, ts, info[0], rec, payload,
                     )
@@ -222,25 +233,23 @@ def archive_window(
                 except decode_error:
                     line, frame_key = fallback(seq, ts, info[0], rec, payload)
                     fallback_kinds[frame_key] += 1
-                    frame = None
+                    doc = frame = None
+                    invalid = True
+                else:
+                    invalid = False
                 clock = info[3]
                 if clock is not None:  # exchange stamp vs receive time (clock_profile.py)
                     if receive_ms:
-                        try:
-                            msg = frame["msg"]  # type: ignore[index]
-                            stamp = msg.get("ts_ms")
-                            if stamp.__class__ is int:
-                                info[4](receive_ms - stamp)
-                            else:
-                                stamp = msg.get("ts")
-                                if stamp.__class__ is int:  # whole seconds (before ts_ms existed)
-                                    info[5](receive_ms - stamp * 1000)
-                                elif stamp is None and "time" not in msg:  # e.g. a book snapshot
-                                    clock.without += 1
-                                else:
-                                    clock.other(msg, receive_ms)
-                        except (KeyError, TypeError, AttributeError):
-                            clock.without += 1
+                        stamps = doc_stamps(doc, payload) if doc is not None else None
+                        if stamps is None:  # not JSON, or only a parsed dict can say
+                            stamps = NO_STAMPS if invalid else frame_stamps(loads(payload) if frame is None else frame)
+                        stamp, seconds, text = stamps
+                        if stamp.__class__ is int:
+                            info[4](receive_ms - stamp)
+                        elif seconds.__class__ is int:  # whole seconds (before ts_ms existed)
+                            info[5](receive_ms - seconds * 1000)
+                        else:  # RFC 3339 text, or no stamp (e.g. a book snapshot)
+                            clock.other(text if seconds is None else seconds, receive_ms)
                     else:
                         clock.without_receive += 1
                 lines.append(line)

@@ -1,0 +1,115 @@
+"""The archive judges and reads frames without parsing them into Python objects, with the same result.
+
+Real nats-server. Kalshi frames of every stamp kind, plus texts built to sit on the edges of the JSON
+check (invalid UTF-8, a number past a double's range, nesting beyond orjson's limit, duplicate and
+escaped keys, a CR): every line must be what the reference encoder (``envelope.encode_line``, which
+asks ``orjson.loads``) writes, the clock profile what orjson's dicts give, and ``orjson.loads`` must be
+called only for the few frames whose bytes leave a doubt — not once per message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ingest_daemons.archive import TimeWindow, archive_partition, envelope
+from tests.fixtures.archive import Message, publish
+from tests.ingest_daemons.archive.conftest import ArchiveStream
+
+FAR_FUTURE = 4_102_444_800 * 10**9
+MS = 1_000_000
+
+# Frames only orjson can settle (the archive asks it, once each): a key written twice or escaped,
+# and nesting with more brackets than orjson's depth limit.
+DOUBTFUL = [
+    b'{"type":"trade","msg":{"ts_ms":1770000000100,"ts_ms":1770000000200}}',
+    b'{"type":"trade","msg":{"ts":1770000000},"msg":{"ts_ms":1770000000300}}',
+    b'{"type":"trade","\\u006dsg":{"ts_ms":1770000000400}}',
+    # 1023 levels with the object (1024 in the archive line: orjson's limit), and more brackets than
+    # the limit counting the string's
+    b'{"type":"trade","msg":{"ts_ms":1770000000500},"s":"[[[","deep":' + b"[" * 1022 + b"]" * 1022 + b"}",
+    b'{"type":"trade","msg":{"ts_ms":1770000000600},"deep":' + b"[" * 1025 + b"]" * 1025 + b"}",
+]
+# Frames the JSON check refuses exactly as orjson does (each costs an orjson call to confirm).
+REFUSED = [
+    b'{"type":"trade","msg":{"ts_ms":1770000000700,"note":"\xff"}}',
+    b'{"type":"trade","msg":{"ts_ms":1770000000800,"size":1e400}}',
+    b'{"type":"trade","msg":{"ts_ms":1770000000900}} trailing',
+    b"not json at all",
+]
+
+
+def kalshi(i: int, now_ms: int) -> bytes:
+    shapes = (
+        b'{"type":"trade","sid":2,"seq":%d,"msg":{"market_ticker":"KXA-1","yes_price_dollars":"0.5000","ts":%d,'
+        b'"ts_ms":%d}}' % (i, now_ms // 1000, now_ms - i),
+        b'{"type":"ticker","sid":1,"msg":{"market_ticker":"KXA-1","price":%d,"ts":%d}}' % (i, now_ms // 1000 - 1),
+        b'{"type":"orderbook_delta","sid":3,"seq":%d,"msg":{"market_ticker":"KXA-1","side":"yes",'
+        b'"ts":"2026-02-12T17:00:00.250Z"}}' % i,
+        b'{"type":"orderbook_snapshot","sid":3,"seq":%d,"msg":{"market_ticker":"KXA-1","yes":[[%d,1]]}}' % (i, i),
+        b'{"type":"event_lifecycle","msg":{"event_ticker":"KXA","time":"2026-02-12T17:00:01Z"}}',
+        b'{"type":"ok","id":%d,"msg":[1,2]}' % i,
+        b'[{"a":%d},"msg"]' % i,
+    )
+    return shapes[i % len(shapes)]
+
+
+def test_lines_and_clock_match_orjsons_reading_with_orjson_called_only_for_doubtful_frames(
+    stream: ArchiveStream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = stream.messages
+    now_ms = time.time_ns() // MS
+    frames = [kalshi(i, now_ms) for i in range(700)] + DOUBTFUL + REFUSED
+    frames.append(b'{"type":"trade","msg":{"ts_ms":1}}\r')  # a CR: text without asking any parser
+    messages: list[Message] = [m.message("trade", "KXA-1", frame, received_ns=now_ms * MS) for frame in frames]
+    publish(stream.url, messages)
+
+    calls: list[bytes] = []
+    loads = orjson.loads
+
+    def counting(text: bytes | str) -> object:
+        calls.append(bytes(text) if not isinstance(text, str) else text.encode())
+        return loads(text)
+
+    monkeypatch.setattr(orjson, "loads", counting)
+    result = archive_partition(stream.url, tmp_path, stream.env, stream.name, "2026-03-01",
+                               TimeWindow(0, FAR_FUTURE), progress=None)
+    monkeypatch.setattr(orjson, "loads", loads)
+
+    lines = gzip.decompress(result.paths.data.read_bytes()).splitlines(keepends=True)
+    assert len(lines) == len(frames)
+    subject = envelope.subject_json(messages[0][0].encode())
+    for seq, (line, frame) in enumerate(zip(lines, frames, strict=True), start=1):
+        ts = int(orjson.loads(line)["ts"])
+        assert line == envelope.encode_line(seq, ts, subject, b"%d" % (now_ms * MS), frame)[0], frame
+        assert envelope.raw_frame(line) == frame
+    # Refused: the last doubtful one (1026 levels), the four REFUSED (the one not UTF-8 as base64), the CR.
+    assert result.manifest.frame_keys == {"frame": 704, "frame_text": 5, "frame_b64": 1}
+
+    # orjson was asked about the doubtful and the refused frames only (a doubtful one may be asked
+    # twice: its verdict, then its stamps), never about the 700 ordinary ones (the client's own
+    # parsing of server replies is not counted).
+    ordinary = set(frames[:700])
+    assert not [c for c in calls if c in ordinary]
+    asked = [c for c in calls if c in DOUBTFUL + REFUSED]
+    assert set(DOUBTFUL + REFUSED) <= set(asked) and len(asked) <= 2 * len(DOUBTFUL) + len(REFUSED)
+
+    clock = result.manifest.clock
+    assert clock is not None
+    # Read by orjson's dicts: the last duplicate wins (…200, then the second msg's …300), the escaped
+    # key is "msg" (…400), the nesting within the limit is JSON (…500); beyond it (…600) and the
+    # refused frames have no stamp.
+    trades_ms = [now_ms - i for i in range(0, 700, 7)] + [1770000000200, 1770000000300, 1770000000400, 1770000000500]
+    fields = clock.exchange_ts_fields["trade"]
+    assert fields["msg.ts_ms"] == len(trades_ms)
+    assert fields["msg.ts"] == 100  # the tickers' whole seconds
+    assert fields["msg.ts|time (RFC 3339)"] == 200  # order book deltas' ts, lifecycle events' time
+    lags = clock.exchange_to_receive_ms_by_type["trade"]
+    assert lags.max == now_ms - 1770000000200
+    # Snapshots (no stamp), msg not an object, array frames, the frame beyond the depth limit, the
+    # refused ones and the CR one.
+    assert clock.without_exchange_ts == {"trade": 100 + 100 + 100 + 1 + len(REFUSED) + 1}
