@@ -31,11 +31,10 @@ from ingest_daemons.adapters.polymarket import (
     UNPARSED,
     ConnectionAssets,
     classify,
-    classify_value,
-    split_compact_array,
     split_frame,
     subject_types,
 )
+from ingest_daemons.adapters.polymarket_fields import routing_of, split_events
 from ingest_daemons.config.models import MessageTypeConfig
 from ingest_daemons.connector.venue import (
     NOTHING,
@@ -117,7 +116,8 @@ class PolymarketVenue:
     def route(self, frame: bytes) -> Routed | None:
         if frame[:1] != b"{":
             return None  # arrays, PONG and anything unreadable: classify
-        event_type, token, market = classify(frame)
+        routing = routing_of(frame)  # no objects built; None: only orjson's parse can say
+        event_type, token, market = classify(frame) if routing is None else routing
         subject_type = self.types.get(event_type)
         key = token or market
         if subject_type is None or key is None or event_type in self.lifecycle_types:
@@ -125,15 +125,17 @@ class PolymarketVenue:
         return subject_type, key, None, None
 
     def route_batch(self, frame: bytes) -> list[RoutedElement] | None:
-        """Array frames of known events: split once and classified from the one parse (see
-        :func:`split_compact_array`); anything else, or any element that is not a routable event, ``None``."""
-        split = split_compact_array(frame)
+        """Array frames of known events: each element's own bytes and routing fields, without building the
+        events' objects (:func:`~ingest_daemons.adapters.polymarket_fields.split_events`); anything else,
+        or any element that is not a routable event, ``None``."""
+        if frame[:1] != b"[":
+            return None
+        split = split_events(frame)
         if split is None:
             return None
         types = self.types
         out: list[RoutedElement] = []
-        for payload, value in zip(*split, strict=True):
-            event_type, token, market = classify_value(value)
+        for payload, (event_type, token, market) in zip(*split, strict=True):
             subject_type = types.get(event_type)
             key = token or market
             if subject_type is None or key is None or event_type in self.lifecycle_types:
