@@ -19,11 +19,11 @@ events, other feeds' shapes) are counted per type in ``without_exchange_ts``, ma
 and messages without a receive time (published by something other than a connector) are counted
 in ``without_receive_ts``.
 
-Cost: the archive checks every frame is JSON without building its objects (``ingest_daemons.json_check``:
-a yyjson document), so the stamp fields are fetched from that document by JSON pointer
-(:func:`document_stamps`), read exactly as a dict parsed by orjson would give them
-(:func:`frame_stamps`, which takes over whenever the bytes leave a doubt); the receive header is
-converted once per socket read. The per-message work is inline in
+Cost: a frame that may carry a stamp (it has a ``"msg"`` key, or a backslash that could spell one) is
+parsed by orjson once, for the JSON check and the stamp (:func:`frame_stamps`); any other is checked
+without building its objects (``ingest_daemons.json_check``). Reading the stamps without the dict was
+measured and not kept: yyjson's JSON pointers and msgspec's typed decode each cost as much as the
+parse they would save. The receive header is converted once per socket read. The per-message work is inline in
 :func:`ingest_daemons.archive.partition.archive_window` (``TypeClock.add``); the rest is here.
 """
 
@@ -43,7 +43,6 @@ _MS = 1_000_000  # ns per ms
 # ``(msg.ts_ms, msg.ts, msg.time)`` of a frame, each None when absent (or ``msg`` is not an object).
 Stamps = tuple[Any, Any, Any]
 NO_STAMPS: Final[Stamps] = (None, None, None)
-_KEY_MSG, _KEY_TS_MS, _KEY_TS, _KEY_TIME = b'"msg"', b'"ts_ms"', b'"ts"', b'"time"'
 
 
 def frame_stamps(frame: Any) -> Stamps:
@@ -52,47 +51,6 @@ def frame_stamps(frame: Any) -> Stamps:
     if type(msg) is not dict:
         return NO_STAMPS
     return msg.get("ts_ms"), msg.get("ts"), msg.get("time")
-
-
-def _pointer(doc: Any, text: bytes, key: bytes, pointer: str) -> tuple[bool, Any]:
-    """``(certain, value)`` of one stamp field: the key written once (or never) leaves no doubt."""
-    n = text.count(key)
-    if n == 0:
-        return True, None
-    if n > 1:
-        return False, None
-    try:
-        return True, doc.get_pointer(pointer)
-    except ValueError:  # not under a top-level "msg" object
-        return True, None
-
-
-def document_stamps(doc: Any, text: bytes) -> Stamps | None:
-    """:func:`frame_stamps` from the frame's yyjson document (``text`` its bytes), fetching only what
-    the archive reads; None when only a dict can settle it.
-
-    A JSON pointer finds the *first* of duplicate keys where orjson's dict keeps the last, and a key
-    may be spelled with escapes (``"\\u006dsg"``): so each key is fetched only when its quoted name
-    occurs exactly once in bytes without a backslash (an occurrence inside a string only makes this
-    more careful). Fields are fetched lazily, in the order the archive reads them.
-    """
-    if b"\\" in text:
-        return None
-    n = text.count(_KEY_MSG)
-    if n != 1:
-        return NO_STAMPS if n == 0 else None
-    sure, ts_ms = _pointer(doc, text, _KEY_TS_MS, "/msg/ts_ms")
-    if not sure:
-        return None
-    if ts_ms.__class__ is int:
-        return ts_ms, None, None  # the rest is not read
-    sure, ts = _pointer(doc, text, _KEY_TS, "/msg/ts")
-    if not sure:
-        return None
-    if ts is not None:
-        return ts_ms, ts, None  # msg.time is read only when msg.ts is absent or null
-    sure, time = _pointer(doc, text, _KEY_TIME, "/msg/time")
-    return (ts_ms, ts, time) if sure else None
 
 
 class TypeClock:

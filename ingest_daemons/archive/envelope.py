@@ -16,8 +16,9 @@ Line format (keys always in this order, one line per message, ``\\n``-terminated
   header, and the frame key holds that chunk's bytes alone.
 * Exactly one of, always the last key:
 
-  - ``frame``: the payload itself, spliced in unparsed, when it is valid JSON (checked with
-    ``orjson.loads``) and contains no CR or LF byte (which would split the line). Kraken's book
+  - ``frame``: the payload itself, spliced in unparsed, when it is valid JSON (by ``orjson.loads``'
+    verdict; the archive loop reaches the same verdict without building objects, see
+    ``ingest_daemons.json_check``) and contains no CR or LF byte (which would split the line). Kraken's book
     checksum depends on the decimal text (``0.00005100``); re-serialising would change it.
   - ``frame_text``: the payload as a JSON string, when it is UTF-8 but not embeddable JSON.
   - ``frame_b64``: the payload base64-encoded, when it is not UTF-8.

@@ -21,7 +21,7 @@ import orjson
 
 from ingest_daemons import json_check, wire
 from ingest_daemons.archive import envelope
-from ingest_daemons.archive.clock_profile import NO_STAMPS, ClockProfiler, document_stamps
+from ingest_daemons.archive.clock_profile import NO_STAMPS, ClockProfiler
 from ingest_daemons.archive.clock_profile import frame_stamps as clock_stamps
 from ingest_daemons.archive.dedupe import MsgIdSet
 from ingest_daemons.archive.errors import ArchiveError
@@ -156,7 +156,7 @@ def archive_window(
     seq = ts = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     document, shallow, deep = json_check.Document, json_check.SHALLOW, json_check.too_many_brackets
-    doc_stamps, frame_stamps = document_stamps, clock_stamps
+    frame_stamps = clock_stamps
     subject_json, recv_json, fallback = envelope.subject_json, envelope.recv_json, envelope.encode_fallback
     # Frames stored in chunks come out whole, one line each; `extras` holds their envelope keys and
     # `covered` the in-window seqs that have no line of their own (archive.reassembly).
@@ -214,18 +214,23 @@ def archive_window(
                     lines.append(line)
                     pending += len(line)
                     continue
-                # Valid JSON exactly as orjson judges it, without building the frame's objects
-                # (ingest_daemons.json_check: the same steps inline).
-                doc = frame = None
+                # Valid JSON exactly as orjson judges it. A frame that may carry the clock's stamp is
+                # parsed by orjson (verdict and stamp in one parse); any other without building its
+                # objects (ingest_daemons.json_check: the same steps inline).
+                clock = info[3]
+                frame = None
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
                         raise decode_error("line break", "", 0)
-                    try:
-                        if len(payload) >= shallow and deep(payload):
-                            raise ValueError("maybe deeper than orjson's limit")
-                        doc = document(payload)
-                    except ValueError:
-                        frame = loads(payload)  # orjson's own verdict (raises decode_error)
+                    if clock is not None and receive_ms and (b'"msg"' in payload or b"\\" in payload):
+                        frame = loads(payload)
+                    else:
+                        try:
+                            if len(payload) >= shallow and deep(payload):
+                                raise ValueError("maybe deeper than orjson's limit")
+                            document(payload)
+                        except ValueError:
+                            loads(payload)  # orjson's own verdict (raises decode_error)
                     line = b'{"seq":%d,"ts":%d,"subject":%s,"recv_ns":%s,"frame":%s}\n' % (
                         seq, ts, info[0], rec, payload,
                     )
@@ -233,17 +238,10 @@ def archive_window(
                 except decode_error:
                     line, frame_key = fallback(seq, ts, info[0], rec, payload)
                     fallback_kinds[frame_key] += 1
-                    doc = frame = None
-                    invalid = True
-                else:
-                    invalid = False
-                clock = info[3]
+                    frame = None
                 if clock is not None:  # exchange stamp vs receive time (clock_profile.py)
                     if receive_ms:
-                        stamps = doc_stamps(doc, payload) if doc is not None else None
-                        if stamps is None:  # not JSON, or only a parsed dict can say
-                            stamps = NO_STAMPS if invalid else frame_stamps(loads(payload) if frame is None else frame)
-                        stamp, seconds, text = stamps
+                        stamp, seconds, text = NO_STAMPS if frame is None else frame_stamps(frame)
                         if stamp.__class__ is int:
                             info[4](receive_ms - stamp)
                         elif seconds.__class__ is int:  # whole seconds (before ts_ms existed)

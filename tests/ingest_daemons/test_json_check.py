@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest_daemons import json_check
-from ingest_daemons.archive.clock_profile import NO_STAMPS, Stamps, document_stamps, frame_stamps
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DIRS = [REPO / "tests" / "data" / "samples", REPO.parent / "shared" / "samples"]
@@ -130,43 +129,6 @@ def test_msgspec_skipping_is_not_a_validator() -> None:
         msgspec.json.decode(text, type=Stamp)
         msgspec.json.decode(text, type=msgspec.Raw)
         assert not json_check.is_json(text)
-
-
-def outcome(stamps: Stamps) -> tuple[str, Any]:
-    """What the archive does with the stamps (partition.archive_window): the part that must agree."""
-    ts_ms, ts, time = stamps
-    if ts_ms.__class__ is int:
-        return "ms", ts_ms
-    if ts.__class__ is int:
-        return "s", ts
-    return "other", time if ts is None else ts
-
-
-STAMP_CASES: list[bytes] = [
-    b'{"msg":{"ts_ms":1770000000123}}', b'{"msg":{"ts":1770000000}}', b'{"msg":{"ts":"2026-02-12T17:00:00.250Z"}}',
-    b'{"msg":{"time":"2026-02-12T17:00:00Z"}}', b'{"msg":{"ts":null,"time":"2026-02-12T17:00:00Z"}}',
-    b'{"msg":{"ts_ms":"1","ts":7}}', b'{"msg":{"ts_ms":1.5,"ts":true}}', b'{"msg":{"ts_ms":18446744073709551616}}',
-    b'{"msg":{}}', b'{"msg":null}', b'{"msg":[1,2]}', b'{"msg":"ts_ms"}', b"[1]", b'"msg"', b"7",
-    b'{"a":{"msg":{"ts_ms":1}}}', b'{"msg":{"x":{"ts_ms":1}}}', b'{"msg":{"ts_ms":1,"ts_ms":2}}',
-    b'{"msg":{"ts_ms":1},"msg":{"ts_ms":2}}', b'{"msg":{"ts":1,"ts":"2026-02-12T17:00:00Z"}}',
-    b'{"\\u006dsg":{"ts_ms":3}}', b'{"msg":{"ts\\u005fms":4}}', b'{"msg":{"time":1,"time":2}}',
-    b'{"note":"msg","msg":{"ts_ms":5}}', b'{"msg":{"ts_ms":6},"x":"\\"msg\\""}',
-]
-
-
-def test_stamps_read_from_the_document_are_those_of_the_parsed_dict() -> None:
-    texts = STAMP_CASES + [t for t in samples() if orjson_accepts(t)]
-    sure = 0
-    for text in texts:
-        reference = outcome(frame_stamps(orjson.loads(text)))
-        doc = json_check.document(text)
-        assert doc is not None, text
-        stamps = document_stamps(doc, text)
-        if stamps is not None:  # None: the archive asks orjson instead
-            sure += 1
-            assert outcome(stamps) == reference, text
-    assert sure > len(texts) // 2  # the document usually settles it
-    assert document_stamps(json_check.document(b'{"a":1}'), b'{"a":1}') == NO_STAMPS
 
 
 def test_a_json_check_document_or_none_means_valid_and_invalid_raises() -> None:
