@@ -19,18 +19,16 @@ events, other feeds' shapes) are counted per type in ``without_exchange_ts``, ma
 and messages without a receive time (published by something other than a connector) are counted
 in ``without_receive_ts``.
 
-Cost: a frame that may carry a stamp (it has a ``"msg"`` key, or a backslash that could spell one) is
-parsed by orjson once, for the JSON check and the stamp (:func:`frame_stamps`); any other is checked
-without building its objects (``ingest_daemons.json_check``). Reading the stamps without the dict was
-measured and not kept: yyjson's JSON pointers and msgspec's typed decode each cost as much as the
-parse they would save. The receive header is converted once per socket read. The per-message work is inline in
-:func:`ingest_daemons.archive.partition.archive_window` (``TypeClock.add``); the rest is here.
+Cost: the archive parses every frame that may carry a stamp (a ``"msg"`` key) to check it is JSON,
+so the stamp is two dict lookups on that parse (others are checked without a parse, see
+``ingest_daemons.json_check``); the receive header is converted once per socket read. The per-message work is inline
+in :func:`ingest_daemons.archive.partition.archive_window` (``TypeClock.add``); the rest is here.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Any
 
 from ingest_daemons.archive.log_histogram import HistogramSummary, LogHistogram
 from ingest_daemons.archive.reader import parse_timestamp_ns
@@ -39,18 +37,6 @@ FIELD_TS_MS = "msg.ts_ms"
 FIELD_TS = "msg.ts"
 FIELD_TEXT = "msg.ts|time (RFC 3339)"
 _MS = 1_000_000  # ns per ms
-
-# ``(msg.ts_ms, msg.ts, msg.time)`` of a frame, each None when absent (or ``msg`` is not an object).
-Stamps = tuple[Any, Any, Any]
-NO_STAMPS: Final[Stamps] = (None, None, None)
-
-
-def frame_stamps(frame: Any) -> Stamps:
-    """The stamp fields of a frame parsed by ``orjson.loads`` (the reference)."""
-    msg = frame.get("msg") if type(frame) is dict else None
-    if type(msg) is not dict:
-        return NO_STAMPS
-    return msg.get("ts_ms"), msg.get("ts"), msg.get("time")
 
 
 class TypeClock:
@@ -72,12 +58,11 @@ class TypeClock:
         self._last_text: Any = None
         self._last_ms: int | None = None
 
-    def other(self, text: Any, receive_ms: int) -> None:
-        """A frame with neither an integer ``msg.ts_ms`` nor ``msg.ts``: ``text`` is ``msg.ts``, or
-        ``msg.time`` when that is absent or null; RFC 3339 text, or counted as without a stamp."""
+    def other(self, msg: Any, receive_ms: int) -> None:
+        """A frame with neither an integer ``msg.ts_ms`` nor ``msg.ts``: RFC 3339 text, or count it."""
+        text = msg.get("ts")
         if text is None:
-            self.without += 1
-            return
+            text = msg.get("time")
         if text != self._last_text:  # consecutive frames repeat the stamp (whole seconds)
             self._last_text, self._last_ms = text, _stamp_ms(text)
         if self._last_ms is None:

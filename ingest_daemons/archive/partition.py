@@ -21,8 +21,7 @@ import orjson
 
 from ingest_daemons import json_check, wire
 from ingest_daemons.archive import envelope
-from ingest_daemons.archive.clock_profile import NO_STAMPS, ClockProfiler
-from ingest_daemons.archive.clock_profile import frame_stamps as clock_stamps
+from ingest_daemons.archive.clock_profile import ClockProfiler
 from ingest_daemons.archive.dedupe import MsgIdSet
 from ingest_daemons.archive.errors import ArchiveError
 from ingest_daemons.archive.layout import PartitionPaths, TimeWindow
@@ -156,7 +155,6 @@ def archive_window(
     seq = ts = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     document, shallow, deep = json_check.Document, json_check.SHALLOW, json_check.too_many_brackets
-    frame_stamps = clock_stamps
     subject_json, recv_json, fallback = envelope.subject_json, envelope.recv_json, envelope.encode_fallback
     # Frames stored in chunks come out whole, one line each; `extras` holds their envelope keys and
     # `covered` the in-window seqs that have no line of their own (archive.reassembly).
@@ -241,13 +239,21 @@ def archive_window(
                     frame = None
                 if clock is not None:  # exchange stamp vs receive time (clock_profile.py)
                     if receive_ms:
-                        stamp, seconds, text = NO_STAMPS if frame is None else frame_stamps(frame)
-                        if stamp.__class__ is int:
-                            info[4](receive_ms - stamp)
-                        elif seconds.__class__ is int:  # whole seconds (before ts_ms existed)
-                            info[5](receive_ms - seconds * 1000)
-                        else:  # RFC 3339 text, or no stamp (e.g. a book snapshot)
-                            clock.other(text if seconds is None else seconds, receive_ms)
+                        try:
+                            msg = frame["msg"]  # type: ignore[index]
+                            stamp = msg.get("ts_ms")
+                            if stamp.__class__ is int:
+                                info[4](receive_ms - stamp)
+                            else:
+                                stamp = msg.get("ts")
+                                if stamp.__class__ is int:  # whole seconds (before ts_ms existed)
+                                    info[5](receive_ms - stamp * 1000)
+                                elif stamp is None and "time" not in msg:  # e.g. a book snapshot
+                                    clock.without += 1
+                                else:
+                                    clock.other(msg, receive_ms)
+                        except (KeyError, TypeError, AttributeError):  # no "msg" object, or not JSON
+                            clock.without += 1
                     else:
                         clock.without_receive += 1
                 lines.append(line)
