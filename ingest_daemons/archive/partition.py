@@ -212,15 +212,16 @@ def archive_window(
                     lines.append(line)
                     pending += len(line)
                     continue
-                # Valid JSON exactly as orjson judges it. A frame that may carry the clock's stamp is
-                # parsed by orjson (verdict and stamp in one parse); any other without building its
+                # Valid JSON exactly as orjson judges it. A frame whose clock stamp is read is parsed by
+                # orjson (verdict and stamp in one parse: a search for "msg" alone measured ~2,000
+                # instructions); any other (markers, unparsed, no receive time) without building its
                 # objects (ingest_daemons.json_check: the same steps inline).
                 clock = info[3]
                 frame = None
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
                         raise decode_error("line break", "", 0)
-                    if clock is not None and receive_ms and (b'"msg"' in payload or b"\\" in payload):
+                    if clock is not None and receive_ms:
                         frame = loads(payload)
                     else:
                         try:

@@ -2,7 +2,7 @@
 same result.
 
 Real nats-server. Kalshi frames of every stamp kind (parsed by orjson: verdict and stamp in one
-parse), frames of other venues' shapes (no ``"msg"``: checked without building objects), plus texts
+parse), markers (no stamp read: checked without building objects), plus texts
 built to sit on the edges of the JSON check (invalid UTF-8, a number past a double's range, nesting
 beyond orjson's limit, duplicate and escaped keys, a CR): every line must be what the reference
 encoder (``envelope.encode_line``, which asks ``orjson.loads``) writes, the clock profile what
@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ingest_daemons import wire
 from ingest_daemons.archive import TimeWindow, archive_partition, envelope
 from tests.fixtures.archive import Message, publish
 from tests.ingest_daemons.archive.conftest import ArchiveStream
@@ -76,7 +77,9 @@ def test_lines_and_clock_match_orjsons_reading_with_orjson_called_only_for_doubt
     plain = [POLYMARKET_LIKE[i % 3] % i for i in range(300)]
     frames = [kalshi(i, now_ms) for i in range(700)] + DOUBTFUL + REFUSED + plain
     frames.append(b'{"type":"trade","msg":{"ts_ms":1}}\r')  # a CR: text without asking any parser
-    messages: list[Message] = [m.message("trade", "KXA-1", frame, received_ns=now_ms * MS) for frame in frames]
+    markers = set(plain)  # published as markers: their stamp is not read
+    messages: list[Message] = [m.marker(wire.TYPE_UNPARSED, "conn-1", frame) if frame in markers
+                               else m.message("trade", "KXA-1", frame, received_ns=now_ms * MS) for frame in frames]
     publish(stream.url, messages)
 
     calls: list[bytes] = []
@@ -93,15 +96,16 @@ def test_lines_and_clock_match_orjsons_reading_with_orjson_called_only_for_doubt
 
     lines = gzip.decompress(result.paths.data.read_bytes()).splitlines(keepends=True)
     assert len(lines) == len(frames)
-    subject = envelope.subject_json(messages[0][0].encode())
-    for seq, (line, frame) in enumerate(zip(lines, frames, strict=True), start=1):
-        ts = int(orjson.loads(line)["ts"])
-        assert line == envelope.encode_line(seq, ts, subject, b"%d" % (now_ms * MS), frame)[0], frame
+    for seq, (line, frame, message) in enumerate(zip(lines, frames, messages, strict=True), start=1):
+        record = orjson.loads(line)
+        subject = envelope.subject_json(message[0].encode())
+        recv = envelope.recv_json(str(record["recv_ns"]).encode() if record["recv_ns"] is not None else None)
+        assert line == envelope.encode_line(seq, record["ts"], subject, recv, frame)[0], frame
         assert envelope.raw_frame(line) == frame
     # Refused: the last doubtful one (1026 levels), the four REFUSED (the one not UTF-8 as base64), the CR.
     assert result.manifest.frame_keys == {"frame": 704 + 300, "frame_text": 5, "frame_b64": 1}
 
-    # orjson was never asked about the 300 frames without a stamp to read (the client's own parsing
+    # orjson was never asked about the 300 markers, whose stamp is not read (the client's own parsing
     # of server replies is not counted); the Kalshi frames it parses once each, for verdict and stamp.
     asked = set(calls)
     assert not asked & set(plain)
@@ -121,4 +125,4 @@ def test_lines_and_clock_match_orjsons_reading_with_orjson_called_only_for_doubt
     assert lags.max == now_ms - 1770000000200
     # Snapshots (no stamp), msg not an object, array frames, the frame beyond the depth limit, the
     # refused ones and the CR one.
-    assert clock.without_exchange_ts == {"trade": 100 + 100 + 100 + 1 + len(REFUSED) + 1 + 300}
+    assert clock.without_exchange_ts == {"trade": 100 + 100 + 100 + 1 + len(REFUSED) + 1}
