@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import orjson
+
 
 async def wait_until(
     predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition"  # noqa: ASYNC109 - poll deadline
@@ -16,3 +18,12 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def orjson_accepts(text: bytes) -> bool:
+    """orjson's verdict on ``text``: the reference every faster JSON check must agree with."""
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest_daemons import json_check
+from tests.helpers import orjson_accepts
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DIRS = [REPO / "tests" / "data" / "samples", REPO.parent / "shared" / "samples"]
@@ -33,14 +33,6 @@ def samples() -> list[bytes]:
                 data = path.read_bytes()
                 lines += [line for line in data.splitlines() if line.strip()] if path.suffix == ".jsonl" else [data]
     return list(dict.fromkeys(lines))  # the shared folder and the repository's copy overlap
-
-
-def orjson_accepts(text: bytes) -> bool:
-    try:
-        orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def disagreements(texts: list[bytes]) -> list[bytes]:

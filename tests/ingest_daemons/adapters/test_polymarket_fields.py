@@ -20,18 +20,11 @@ from ingest_daemons.adapters.polymarket_venue import PolymarketVenue
 from ingest_daemons.connector.venue import FrameKind
 from ingest_daemons.sim.polymarket.generator import DataGenerator, GeneratorOptions, frame_of
 from ingest_daemons.sim.polymarket.universe import build_universe
+from tests.helpers import orjson_accepts
 from tests.ingest_daemons.adapters.test_polymarket import OBJECTS, Style, render
 
 A = "1" * 77
 CONDITION = "0x" + "ab" * 32
-
-
-def orjson_accepts(text: bytes) -> bool:
-    try:
-        orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def check(venue: PolymarketVenue, frame: bytes) -> tuple[bool, bool]:

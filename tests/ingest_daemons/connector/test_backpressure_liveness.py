@@ -7,16 +7,11 @@ from __future__ import annotations
 import asyncio
 
 from ingest_daemons.nats_runner import NatsServer
-from tests.fixtures.kalshi import BenchFactory, KalshiBench
+from tests.fixtures.kalshi import BenchFactory
 from tests.helpers import wait_until
 
 IDLE_TIMEOUT_S = 2.0
 HEARTBEAT_S = 1.0  # a keep-alive every second, answered within half a second or the socket is dead
-
-
-async def flow(bench: KalshiBench, frames: int, within_s: float = 20.0) -> None:
-    target = len(bench.sim.sent_frames) + frames
-    await wait_until(lambda: len(bench.sim.sent_frames) >= target, within_s, f"{frames} more frames from the exchange")
 
 
 async def test_a_full_publisher_for_longer_than_the_liveness_checks_keeps_the_exchange_socket(
@@ -25,7 +20,7 @@ async def test_a_full_publisher_for_longer_than_the_liveness_checks_keeps_the_ex
     bench = await kalshi_bench(nats_url=private_nats_server.url, rate=600, max_in_flight=200,
                                idle_timeout_s=IDLE_TIMEOUT_S, heartbeat_s=HEARTBEAT_S)
     await bench.connector.wait_subscribed(10)
-    await flow(bench, 300)
+    await bench.sent_more(300)
     session = bench.connector.sessions[0]
     publisher = bench.connector.publisher
     private_nats_server.stop()
@@ -34,7 +29,7 @@ async def test_a_full_publisher_for_longer_than_the_liveness_checks_keeps_the_ex
     await asyncio.sleep(2 * IDLE_TIMEOUT_S)
     assert publisher.full and session.sockets_opened == 1
     private_nats_server.start()
-    await flow(bench, 300)
+    await bench.sent_more(300)
     stored = await bench.stop_and_collect()
     bench.assert_exactly_once(stored)
     assert session.sockets_opened == 1, "the exchange socket was replaced during backpressure"

@@ -20,9 +20,11 @@ import pytest
 from ingest_daemons.adapters.venues import KRAKEN_STATES
 from ingest_daemons.connector.directory import build_directory
 from ingest_daemons.connector.secmaster_catalog import load_catalog
+from ingest_daemons.connector.session import VenueSession
 from ingest_daemons.naming import cdc_stream_name, parse_subject
 from ingest_daemons.secmaster.cdc import CdcOptions, CdcPublisher
 from ingest_daemons.secmaster.kraken_sync import KrakenSyncOptions, sync_kraken
+from ingest_daemons.shards import ShardRegistry
 from ingest_daemons.sim.kraken import KrakenSimulator
 from tests.fixtures.kalshi import StoredMessage
 from tests.fixtures.kraken import KrakenBench, KrakenBenchFactory, KrakenSimFactory
@@ -107,6 +109,21 @@ def after_unsubscribe(stored: list[StoredMessage], symbol: str, unsubscribed_at:
     return mine[unsubscribed_at:]
 
 
+@contextlib.asynccontextmanager
+async def started_following(bench: KrakenBench, database_url: str, changes: int) -> AsyncIterator[
+        tuple[ShardRegistry, VenueSession]]:
+    """CDC publishing, the initial ``changes`` behind it, then the connector started and holding every
+    listed symbol: yields its registry and its one session."""
+    first = bench.sim.symbols
+    async with cdc_publisher(bench, database_url):
+        await wait_published(bench, changes)
+        await bench.connector.start()
+        await bench.sim.wait_for(lambda: all(held_everywhere(bench, s) for s in first), 10)
+        registry = bench.connector.registry
+        assert registry is not None and registry.feed == f"kraken.{bench.connector.options.market}"
+        yield registry, bench.connector.sessions[0]
+
+
 async def test_a_listed_pair_is_subscribed_live_and_a_delisted_one_unsubscribed(
     kraken_bench: KrakenBenchFactory, secmaster_db: str
 ) -> None:
@@ -114,13 +131,7 @@ async def test_a_listed_pair_is_subscribed_live_and_a_delisted_one_unsubscribed(
     rest = {"spot": bench.sim.rest_url + SPOT_REST}
     initial = await sync(bench, secmaster_db, rest)
     first = bench.sim.symbols
-    async with cdc_publisher(bench, secmaster_db):
-        await wait_published(bench, initial)
-        await bench.connector.start()
-        await bench.sim.wait_for(lambda: all(held_everywhere(bench, s) for s in first), 10)
-        registry = bench.connector.registry
-        assert registry is not None and registry.feed == "kraken.spot"
-        session = bench.connector.sessions[0]
+    async with started_following(bench, secmaster_db, initial) as (registry, session):
 
         new = bench.sim.list_symbol()  # the exchange lists a pair: REST has it, the socket accepts it
         assert "/" in new
@@ -156,13 +167,7 @@ async def test_futures_takes_only_futures_rows_and_follows_listing_and_delisting
     rest = {"spot": spot.rest_url + SPOT_REST, "futures": bench.sim.rest_url + FUTURES_REST}
     initial = await sync(bench, secmaster_db, rest)  # both markets' rows in one secmaster
     first = bench.sim.symbols
-    async with cdc_publisher(bench, secmaster_db):
-        await wait_published(bench, initial)
-        await bench.connector.start()
-        await bench.sim.wait_for(lambda: all(held_everywhere(bench, s) for s in first), 10)
-        registry = bench.connector.registry
-        assert registry is not None and registry.feed == "kraken.futures"
-        session = bench.connector.sessions[0]
+    async with started_following(bench, secmaster_db, initial) as (registry, session):
 
         new_pair, new_product = spot.list_symbol(), bench.sim.list_symbol()
         await sync(bench, secmaster_db, rest)

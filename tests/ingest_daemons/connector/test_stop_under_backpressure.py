@@ -8,16 +8,11 @@ from __future__ import annotations
 import asyncio
 
 from ingest_daemons.nats_runner import NatsServer
-from tests.fixtures.kalshi import BenchFactory, KalshiBench
+from tests.fixtures.kalshi import BenchFactory
 from tests.helpers import wait_until
 
 COMMAND_TIMEOUT_S = 1.0
 HELD_S = 14.0
-
-
-async def flow(bench: KalshiBench, frames: int, within_s: float = 20.0) -> None:
-    target = len(bench.sim.sent_frames) + frames
-    await wait_until(lambda: len(bench.sim.sent_frames) >= target, within_s, f"{frames} more frames from the exchange")
 
 
 async def test_stopping_while_the_publisher_is_full_publishes_every_frame_the_exchange_sent(
@@ -26,11 +21,11 @@ async def test_stopping_while_the_publisher_is_full_publishes_every_frame_the_ex
     bench = await kalshi_bench(nats_url=private_nats_server.url, rate=600, max_in_flight=200,
                                command_timeout_s=COMMAND_TIMEOUT_S)
     await bench.connector.wait_subscribed(10)
-    await flow(bench, 300)
+    await bench.sent_more(300)
     publisher = bench.connector.publisher
     private_nats_server.stop()
     await wait_until(lambda: publisher.full, 10, "the publisher full (the in-flight bound reached)")
-    await flow(bench, 200)  # written into the socket the held reader no longer reads
+    await bench.sent_more(200)  # written into the socket the held reader no longer reads
     bench.sim.pause()
     shutdown = asyncio.create_task(bench.connector.shutdown())
     # NATS stays away longer than every bound of the stop (the command timeout, the 2 s close, the 10 s
