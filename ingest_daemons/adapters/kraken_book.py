@@ -331,12 +331,24 @@ class BookSide:
 class SpotBook:
     """One symbol's book at one subscribed depth."""
 
-    __slots__ = ("asks", "bids", "depth")
+    __slots__ = ("_depth", "asks", "bids")
 
     def __init__(self, depth: int = DEFAULT_DEPTH) -> None:
-        self.depth = depth
+        self._depth = depth
         self.bids = BookSide(descending=True, depth=depth)
         self.asks = BookSide(descending=False, depth=depth)
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @depth.setter
+    def depth(self, depth: int) -> None:
+        """The sides truncate as they update, so a changed depth is theirs too (a deeper one keeps
+        levels the exchange no longer maintains: their checksum then stops matching)."""
+        self._depth = depth
+        self.bids._depth = depth
+        self.asks._depth = depth
 
     def apply(self, snapshot: bool, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]) -> None:
         if snapshot:
