@@ -121,7 +121,7 @@ def stream_names(secure: SecureNatsServer, env: ResolvedEnvironment) -> set[str]
     async def run() -> set[str]:
         nc = await _connect(as_admin(secure))
         try:
-            names = await nc.jetstream().streams_info()
+            names = await nats_client.list_streams(nc.jetstream())
             return {s.config.name for s in names if s.config.name and s.config.name.startswith(env.name.upper() + "_")}
         finally:
             await nc.close()
