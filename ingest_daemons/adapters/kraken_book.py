@@ -299,8 +299,9 @@ class BookSide:
         self._scale = places
         self._seen.clear()
 
-    def truncate(self, depth: int) -> None:
-        """Drop levels past ``depth`` (never among the top 10: every depth is at least 10)."""
+    def set_depth(self, depth: int) -> None:
+        """Truncate to ``depth`` from now on, and now (never among the top 10: every depth is at least 10)."""
+        self._depth = depth
         if len(self._keys) > depth:
             del self._keys[depth:]
             del self._levels[depth:]
@@ -347,8 +348,8 @@ class SpotBook:
         """The sides truncate as they update, so a changed depth is theirs too (a deeper one keeps
         levels the exchange no longer maintains: their checksum then stops matching)."""
         self._depth = depth
-        self.bids._depth = depth
-        self.asks._depth = depth
+        self.bids.set_depth(depth)
+        self.asks.set_depth(depth)
 
     def apply(self, snapshot: bool, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]) -> None:
         if snapshot:
