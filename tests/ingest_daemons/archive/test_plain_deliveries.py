@@ -148,7 +148,7 @@ def reads(draw: st.DrawFn) -> tuple[bytes, _DeliveryState]:
 
 # -------------------------------------------------------------------------------- tests
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(read=reads(), cut=st.integers(0, 10**6), end_ns=st.sampled_from([END_NS, END_NS, 0, 1, 2**64 + 5]))
 def test_the_c_parser_gives_what_the_python_loop_gives(
     read: tuple[bytes, _DeliveryState], cut: int, end_ns: int, monkeypatch: pytest.MonkeyPatch
