@@ -139,7 +139,16 @@ plain_deliveries(PyObject *module, PyObject *args)
         long long end = PyLong_AsLongLongAndOverflow(end_obj, &overflow);
         if (end == -1 && PyErr_Occurred())
             goto done;
-        end_ns = overflow > 0 ? UINT64_MAX : (overflow < 0 || end <= 0) ? 0 : (uint64_t)end;
+        if (overflow > 0) {
+            end_ns = PyLong_AsUnsignedLongLong(end_obj);
+            if (end_ns == (uint64_t)-1 && PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                    goto done;
+                PyErr_Clear();
+            }
+        }
+        else
+            end_ns = (overflow < 0 || end <= 0) ? 0 : (uint64_t)end;
     }
 
     const char *buf = view.buf;

@@ -92,7 +92,8 @@ def header_blocks(draw: st.DrawFn) -> bytes:
 
 numbers = st.one_of(st.integers(0, 30).map(lambda n: b"%d" % n),
                     st.sampled_from([b"", b"+3", b"-1", b" 4", b"1_0", b"x", b"0003", b"99999999999999999999",
-                                     b"18446744073709551615", b"\xd9\xa3"]))
+                                     b"18446744073709551615", b"9999999999999999999", b"9223372036854775809",
+                                     b"\xd9\xa3"]))
 
 
 @st.composite
@@ -151,7 +152,7 @@ def reads(draw: st.DrawFn) -> tuple[bytes, _DeliveryState]:
 # -------------------------------------------------------------------------------- tests
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(read=reads(), cut=st.integers(0, 10**6), end_ns=st.sampled_from([END_NS, END_NS, 0, 1, 2**64 + 5]))
+@given(read=reads(), cut=st.integers(0, 10**6), end_ns=st.sampled_from([END_NS, END_NS, 0, 1, 2**63 + 5, 2**64 + 5]))
 def test_the_c_parser_gives_what_the_python_loop_gives(
     read: tuple[bytes, _DeliveryState], cut: int, end_ns: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,3 +221,12 @@ def test_plain_deliveries_stop_before_what_python_handles() -> None:
         assert records == [(10, 100, b"dev.kalshi.economics.json.ticker.KX-1", b"1770000000000000001",
                             b'{"seq":10}', b"run1.c.0:1")]
     assert _deliveries.plain_deliveries(first, 0, SID, None, 1, END_NS, records)[2:] == (None, _deliveries.STOP_REPLY)
+
+
+@pytest.mark.parametrize("end_ns", [0, 1, 100, 101, 2**63 - 1, 2**63 + 5, 10**19, 2**64 - 1, 2**64 + 5])
+def test_window_ends_at_any_size_of_integer(end_ns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's end compares as Python compares: a timestamp of 19 digits against an end past int64."""
+    data = b"".join(plain(i + 1, 10 + i, HEADER_FORMS[0], ts=ts)
+                    for i, ts in enumerate([100, 2**63 - 1, 2**63 + 4, 2**63 + 5, 9_999_999_999_999_999_999]))
+    box = _DeliveryState(ack_prefix=PREFIX)
+    assert parse(data, box, True, monkeypatch, end_ns) == parse(data, box, False, monkeypatch, end_ns)
