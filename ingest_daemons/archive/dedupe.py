@@ -103,16 +103,28 @@ class MsgIdSet:
     def add_run(self, ids: list[bytes | None]) -> bool:
         """Record ``ids`` and return True when they are exactly the next ids of the expected run
         (one socket's frames in a row: the common case, checked without a Python loop); else
-        record nothing and return False, and the caller passes each id to :meth:`add`."""
+        record nothing and return False, and the caller passes each id to :meth:`add`.
+
+        The check compares two byte strings: the ids joined with a line feed after each, and the
+        expected ids formatted by one ``%`` (a call per id measured ~500 instructions dearer per
+        message). Equal strings mean equal lists: no expected id holds a line feed (the prefix is
+        checked), so both strings have theirs at the same places."""
         numbers = self._expect_numbers
         if self._expect is None or numbers is None or not ids or ids[0] != self._expect:
             return False
+        prefix = self._expect_prefix
+        if b"\n" in prefix:
+            return False
+        try:
+            joined = b"\n".join(ids)  # type: ignore[arg-type]  # an id of None (no header) raises TypeError
+        except TypeError:
+            return False
         n, end = numbers.next, numbers.next + len(ids)
-        template = self._expect_prefix.replace(b"%", b"%%") + b"%d"
-        if ids != list(map(template.__mod__, range(n, end))):
+        template = prefix.replace(b"%", b"%%") + b"%d\n"
+        if joined + b"\n" != (template * len(ids)) % tuple(range(n, end)):
             return False
         numbers.next = numbers.high = end
-        self._expect = template % end
+        self._expect = b"%s%d" % (prefix, end)
         return True
 
     def add(self, msg_id: bytes) -> bool:

@@ -69,6 +69,8 @@ def test_whole_batches_in_order_are_taken_at_once_and_anything_else_falls_back_e
                     batch.append(rng.choice(sorted(seen)))
                 elif roll < 0.13:
                     batch.append(b"50%" + b"x.0.1:%d" % n)  # a prefix with a format character
+                elif roll < 0.15:  # one id holding the next two, as the run check joins ids with LF
+                    batch.append(b"x.0.1:%d\nx.0.1:%d" % (n + 1, n + 2))
                 else:
                     n += 1 if roll < 0.95 else 3
                     batch.append(b"x.0.1:%d" % n)
