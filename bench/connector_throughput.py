@@ -20,13 +20,15 @@ the same ceiling: throughput against the bound, to choose the default where it l
 With ``--compare-framing`` a second flood runs with the ``websockets`` library's sans-I/O parser in
 place of the connector's own (:mod:`ingest_daemons.connector.ws_reference`), against the same ceiling.
 
-With ``--feed polymarket`` the same ceiling and flood run against the Polymarket simulator flooding
-JSON arrays of ``price_change`` events (``--array-max`` per frame): rates count acked *messages*, one
-per array element, and the ceiling publishes the recorded frames' elements (no latency run).
+With ``--feed polymarket`` the simulator's flood of JSON arrays of ``price_change`` events
+(``--array-max`` per frame) is recorded first (``--pass-frames`` frames, into a file), then
+``bench/premade_flood.py`` writes those frames in a loop with no work per frame while the connector
+reads them: rates count acked *messages*, one per array element, and the ceiling publishes the same
+elements (no latency run).
 
 With ``--feed kraken`` the same ceiling and flood run against the Kraken spot simulator flooding only
 ``book`` frames at depth 25 (``--markets`` pairs, each cycling ``--book-cycle`` pre-made updates that
-all verify, so the simulator writes pre-generated frames instead of building each one): every frame
+all verify, recorded and then written by ``bench/premade_flood.py`` with no work per frame): every frame
 the connector acks was checksum-verified first. The run reports how many verifications failed (0
 expected; a failure would be a ``gap`` marker and a resubscribe). The flood runs before the ceiling,
 with the recorded pass in a file rather than in this process, so the RSS it reports is the
@@ -67,6 +69,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import premade_flood  # noqa: E402
 from ingest_daemons.adapters import polymarket  # noqa: E402
 from ingest_daemons.adapters.kalshi import FrameKind, KalshiAdapter  # noqa: E402
 from ingest_daemons.adapters.kraken import spot_subscribe  # noqa: E402
@@ -219,13 +222,12 @@ class KrakenSpotSimulator(Simulator):
                 "--book-cycle", str(self.book_cycle), "--idle-timeout", "0"]
 
 
-class KrakenFlood(Simulator):
-    """``bench/kraken_flood.py`` in its own process: the recorded pass written in a loop, no work per frame."""
+class PremadeFlood(Simulator):
+    """``bench/premade_flood.py`` in its own process: a feed's recorded frames written in a loop, no work per
+    frame; the REST listing (discovery) stays the simulator's."""
 
-    feed = "kraken"
-    ws_path = "/v2"
-
-    def __init__(self, frames_file: Path, rest: str) -> None:  # the REST listing stays the simulator's
+    def __init__(self, feed: str, frames_file: Path, rest: str) -> None:
+        self.feed, self.ws_path = feed, premade_flood.HANDSHAKES[feed].path
         self.frames_file, self._rest = frames_file, rest
         super().__init__(0, 0)
 
@@ -233,7 +235,8 @@ class KrakenFlood(Simulator):
         return []
 
     def start_command(self) -> list[str]:
-        return [sys.executable, str(REPO / "bench" / "kraken_flood.py"), str(self.frames_file), str(self.port)]
+        return [sys.executable, str(REPO / "bench" / "premade_flood.py"), self.feed, str(self.frames_file),
+                str(self.port)]
 
     @property
     def rest(self) -> str:
@@ -252,17 +255,24 @@ async def discover(sim: Simulator, env_root: Path, data_dir: Path) -> tuple[list
     return discovered, build_directory(feed.stream_categories(), discovered)
 
 
-async def record_polymarket_messages(sim: Simulator, tokens: list[str], count: int) -> list[tuple[str, bytes]]:
-    """(token, element bytes) of ``count`` flooded events, sliced from their array frames as the connector does."""
-    out: list[tuple[str, bytes]] = []
+def price_changes(frame: bytes) -> list[tuple[str, bytes]]:
+    """(token, element bytes) of a frame's ``price_change`` events, sliced from it as the connector does."""
+    return [(token, element) for element, kind, token, _ in polymarket.split_frame(frame)
+            if kind == polymarket.PRICE_CHANGE and token is not None]
+
+
+async def record_polymarket_frames(sim: Simulator, tokens: list[str], count: int) -> list[bytes]:
+    """``count`` flooded array frames, each of nothing but ``price_change`` events (the subscription's
+    ``book`` snapshots are left out), exactly as the simulator wrote them."""
+    out: list[bytes] = []
     async with aiohttp.ClientSession() as http, http.ws_connect(sim.ws, decode_text=False) as ws:
         await ws.send_bytes(polymarket.subscribe_command(tokens))
         while len(out) < count:
             msg = await ws.receive()
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
-                out += [(token, element) for element, kind, token, _ in polymarket.split_frame(data)
-                        if kind == polymarket.PRICE_CHANGE and token is not None]
+                if data[:1] == b"[" and b"\n" not in data and len(price_changes(data)) == data.count(b'"event_type"'):
+                    out.append(data)
     return out
 
 
@@ -455,6 +465,8 @@ async def main() -> None:
                         help="which venue's simulator and connector (default kalshi)")
     parser.add_argument("--array-max", type=int, default=20,
                         help="polymarket: events per flooded array frame (default 20)")
+    parser.add_argument("--pass-frames", type=int, default=1000,
+                        help="polymarket: array frames recorded from the simulator for the flood's pass (default 1000)")
     parser.add_argument("--book-cycle", type=int, default=2000,
                         help="kraken: pre-made book updates each pair cycles through (default 2000)")
     parser.add_argument("--compare-framing", action="store_true",
@@ -608,20 +620,29 @@ def print_curve(results: dict[str, object]) -> None:
 
 async def polymarket_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, results: dict[str, object]) -> None:
     PolymarketSimulator.array_max = args.array_max
-    with PolymarketSimulator(args.markets, 0) as flood:
-        root, discovered, directory = await provision(tmp, flood, nats)
+    with PolymarketSimulator(args.markets, 0) as sim:  # recorded from, and its Gamma listing serves discovery
+        root, discovered, directory = await provision(tmp, sim, nats)
         tokens = [m.ticker for m in discovered][: polymarket.MAX_ASSETS_PER_CONNECTION]
-        print(f"flood: simulator -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
-        results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+        print(f"recording {args.pass_frames:,} array frames of {args.array_max} price_change events "
+              f"from the simulator ...", flush=True)
+        frames_file = tmp / "polymarket-pass.jsonl"
+        frames_file.write_bytes(b"\n".join(await record_polymarket_frames(sim, tokens, args.pass_frames)) + b"\n")
+        with PremadeFlood("polymarket", frames_file, sim.rest) as flood:
+            print(f"flood: pre-made array frames -> connector -> JetStream for {args.seconds:g}s ...", flush=True)
+            results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)
+        results["flood_load_average"] = os.getloadavg()[0]
         await purge(nats.url)
-        print(f"recording {args.frames:,} price_change events from the simulator ...", flush=True)
-        messages = await record_polymarket_messages(flood, tokens, args.frames)
         print("ceiling: publisher alone, same elements, same acks ...", flush=True)
+        messages = [(token, element) for frame in frames_file.read_bytes().split(b"\n") if frame
+                    for token, element in price_changes(frame)]
+        messages = (messages * (args.frames // len(messages) + 1))[: args.frames]
         results["ceiling_acked_per_s"] = await polymarket_ceiling(nats.url, messages, directory)
     ceiling_rate = print_summary(results, "acked msgs/s (array elements)", "acked msgs/s")
     flood_r = results["flood"]
     assert isinstance(flood_r, dict)
-    results.update(feed="polymarket", array_max=args.array_max, flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
+    results.update(feed="polymarket", array_max=args.array_max, pass_frames=args.pass_frames,
+                   flood_of_ceiling=flood_r["acked_per_s"] / ceiling_rate)
+    print(f"load average {results['flood_load_average']:.1f} at the end of the flood")
     print(json.dumps(results))
 
 
@@ -635,7 +656,7 @@ async def kraken_bench(args: argparse.Namespace, tmp: Path, nats: NatsServer, re
         frames_file.write_bytes(b"\n".join(f for _, f in one_pass) + b"\n")
         symbols = [sym for sym, _ in one_pass]
         del one_pass  # the flood first, with no recorded frames in this process: its RSS is the connector's
-        with KrakenFlood(frames_file, sim.rest) as flood:
+        with PremadeFlood("kraken", frames_file, sim.rest) as flood:
             print(f"flood: pre-made frames -> connector (checksum verified) -> JetStream for {args.seconds:g}s ...",
                   flush=True)
             results["flood"] = await run_connector(root, tmp, flood, args.seconds, args.warmup)

@@ -2,7 +2,7 @@
 
 ``connector_throughput.py --feed kraken`` measures rates, and on a shared 2-core machine those swing
 more between runs than a code change moves them. This runs the same connector (in this process, on
-the same engine, uvloop, real nats-server, ``bench/kraken_flood.py`` writing one recorded pass in a
+the same engine, uvloop, real nats-server, ``bench/premade_flood.py`` writing one recorded pass in a
 loop) until a fixed number of updates are acked, and stops. Under callgrind the instructions of two
 runs with different counts, divided by their difference, are what one update costs with start-up
 and shutdown cancelled out, whatever else the machine runs; with ``--profile`` cProfile says where.
@@ -65,7 +65,8 @@ async def run(frames_file: Path, updates: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="ssmd-kraken-cost-") as tmp_name:
         tmp = Path(tmp_name)
         nats = kit.NatsServer(tmp / "nats").start()
-        flood = kit.KrakenFlood(frames_file, "http://127.0.0.1:1/0/public")  # no REST: the directory is built here
+        # no REST: the directory is built here
+        flood = kit.PremadeFlood("kraken", frames_file, "http://127.0.0.1:1/0/public")
         try:
             root = kit.write_exchanges(tmp, flood.ws, flood.rest, nats.url, "kraken")
             env = kit.resolve_environment(kit.Settings.from_env(exchanges_dir=root, data_dir=tmp), "bench")
