@@ -14,10 +14,18 @@ Parsing every event into dicts and lists with orjson was most of the per-event c
 Anything msgspec cannot type this way (an element that is not an object, a ``price_changes`` that is
 not a list of objects, nesting deeper than its recursion allows) returns None, and the caller takes
 the orjson path, which handles every case.
+
+Nesting deeper than orjson allows (:data:`~ingest_daemons.json_check.MAX_DEPTH`), which yyjson's check
+does not refuse, is caught by msgspec itself where that is certain: on CPython 3.11 its decoder (skipped
+values included) raises ``RecursionError`` past the interpreter's recursion limit, so while that limit
+is at most ``MAX_DEPTH`` no text msgspec reads can nest too deep, and the scan counting a frame's
+brackets (a fifth of an array element's routing cost) is not needed. Elsewhere (3.12 gave C code a
+recursion limit of its own), or with the limit raised, the brackets are counted as before.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final
 
 import msgspec
@@ -52,6 +60,16 @@ _decode_event = msgspec.json.Decoder(_Event).decode
 _decode_events = msgspec.json.Decoder(list[_Event]).decode
 _decode_elements = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _Errors: Final = (msgspec.DecodeError, RecursionError)
+_RECURSION_LIMIT_BOUNDS_MSGSPEC: Final = sys.version_info < (3, 12)
+
+
+def _may_be_too_deep(text: bytes) -> bool:
+    """False when ``text`` cannot nest deeper than orjson allows, or msgspec would refuse it if it did."""
+    if len(text) < json_check.SHALLOW:
+        return False
+    if _RECURSION_LIMIT_BOUNDS_MSGSPEC and sys.getrecursionlimit() <= json_check.MAX_DEPTH:
+        return False  # msgspec's RecursionError sends it to the orjson path
+    return json_check.too_many_brackets(text)
 
 
 def _routing(event: _Event) -> Routing:
@@ -76,7 +94,7 @@ def _routing(event: _Event) -> Routing:
 def routing_of(element: bytes) -> Routing | None:
     """``(event_type, token_id, market)`` of one event frame, as ``classify`` gives it; None when only
     the orjson path can say (not JSON, not an object, …)."""
-    if len(element) >= json_check.SHALLOW and json_check.too_many_brackets(element):
+    if _may_be_too_deep(element):
         return None
     try:
         json_check.Document(element)
@@ -91,7 +109,7 @@ def routing_of(element: bytes) -> Routing | None:
 def split_events(frame: bytes) -> tuple[list[bytes], list[Routing]] | None:
     """Each element's bytes and routing of an array frame of event objects; None when it is not one,
     not JSON, or only the orjson path can say."""
-    if len(frame) >= json_check.SHALLOW and json_check.too_many_brackets(frame):
+    if _may_be_too_deep(frame):
         return None
     try:
         json_check.Document(frame)

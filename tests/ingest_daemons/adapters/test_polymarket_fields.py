@@ -141,3 +141,24 @@ def test_ordinary_frames_are_routed_without_orjson_even_when_not_compact(monkeyp
     for frame in singles:
         assert venue.route(frame) is not None
     assert calls == [], f"orjson.loads called {len(calls)} times"
+
+
+def test_deep_frames_get_no_fast_answer_with_the_bracket_scan_skipped_or_not() -> None:
+    """The bracket scan is skipped while msgspec's recursion limit refuses what orjson would (3.11, limit at
+    most orjson's depth); raised above it, the brackets are counted again. Either way no fast answer."""
+    import sys
+
+    from ingest_daemons.adapters import polymarket_fields
+
+    venue = PolymarketVenue()
+    frames = [b'[{"event_type":"book","asset_id":"4","x":' + b"[" * n + b"]" * n + b"}]" for n in (1100, 3000)]
+    frames += [b'{"event_type":"book","asset_id":"4","x":' + b"{\"a\":" * 1100 + b"1" + b"}" * 1100 + b"}"]
+    limit = sys.getrecursionlimit()
+    try:
+        for raised in (False, True):
+            sys.setrecursionlimit(5000 if raised else 1000)
+            for frame in frames:
+                assert polymarket_fields._may_be_too_deep(frame) is (raised or sys.version_info >= (3, 12))
+                check(venue, frame)
+    finally:
+        sys.setrecursionlimit(limit)
