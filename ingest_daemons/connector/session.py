@@ -395,30 +395,42 @@ class VenueSession:
 
     async def _publish_elements(self, elements: Sequence[RoutedElement], received_ns: int) -> None:
         """A frame's data messages from :meth:`BatchRouting.route_batch`: no sequence, nothing to mark, so
-        one synchronous publish each, pausing only for backpressure."""
-        category_of = self.directory.category_of
+        subjects first, then the publisher numbers and holds them in runs
+        (:meth:`~ingest_daemons.publisher.JetStreamPublisher.publish_numbered`), pausing only for
+        backpressure. Each message is counted as published; one left unpublished when the wait is
+        cancelled (shutdown) is taken back out of the count."""
+        directory = self.directory
+        categories, fallback = directory.categories, directory.fallback  # category_of, inlined: str markets
         subjects = self._subjects
-        render = self._headers.render
-        publisher = self.publisher
-        publish = publisher.publish_nowait
         counts = self.metrics.by_type
-        counter = self._counter
+        messages: list[tuple[str, bytes]] = []
+        types: list[str] = []
         for payload, subject_type, market in elements:
-            category = category_of(market)
+            category = categories.get(market, fallback)
             if not category:  # EXCLUDED: a category the environment does not capture
-                self.metrics.count_filtered(self.directory.excluded_category(market))
+                self.metrics.count_filtered(directory.excluded_category(market))
                 continue
             key = (category, subject_type, market)
             subject = subjects.get(key)
             if subject is None:
                 subject = self._subject_of(key)
-            counter += 1
-            self._counter = counter
-            publish(subject, payload, render(counter, received_ns))
+            messages.append((subject, payload))
+            types.append(subject_type)
             counts[subject_type] = counts.get(subject_type, 0) + 1
+        publisher = self.publisher
+        done, end = 0, len(messages)
+        while done < end:
+            counter = self._counter  # others may have published meanwhile
+            published = publisher.publish_numbered(messages, done, self._headers, counter, received_ns)
+            self._counter = counter + published - done
+            done = published
             if publisher.full:
-                await publisher.wait_room()
-                counter = self._counter  # others may have published meanwhile (markers)
+                try:
+                    await publisher.wait_room()
+                except BaseException:
+                    for subject_type in types[done:]:
+                        counts[subject_type] -= 1
+                    raise
 
     async def _on_ws_control(self, ws: WebSocket, frame: Control | bytes) -> str | None:
         """Ping → pong (liveness either way); close → the reason this socket ended."""
