@@ -4,7 +4,9 @@
 1. The 400 recorded BTC/USD depth-25 frames (``tests/data/samples/kraken_book.jsonl``), replayed in
    a loop (the snapshot re-applied at the start of each pass, counted apart): ``SpotBooks.apply``
    alone (parse + apply + truncate + CRC32), and with ``classify`` in front, as a connector would
-   call it without a cheaper router.
+   call it without a cheaper router. Rows 1-2 run the C books (``c``) and the plain-Python
+   reference (``py``, :mod:`ingest_daemons.adapters.kraken_book_reference`) alternated, ``--rounds``
+   times each, so both see the same machine.
 2. Frames recorded from the simulator at depths 25 and 1000 (three symbols), replayed the same way.
 3. The simulator's flood (``rate=0``) of depth-25 book updates into a raw ``websockets`` client that
    only reads, generated live and with ``book_cycle=2000`` (pre-made updates looped): the feed a
@@ -13,7 +15,7 @@
 Rates 0-2 are per CPU second of this process (``time.process_time``), so other processes on the
 machine slow them less than a wall clock would; 3 is wall-clock.
 
-Usage: ``python bench/kraken_book.py [--seconds 3]``. Prints a table and a JSON line; asserts nothing.
+Usage: ``python bench/kraken_book.py [--seconds 3] [--rounds 2]``. Prints a table and a JSON line; asserts nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import websockets
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ingest_daemons.adapters import kraken_book_reference  # noqa: E402
 from ingest_daemons.adapters.kraken import SpotIntegrity, classify, spot_subscribe  # noqa: E402
 from ingest_daemons.adapters.kraken_book import SpotBooks  # noqa: E402
 from ingest_daemons.sim.kraken import KrakenSimulator  # noqa: E402
@@ -41,13 +44,17 @@ SYMBOLS = ["BTC/USD", "XRP/USD", "DOGE/USD"]
 CHUNK = 400  # updates timed together; the best chunk is the figure least disturbed by other processes
 
 
-def updates_per_s(frames: list[bytes], depth: int, seconds: float, with_classify: bool) -> tuple[float, float]:
+def updates_per_s(
+    frames: list[bytes], depth: int, seconds: float, with_classify: bool, reference: bool = False,
+) -> tuple[float, float]:
     """Verified updates per CPU second over ``frames`` (snapshots first, then updates), replayed for
     ``seconds`` of CPU: (over everything, best chunk of :data:`CHUNK`). CPU time, not wall time: on a
     shared machine the wall clock also counts the time other processes held the core."""
     snapshots = [f for f in frames if b'"type":"snapshot"' in f]
     updates = [f for f in frames if b'"type":"update"' in f]
     integrity = SpotIntegrity(depth)
+    if reference:
+        integrity.books = kraken_book_reference.SpotBooks(depth)  # type: ignore[assignment]
     books: SpotBooks = integrity.books
     apply: Callable[[bytes], object]
     if with_classify:
@@ -127,17 +134,22 @@ async def flood_rate(seconds: float, book_cycle: int = 0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the C and the reference books")
     args = parser.parse_args()
     recorded = SAMPLES.read_bytes().splitlines()
     sim25 = asyncio.run(record_sim_frames(25, 5000))
     sim1000 = asyncio.run(record_sim_frames(1000, 5000))
-    rows = {
-        "orjson_loads_recorded": orjson_per_s(recorded, args.seconds),
-        "recorded_d25_apply": updates_per_s(recorded, 25, args.seconds, False),
-        "recorded_d25_classify_check": updates_per_s(recorded, 25, args.seconds, True),
-        "sim_d25_apply": updates_per_s(sim25, 25, args.seconds, False),
-        "sim_d1000_apply": updates_per_s(sim1000, 1000, args.seconds, False),
+    rows = {"orjson_loads_recorded": orjson_per_s(recorded, args.seconds)}
+    cases = {
+        "recorded_d25_apply": (recorded, 25, False),
+        "recorded_d25_classify_check": (recorded, 25, True),
+        "sim_d25_apply": (sim25, 25, False),
+        "sim_d1000_apply": (sim1000, 1000, False),
     }
+    for r in range(args.rounds):
+        for name, (frames, depth, with_classify) in cases.items():
+            for impl in ("c", "py"):
+                rows[f"{name}_{impl}_{r + 1}"] = updates_per_s(frames, depth, args.seconds, with_classify, impl == "py")
     flood = asyncio.run(flood_rate(args.seconds))
     flood_cycle = asyncio.run(flood_rate(args.seconds, book_cycle=2000))
     print(f"{'path':30} {'per CPU s':>12} {'best chunk':>12} {'us (best)':>10}")
