@@ -482,6 +482,15 @@ async def purge(nats_url: str) -> None:
     await nc.close()
 
 
+def use_reference_books() -> None:
+    """The Kraken connector's spot books become the plain-Python reference
+    (:mod:`ingest_daemons.adapters.kraken_book_reference`) instead of the C ones, for comparing the two
+    on the same machine in the same session."""
+    from ingest_daemons.adapters import kraken, kraken_book_reference
+
+    kraken.SpotBooks = kraken_book_reference.SpotBooks  # type: ignore[misc]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per run (default 10)")
@@ -508,7 +517,11 @@ async def main() -> None:
     parser.add_argument("--all-markets", action="store_true",
                         help="the all-markets connector (ticker and trade, no market list, category looked up per "
                              "frame) instead of the sharded one, plus the lookup's cost on its own")
+    parser.add_argument("--kraken-books", choices=["c", "reference"], default="c",
+                        help="kraken: the C books (default) or the plain-Python reference books")
     args = parser.parse_args()
+    if args.kraken_books == "reference":
+        use_reference_books()
     tmp = Path(tempfile.mkdtemp(prefix="ssmd-bench-"))
     nats = NatsServer(tmp / "nats").start()
     results: dict[str, object] = {"machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor()}",

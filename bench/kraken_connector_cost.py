@@ -13,6 +13,9 @@ Usage::
     python bench/kraken_connector_cost.py run FRAMES --updates N [--profile OUT.pstats]
     python bench/kraken_connector_cost.py callgrind FRAMES [--updates 10000,30000]
 
+``--kraken-books reference`` (run, callgrind) runs the connector on the plain-Python reference books
+instead of the C ones.
+
 ``record`` writes one flood pass (every pair's depth-25 snapshot, then its updates) recorded from the
 simulator; ``callgrind`` runs ``run`` under valgrind once per count and prints instructions per update.
 """
@@ -97,14 +100,14 @@ async def run(frames_file: Path, updates: int) -> dict[str, float]:
     return {"acked": acked, "gap_markers": gaps, "cpu_s": cpu, "wall_s": wall}
 
 
-def callgrind(frames_file: Path, counts: list[int]) -> None:
+def callgrind(frames_file: Path, counts: list[int], books: str = "c") -> None:
     """Instructions of ``run`` under callgrind for each count; the slope is the cost per update."""
     totals: list[tuple[int, int]] = []
     for n in counts:
         with tempfile.TemporaryDirectory(prefix="ssmd-kraken-cg-") as tmp:
             out = subprocess.run(
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", sys.executable, __file__,
-                 "run", str(frames_file), "--updates", str(n)],
+                 "run", str(frames_file), "--updates", str(n), "--kraken-books", books],
                 capture_output=True, text=True, check=True,
             )
         match = _COLLECTED.search(out.stderr)
@@ -125,11 +128,15 @@ def main() -> None:
     parser.add_argument("--book-cycle", type=int, default=2000)
     parser.add_argument("--updates", default="10000,30000", help="run: one count; callgrind: two, comma-separated")
     parser.add_argument("--profile", type=Path, help="run: write cProfile statistics here")
+    parser.add_argument("--kraken-books", choices=["c", "reference"], default="c",
+                        help="the C books (default) or the plain-Python reference books")
     args = parser.parse_args()
+    if args.kraken_books == "reference":
+        kit.use_reference_books()
     if args.mode == "record":
         asyncio.run(record(args.frames, args.markets, args.book_cycle))
     elif args.mode == "callgrind":
-        callgrind(args.frames, [int(n) for n in args.updates.split(",")])
+        callgrind(args.frames, [int(n) for n in args.updates.split(",")], args.kraken_books)
     else:
         import uvloop
 
