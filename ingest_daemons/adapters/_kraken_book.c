@@ -31,7 +31,9 @@
 
 /* ---- CRC32 (the zlib polynomial; zlib.crc32 gives the same values) ---------------------------- */
 
-static uint32_t crc_table[256];
+/* Slicing by 8: eight bytes per step through eight tables, about a quarter of the instructions of a
+ * byte at a time on the 100-300 bytes of a book's top 10 (hashed whenever a change lands there). */
+static uint32_t crc_tables[8][256];
 
 static void
 crc_init(void)
@@ -40,16 +42,38 @@ crc_init(void)
         uint32_t c = n;
         for (int k = 0; k < 8; k++)
             c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[n] = c;
+        crc_tables[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = crc_tables[0][n];
+        for (int t = 1; t < 8; t++) {
+            c = crc_tables[0][c & 0xFF] ^ (c >> 8);
+            crc_tables[t][n] = c;
+        }
     }
 }
 
-static uint32_t
-crc_update(uint32_t crc, const char *p, Py_ssize_t n)
+static inline uint32_t
+load_le32(const unsigned char *p)
 {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static uint32_t
+crc_update(uint32_t crc, const char *data, Py_ssize_t n)
+{
+    const unsigned char *p = (const unsigned char *)data;
     crc = ~crc;
-    for (Py_ssize_t i = 0; i < n; i++)
-        crc = crc_table[(crc ^ (unsigned char)p[i]) & 0xFF] ^ (crc >> 8);
+    while (n >= 8) {
+        uint32_t one = load_le32(p) ^ crc, two = load_le32(p + 4);
+        crc = crc_tables[7][one & 0xFF] ^ crc_tables[6][(one >> 8) & 0xFF] ^ crc_tables[5][(one >> 16) & 0xFF] ^
+              crc_tables[4][one >> 24] ^ crc_tables[3][two & 0xFF] ^ crc_tables[2][(two >> 8) & 0xFF] ^
+              crc_tables[1][(two >> 16) & 0xFF] ^ crc_tables[0][two >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n-- > 0)
+        crc = crc_tables[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     return ~crc;
 }
 
@@ -69,6 +93,7 @@ typedef struct {
     int sign;
     int64_t point;
     Py_ssize_t ndigits;
+    uint64_t head; /* the first 8 digits as bytes, zero-padded: one integer comparison settles most pairs */
 } Key;
 
 /* Reads a JSON number (-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?) into *key, its significant
@@ -142,6 +167,7 @@ read_number(const char *s, Py_ssize_t n, Key *key, char *digits, int *has_expone
         key->sign = 0;
         key->point = 0;
         key->ndigits = 0;
+        key->head = 0;
         return 0;
     }
     Py_ssize_t end = m;
@@ -152,6 +178,10 @@ read_number(const char *s, Py_ssize_t n, Key *key, char *digits, int *has_expone
     key->sign = negative ? -1 : 1;
     key->point = point - lead;
     key->ndigits = end - lead;
+    uint64_t head = 0;
+    for (Py_ssize_t j = 0; j < 8; j++)
+        head = (head << 8) | (j < key->ndigits ? (unsigned char)digits[j] : 0);
+    key->head = head;
     return 0;
 }
 
@@ -166,9 +196,17 @@ compare_values(const Key *a, const char *da, const Key *b, const char *db)
     if (a->point != b->point) {
         mag = a->point < b->point ? -1 : 1;
     }
+    else if (a->head != b->head) {
+        /* A zero pad byte sorts below every digit: a shorter digit string that is a prefix is smaller. */
+        mag = a->head < b->head ? -1 : 1;
+    }
+    else if (a->ndigits <= 8 || b->ndigits <= 8) {
+        /* The same first digits and one of them has no more: the longer one is larger. */
+        mag = a->ndigits < b->ndigits ? -1 : (a->ndigits > b->ndigits ? 1 : 0);
+    }
     else {
         Py_ssize_t common = a->ndigits < b->ndigits ? a->ndigits : b->ndigits;
-        int r = memcmp(da, db, common);
+        int r = memcmp(da + 8, db + 8, common - 8);
         if (r != 0)
             mag = r < 0 ? -1 : 1;
         else
@@ -436,14 +474,29 @@ side_finish_update(SideObject *self)
     }
 }
 
+/* CRC32 of the top 10 tokens continuing from crc: the tokens are gathered first, so the whole runs
+ * through the eight-byte loop rather than each short token through the tail. */
 static uint32_t
 side_top_crc_from(SideObject *self, uint32_t crc)
 {
-    Py_ssize_t top = self->n < CHECKSUM_LEVELS ? self->n : CHECKSUM_LEVELS;
-    for (Py_ssize_t i = 0; i < top; i++) {
-        Level *l = &self->levels[i];
-        crc = crc_update(crc, LEVEL_TOKEN(l), l->tlen);
+    Py_ssize_t top = self->n < CHECKSUM_LEVELS ? self->n : CHECKSUM_LEVELS, size = 0;
+    for (Py_ssize_t i = 0; i < top; i++)
+        size += self->levels[i].tlen;
+    char stack[1024];
+    char *text = size <= (Py_ssize_t)sizeof(stack) ? stack : PyMem_Malloc(size);
+    if (text == NULL) { /* no room to gather: token by token gives the same value */
+        for (Py_ssize_t i = 0; i < top; i++)
+            crc = crc_update(crc, LEVEL_TOKEN(&self->levels[i]), self->levels[i].tlen);
+        return crc;
     }
+    Py_ssize_t w = 0;
+    for (Py_ssize_t i = 0; i < top; i++) {
+        memcpy(text + w, LEVEL_TOKEN(&self->levels[i]), self->levels[i].tlen);
+        w += self->levels[i].tlen;
+    }
+    crc = crc_update(crc, text, size);
+    if (text != stack)
+        PyMem_Free(text);
     return crc;
 }
 
