@@ -8,8 +8,8 @@ SHELL := /bin/bash
 
 .PHONY: up test lint bench venv clean
 
-# The C extension is compiled by the install: a changed C source re-installs, so no stale module is loaded.
-$(STAMP): pyproject.toml ingest_daemons/adapters/_kraken_book.c
+# The C extensions are compiled by the install: a changed C source re-installs, so no stale module is loaded.
+$(STAMP): pyproject.toml ingest_daemons/archive/_deliveries.c ingest_daemons/adapters/_kraken_book.c
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing ssmd and its dependencies into $(VENV) (first run takes about a minute)"
 	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null
