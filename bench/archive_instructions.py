@@ -51,23 +51,30 @@ class ReplayedScan:
         return iter(self.batches)
 
 
-def record(path: Path, messages: int) -> None:
+def fill_bench_stream(url: str, messages: int) -> None:
+    """The archive benchmark's stream on the server at ``url``, filled with ``messages`` Kalshi-sized frames."""
     import nats
 
-    from bench.archive_throughput import STREAM, bench_stream, fill, kalshi_frames
+    from bench.archive_throughput import bench_stream, fill, kalshi_frames
+
+    async def create() -> None:
+        nc = await nats.connect(url)
+        await nc.jetstream().add_stream(bench_stream().to_nats())
+        await nc.close()
+
+    asyncio.run(create())
+    frames = kalshi_frames(messages, [f"KXBENCH-26NOV{i:03d}-T{i * 7 % 1000}.99" for i in range(500)])
+    asyncio.run(fill(url, frames))
+
+
+def record(path: Path, messages: int) -> None:
+    from bench.archive_throughput import STREAM
     from ingest_daemons.archive.nats_wire import NatsWireClient
     from ingest_daemons.archive.reader import StreamReader
     from ingest_daemons.nats_runner import NatsServer
 
     with tempfile.TemporaryDirectory(prefix="ssmd-archive-instructions-") as tmp, NatsServer(Path(tmp)) as server:
-        async def create() -> None:
-            nc = await nats.connect(server.url)
-            await nc.jetstream().add_stream(bench_stream().to_nats())
-            await nc.close()
-
-        asyncio.run(create())
-        frames = kalshi_frames(messages, [f"KXBENCH-26NOV{i:03d}-T{i * 7 % 1000}.99" for i in range(500)])
-        asyncio.run(fill(server.url, frames))
+        fill_bench_stream(server.url, messages)
         with NatsWireClient(server.url) as client:
             scan = StreamReader(client, STREAM).scan(TimeWindow(0, FAR_FUTURE_NS))
             batches = [list(batch) for batch in scan]

@@ -18,10 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import pickle
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.archive_instructions import fill_bench_stream, instructions  # noqa: E402
 from ingest_daemons.archive import TimeWindow  # noqa: E402
 from ingest_daemons.archive.nats_wire import NatsWireClient  # noqa: E402
 from ingest_daemons.archive.reader import StreamReader  # noqa: E402
@@ -69,20 +67,10 @@ def read_all(client: NatsWireClient) -> int:
 
 
 def record(path: Path, messages: int) -> None:
-    import nats
-
-    from bench.archive_throughput import bench_stream, fill, kalshi_frames
     from ingest_daemons.nats_runner import NatsServer
 
     with tempfile.TemporaryDirectory(prefix="ssmd-reader-instructions-") as tmp, NatsServer(Path(tmp)) as server:
-        async def create() -> None:
-            nc = await nats.connect(server.url)
-            await nc.jetstream().add_stream(bench_stream().to_nats())
-            await nc.close()
-
-        asyncio.run(create())
-        frames = kalshi_frames(messages, [f"KXBENCH-26NOV{i:03d}-T{i * 7 % 1000}.99" for i in range(500)])
-        asyncio.run(fill(server.url, frames))
+        fill_bench_stream(server.url, messages)
         reads: list[bytes] = []
         with NatsWireClient(server.url) as client:
             receive = client._receive
@@ -106,14 +94,6 @@ def replay(path: Path, scan: bool) -> None:
     with ReplayedClient(recording["inbox"], recording["reads"]) as client:
         count = read_all(client)
     assert count == recording["count"], (count, recording["count"])
-
-
-def instructions(args: list[str]) -> int:
-    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *args],
-                         capture_output=True, text=True, check=True)
-    match = re.search(r"Collected : (\d+)", out.stderr)
-    assert match is not None, out.stderr[-2000:]
-    return int(match.group(1))
 
 
 def count(path: Path) -> None:
