@@ -239,8 +239,11 @@ def _spans(frame: bytes, values: list[Any]) -> list[tuple[int, int]] | None:
     for v in values:
         if frame[s] in _WS:
             s = _skip_ws(frame, s)
-        d = dumps(v)
-        if startswith(d, s):
+        try:
+            d = dumps(v)
+        except TypeError:  # nested deeper than orjson writes (254 levels), though it reads 1,024: scan it
+            d = b""
+        if d and startswith(d, s):
             e = s + len(d)
         else:
             found = element_end(frame, s)

@@ -364,9 +364,15 @@ class VenueSession:
                     if reason is not None:
                         return reason
                     continue
-                routed = route(data)
+                try:
+                    routed = route(data)
+                    elements = route_batch(data) if routed is None and route_batch is not None else None
+                except Exception as exc:  # a venue's bug on one frame: keep the frame, read on (no cost when none)
+                    self._keep_unreadable(data, received_ns, exc)
+                    if publisher.full:
+                        await publisher.wait_room()
+                    continue
                 if routed is None:
-                    elements = route_batch(data) if route_batch is not None else None
                     if elements is None:
                         await self._on_other(data, received_ns)
                     else:
@@ -456,7 +462,12 @@ class VenueSession:
     async def _on_other(self, data: bytes, received_ns: int) -> None:
         """A frame :meth:`VenueProtocol.route` does not take: control, unparsed, several messages, or a type
         the venue does not know."""
-        for message in self.venue.classify(data):
+        try:
+            messages = self.venue.classify(data)
+        except Exception as exc:
+            self._keep_unreadable(data, received_ns, exc)
+            return
+        for message in messages:
             if message.kind is FrameKind.CONTROL:
                 await self._on_control(message)
             elif message.kind is FrameKind.UNPARSED:
@@ -482,6 +493,13 @@ class VenueSession:
         self.metrics.count(message.subject_type)
         if message.gap is not None:
             await self._on_gap(message.gap, message.market, category, {})
+
+    def _keep_unreadable(self, data: bytes, received_ns: int, exc: Exception) -> None:
+        """A frame the venue's code raised on: published as ``unparsed`` like any frame it cannot read, so
+        one frame never ends the session (and with it every frame read after it on the socket)."""
+        log.error("the venue failed on a frame; kept as unparsed", feed=self.feed, shard=self.shard_label,
+                  conn=self._conn_id, error=f"{type(exc).__name__}: {exc}", size=len(data))
+        self._publish_unparsed(data, received_ns)
 
     def _publish_unparsed(self, data: bytes, received_ns: int) -> None:
         self.metrics.unparsed.inc()

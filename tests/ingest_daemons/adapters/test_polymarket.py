@@ -268,3 +268,13 @@ def test_broken_frames_never_half_route(objs: list[dict[str, Any]], data: st.Dat
         orjson.loads(broken)
     except orjson.JSONDecodeError:
         assert pm.split_frame(broken) == [(broken, "unparsed", None, None)]
+
+
+@pytest.mark.parametrize("depth", [253, 254, 300, 1020])
+def test_elements_nested_deeper_than_orjson_writes_are_still_split(depth: int) -> None:
+    deep = b"[" * depth + b"]" * depth  # orjson reads up to 1,024 levels but writes only 254
+    first = b'{"event_type":"book","asset_id":"1","x":' + deep + b"}"
+    second = b'{"event_type":"last_trade_price","asset_id":"2"}'
+    frame = b"[" + first + b", " + second + b"]"
+    assert [(m[0], m[1], m[2]) for m in pm.split_frame(frame)] == [(first, "book", "1"),
+                                                                         (second, "last_trade_price", "2")]

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import orjson
+import pytest
 
 from ingest_daemons.naming import parse_subject
 from tests.fixtures.kalshi import StoredMessage
@@ -117,6 +118,54 @@ async def test_malformed_frame_is_kept_as_unparsed(polymarket_bench: PolymarketB
     [unparsed] = [m for m in data if m.data == b'[{"event_type":"book","asset_id":"1']
     assert parse_subject(unparsed.subject).message_type == "unparsed"
     assert bench.connector.sessions[0].sockets_opened == 1, "a malformed frame must not cost a reconnect"
+
+
+DEEP = b"[" * 300 + b"]" * 300  # valid JSON nested deeper than orjson.dumps writes (254 levels)
+
+
+async def test_a_valid_frame_nested_deeper_than_orjson_writes_is_kept_without_a_reconnect(
+    polymarket_bench: PolymarketBenchFactory,
+) -> None:
+    bench = await polymarket_bench()
+    await bench.connector.wait_subscribed(10)
+    await flow(bench, 50)
+    frame = b'[{"event_type":"book","asset_id":"1","x":' + DEEP + b"},5]"  # a non-object element: unparsed whole
+    await bench.sim.send_malformed(frame)
+    await flow(bench, 50)
+    stored = await bench.stop_and_collect()
+    data = bench.assert_exactly_once(stored)
+    [kept] = [m for m in data if m.data == frame]
+    assert parse_subject(kept.subject).message_type == "unparsed"
+    assert bench.connector.sessions[0].sockets_opened == 1, "a frame the adapter cannot read must not cost a reconnect"
+
+
+@pytest.mark.parametrize("failing", ["route", "classify"])
+async def test_a_frame_the_venue_fails_on_is_kept_as_unparsed_and_the_socket_stays(
+    polymarket_bench: PolymarketBenchFactory, monkeypatch: pytest.MonkeyPatch, failing: str,
+) -> None:
+    from ingest_daemons.adapters.polymarket_venue import PolymarketVenue
+
+    poison = b'{"event_type":"book","asset_id":"1","poison":true}'
+    original = getattr(PolymarketVenue, failing)
+
+    def fails_on_poison(self: PolymarketVenue, frame: bytes) -> Any:
+        if frame == poison:
+            raise RuntimeError("a venue bug on one frame")
+        return original(self, frame)
+
+    monkeypatch.setattr(PolymarketVenue, failing, fails_on_poison)
+    if failing == "classify":
+        monkeypatch.setattr(PolymarketVenue, "route", lambda self, frame: None)  # every frame classified
+    bench = await polymarket_bench()
+    await bench.connector.wait_subscribed(10)
+    await flow(bench, 50)
+    await bench.sim.send_malformed(poison)
+    await flow(bench, 50)
+    stored = await bench.stop_and_collect()
+    data = bench.assert_exactly_once(stored)
+    [kept] = [m for m in data if m.data == poison]
+    assert parse_subject(kept.subject).message_type == "unparsed"
+    assert bench.connector.sessions[0].sockets_opened == 1, "a venue failing on one frame must not cost a reconnect"
 
 
 async def test_nats_restart_mid_stream(polymarket_bench: PolymarketBenchFactory, private_nats_server) -> None:  # type: ignore[no-untyped-def]
