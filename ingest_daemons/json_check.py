@@ -23,6 +23,7 @@ text is known valid, its skipping is exact, which is how the Polymarket adapter 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import orjson
@@ -32,6 +33,28 @@ MAX_DEPTH: Final = 1024  # orjson refuses a document nested deeper than this ("d
 SHALLOW: Final = 2 * MAX_DEPTH + 2  # fewer bytes than this cannot open and close MAX_DEPTH + 1 levels
 
 Document: Any = yyjson.Document  # the package has no type hints
+
+
+LINE_SHALLOW: Final = 2 * MAX_DEPTH  # fewer bytes than this cannot open and close MAX_DEPTH levels
+_STRUCTURE: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # a whole string, or one bracket
+
+
+def too_deep_for_a_line(text: bytes) -> bool:
+    """True when ``text`` nests :data:`MAX_DEPTH` levels or more: orjson reads it, but wrapped in one
+    more object (an archive line's envelope) it would not, so the line could never be read back.
+    Brackets inside strings do not count (on a valid text every string is closed)."""
+    if len(text) < LINE_SHALLOW or text.count(b"[") + text.count(b"{") < MAX_DEPTH:
+        return False
+    depth = 0
+    for token in _STRUCTURE.finditer(text):
+        c = token.group()
+        if c == b"[" or c == b"{":
+            depth += 1
+            if depth >= MAX_DEPTH:
+                return True
+        elif c == b"]" or c == b"}":
+            depth -= 1
+    return False
 
 
 def too_many_brackets(text: bytes) -> bool:

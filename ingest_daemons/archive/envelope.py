@@ -18,7 +18,8 @@ Line format (keys always in this order, one line per message, ``\\n``-terminated
 
   - ``frame``: the payload itself, spliced in unparsed, when it is valid JSON (by ``orjson.loads``'
     verdict; the archive loop reaches the same verdict without building objects, see
-    ``ingest_daemons.json_check``) and contains no CR or LF byte (which would split the line). Kraken's book
+    ``ingest_daemons.json_check``), contains no CR or LF byte (which would split the line) and nests
+    fewer than orjson's 1,024 levels (the envelope adds one: the line must stay readable). Kraken's book
     checksum depends on the decimal text (``0.00005100``); re-serialising would change it.
   - ``frame_text``: the payload as a JSON string, when it is UTF-8 but not embeddable JSON.
   - ``frame_b64``: the payload base64-encoded, when it is not UTF-8.
@@ -32,6 +33,8 @@ import base64
 from typing import Final
 
 import orjson
+
+from ingest_daemons.json_check import too_deep_for_a_line
 
 FRAME: Final = "frame"
 FRAME_TEXT: Final = "frame_text"
@@ -58,7 +61,7 @@ def recv_json(recv_ns: bytes | None) -> bytes:
 
 def frame_kind(payload: bytes) -> str:
     """Which of ``frame`` / ``frame_text`` / ``frame_b64`` keeps ``payload`` losslessly."""
-    if b"\n" not in payload and b"\r" not in payload:
+    if b"\n" not in payload and b"\r" not in payload and not too_deep_for_a_line(payload):
         try:
             _loads(payload)
             return FRAME

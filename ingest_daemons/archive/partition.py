@@ -155,6 +155,7 @@ def archive_window(
     seq = ts = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     document, shallow, deep = json_check.Document, json_check.SHALLOW, json_check.too_many_brackets
+    line_shallow, too_deep_for_a_line = json_check.LINE_SHALLOW, json_check.too_deep_for_a_line
     subject_json, recv_json, fallback = envelope.subject_json, envelope.recv_json, envelope.encode_fallback
     # Frames stored in chunks come out whole, one line each; `extras` holds their envelope keys and
     # `covered` the in-window seqs that have no line of their own (archive.reassembly).
@@ -221,6 +222,8 @@ def archive_window(
                 try:
                     if 10 in payload or 13 in payload:  # LF / CR would split the line
                         raise decode_error("line break", "", 0)
+                    if len(payload) >= line_shallow and too_deep_for_a_line(payload):  # the line would be unreadable
+                        raise decode_error("nested too deep for a line", "", 0)
                     if clock is not None and receive_ms:
                         frame = loads(payload)
                     else:

@@ -130,3 +130,11 @@ def test_a_json_check_document_or_none_means_valid_and_invalid_raises() -> None:
     with pytest.raises(ValueError):
         json_check.document(b"[" * 1025 + b"]" * 1025)
     assert json_check.document(b"[" * 1024 + b"]" * 1024) is not None
+
+
+@pytest.mark.parametrize("levels", [1, 1023, 1024, 1030])
+def test_too_deep_for_a_line_counts_real_nesting_only(levels: int) -> None:
+    inner = b"[" * (levels - 1) + b"]" * (levels - 1) if levels > 1 else b"0"
+    text = b'{"s":"' + b"[{" * 1500 + b'\\"[","d":' + inner + b"}"  # brackets (and an escaped quote) in a string
+    assert json_check.too_deep_for_a_line(text) is (levels >= json_check.MAX_DEPTH)
+    assert orjson_accepts(text) is (levels <= json_check.MAX_DEPTH)  # valid JSON to orjson up to its limit

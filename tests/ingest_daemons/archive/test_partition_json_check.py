@@ -126,3 +126,27 @@ def test_lines_and_clock_match_orjsons_reading_with_orjson_called_only_for_doubt
     # Snapshots (no stamp), msg not an object, array frames, the frame beyond the depth limit, the
     # refused ones and the CR one.
     assert clock.without_exchange_ts == {"trade": 100 + 100 + 100 + 1 + len(REFUSED) + 1}
+
+
+def test_every_line_reads_back_however_deep_its_frame_nests(stream: ArchiveStream, tmp_path: Path) -> None:
+    # Nesting 1,023 levels embeds (1,024 in the line: orjson's limit); 1,024 levels is JSON to orjson but
+    # not inside an envelope, so it is kept as text. Stamped frames and markers take different checks.
+    m = stream.messages
+    now_ms = time.time_ns() // MS
+
+    def nested(levels: int, i: int) -> bytes:  # the object itself is the first level
+        deep = b"[" * (levels - 1) + b"]" * (levels - 1)
+        return b'{"type":"trade","msg":{"ts_ms":%d},"deep":%s}' % (now_ms - i, deep)
+
+    frames = [nested(levels, i) for i, levels in enumerate((1023, 1024, 1023, 1024))]
+    messages: list[Message] = [m.message("trade", "KXA-1", frames[0], received_ns=now_ms * MS),
+                               m.message("trade", "KXA-1", frames[1], received_ns=now_ms * MS),
+                               m.marker(wire.TYPE_UNPARSED, "conn-1", frames[2]),
+                               m.marker(wire.TYPE_UNPARSED, "conn-1", frames[3])]
+    publish(stream.url, messages)
+    result = archive_partition(stream.url, tmp_path, stream.env, stream.name, "2026-03-02",
+                               TimeWindow(0, FAR_FUTURE), progress=None)
+    lines = gzip.decompress(result.paths.data.read_bytes()).splitlines(keepends=True)
+    assert [envelope.raw_frame(line) for line in lines] == frames
+    assert [next(k for k in envelope.FRAME_KEYS if k in orjson.loads(line)) for line in lines] == [
+        "frame", "frame_text", "frame", "frame_text"]
