@@ -42,6 +42,20 @@ async def reconnected(bench: PolymarketBench) -> None:
     await bench.sim.wait_for_assets(len(bench.connector.sessions[0].markets), 10)
 
 
+async def kept_as_unparsed_on_one_socket(bench: PolymarketBench, frame: bytes) -> None:
+    """``frame`` sent among normal events: stored once as ``unparsed``, everything else exactly once, and
+    the socket never replaced."""
+    await bench.connector.wait_subscribed(10)
+    await flow(bench, 50)
+    await bench.sim.send_malformed(frame)
+    await flow(bench, 50)
+    stored = await bench.stop_and_collect()
+    data = bench.assert_exactly_once(stored)
+    [kept] = [m for m in data if m.data == frame]
+    assert parse_subject(kept.subject).message_type == "unparsed"
+    assert bench.connector.sessions[0].sockets_opened == 1, "an unreadable frame must not cost a reconnect"
+
+
 async def test_events_land_on_their_token_subject_as_byte_slices(polymarket_bench: PolymarketBenchFactory) -> None:
     # Several events per 2 ms tick, so "always" arrays really hold several events (at 300/s a tick holds one).
     bench = await polymarket_bench(rate=3000, sim_kwargs={"array_frames": "always", "price_change_shape": "mixed"})
@@ -108,16 +122,7 @@ async def test_unanswered_ping_replaces_the_socket(polymarket_bench: PolymarketB
 
 
 async def test_malformed_frame_is_kept_as_unparsed(polymarket_bench: PolymarketBenchFactory) -> None:
-    bench = await polymarket_bench()
-    await bench.connector.wait_subscribed(10)
-    await flow(bench, 50)
-    await bench.sim.send_malformed(b'[{"event_type":"book","asset_id":"1')
-    await flow(bench, 50)
-    stored = await bench.stop_and_collect()
-    data = bench.assert_exactly_once(stored)
-    [unparsed] = [m for m in data if m.data == b'[{"event_type":"book","asset_id":"1']
-    assert parse_subject(unparsed.subject).message_type == "unparsed"
-    assert bench.connector.sessions[0].sockets_opened == 1, "a malformed frame must not cost a reconnect"
+    await kept_as_unparsed_on_one_socket(await polymarket_bench(), b'[{"event_type":"book","asset_id":"1')
 
 
 DEEP = b"[" * 300 + b"]" * 300  # valid JSON nested deeper than orjson.dumps writes (254 levels)
@@ -126,17 +131,8 @@ DEEP = b"[" * 300 + b"]" * 300  # valid JSON nested deeper than orjson.dumps wri
 async def test_a_valid_frame_nested_deeper_than_orjson_writes_is_kept_without_a_reconnect(
     polymarket_bench: PolymarketBenchFactory,
 ) -> None:
-    bench = await polymarket_bench()
-    await bench.connector.wait_subscribed(10)
-    await flow(bench, 50)
     frame = b'[{"event_type":"book","asset_id":"1","x":' + DEEP + b"},5]"  # a non-object element: unparsed whole
-    await bench.sim.send_malformed(frame)
-    await flow(bench, 50)
-    stored = await bench.stop_and_collect()
-    data = bench.assert_exactly_once(stored)
-    [kept] = [m for m in data if m.data == frame]
-    assert parse_subject(kept.subject).message_type == "unparsed"
-    assert bench.connector.sessions[0].sockets_opened == 1, "a frame the adapter cannot read must not cost a reconnect"
+    await kept_as_unparsed_on_one_socket(await polymarket_bench(), frame)
 
 
 @pytest.mark.parametrize("failing", ["route", "classify"])
@@ -156,16 +152,7 @@ async def test_a_frame_the_venue_fails_on_is_kept_as_unparsed_and_the_socket_sta
     monkeypatch.setattr(PolymarketVenue, failing, fails_on_poison)
     if failing == "classify":
         monkeypatch.setattr(PolymarketVenue, "route", lambda self, frame: None)  # every frame classified
-    bench = await polymarket_bench()
-    await bench.connector.wait_subscribed(10)
-    await flow(bench, 50)
-    await bench.sim.send_malformed(poison)
-    await flow(bench, 50)
-    stored = await bench.stop_and_collect()
-    data = bench.assert_exactly_once(stored)
-    [kept] = [m for m in data if m.data == poison]
-    assert parse_subject(kept.subject).message_type == "unparsed"
-    assert bench.connector.sessions[0].sockets_opened == 1, "a venue failing on one frame must not cost a reconnect"
+    await kept_as_unparsed_on_one_socket(await polymarket_bench(), poison)
 
 
 async def test_nats_restart_mid_stream(polymarket_bench: PolymarketBenchFactory, private_nats_server) -> None:  # type: ignore[no-untyped-def]
