@@ -126,6 +126,7 @@ class Flood:
                 writer = asyncio.create_task(self.flood(transport))
             elif flow is Flow.STOP and writer is not None:
                 writer.cancel()
+                writer = None  # a later subscribe (a resubscribe) floods again
         if writer is not None:
             writer.cancel()
         return ws

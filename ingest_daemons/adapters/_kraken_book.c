@@ -482,6 +482,8 @@ side_top_crc_from(SideObject *self, uint32_t crc)
     Py_ssize_t top = self->n < CHECKSUM_LEVELS ? self->n : CHECKSUM_LEVELS, size = 0;
     for (Py_ssize_t i = 0; i < top; i++)
         size += self->levels[i].tlen;
+    if (size == 0)
+        return crc;
     char stack[1024];
     char *text = size <= (Py_ssize_t)sizeof(stack) ? stack : PyMem_Malloc(size);
     if (text == NULL) { /* no room to gather: token by token gives the same value */
@@ -1008,6 +1010,19 @@ scan_levels(const char *s, Py_ssize_t n, Py_ssize_t i)
     }
 }
 
+/* An array's inside from *i (see scan_levels): where it starts and how long; *i moves past it. 0 if malformed. */
+static int
+take_levels(const char *s, Py_ssize_t n, Py_ssize_t *i, const char **at, Py_ssize_t *len)
+{
+    Py_ssize_t end = scan_levels(s, n, *i);
+    if (end < 0)
+        return 0;
+    *at = s + *i;
+    *len = end - *i;
+    *i = end;
+    return 1;
+}
+
 /* The whole frame in Kraken's own layout, or 0: then it is the Python reader's. */
 static int
 read_compact(const char *s, Py_ssize_t n, Compact *c)
@@ -1024,20 +1039,9 @@ read_compact(const char *s, Py_ssize_t n, Compact *c)
     Py_ssize_t end = scan_text(s, n, i, &c->high_bytes);
     c->symbol_len = end - i;
     i = end;
-    if (!TAKE("\",\"bids\":["))
+    if (!TAKE("\",\"bids\":[") || !take_levels(s, n, &i, &c->bids, &c->bids_len) || !TAKE("],\"asks\":[") ||
+        !take_levels(s, n, &i, &c->asks, &c->asks_len))
         return 0;
-    c->bids = s + i;
-    if ((end = scan_levels(s, n, i)) < 0)
-        return 0;
-    c->bids_len = end - i;
-    i = end;
-    if (!TAKE("],\"asks\":["))
-        return 0;
-    c->asks = s + i;
-    if ((end = scan_levels(s, n, i)) < 0)
-        return 0;
-    c->asks_len = end - i;
-    i = end;
     if (!TAKE("],\"checksum\":"))
         return 0;
     c->checksum = s + i;

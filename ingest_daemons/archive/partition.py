@@ -154,7 +154,7 @@ def archive_window(
     expected: int | None = None
     seq = ts = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    document, shallow, deep = json_check.Document, json_check.SHALLOW, json_check.too_many_brackets
+    document = json_check.Document
     line_shallow, too_deep_for_a_line = json_check.LINE_SHALLOW, json_check.too_deep_for_a_line
     subject_json, recv_json, fallback = envelope.subject_json, envelope.recv_json, envelope.encode_fallback
     # Frames stored in chunks come out whole, one line each; `extras` holds their envelope keys and
@@ -227,9 +227,7 @@ def archive_window(
                     if clock is not None and receive_ms:
                         frame = loads(payload)
                     else:
-                        try:
-                            if len(payload) >= shallow and deep(payload):
-                                raise ValueError("maybe deeper than orjson's limit")
+                        try:  # nesting is within orjson's limit here (checked above), where yyjson's verdict is its
                             document(payload)
                         except ValueError:
                             loads(payload)  # orjson's own verdict (raises decode_error)

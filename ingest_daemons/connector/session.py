@@ -369,32 +369,30 @@ class VenueSession:
                     elements = route_batch(data) if routed is None and route_batch is not None else None
                 except Exception as exc:  # a venue's bug on one frame: keep the frame, read on (no cost when none)
                     self._keep_unreadable(data, received_ns, exc)
-                    if publisher.full:
-                        await publisher.wait_room()
-                    continue
-                if routed is None:
-                    if elements is None:
-                        await self._on_other(data, received_ns)
-                    else:
-                        await self._publish_elements(elements, received_ns)
                 else:
-                    subject_type, market, seq_key, seq = routed
-                    category = category_of(market)
-                    if seq is not None:
-                        last = last_seq.get(seq_key)
-                        last_seq[seq_key] = seq
-                        if last is not None and seq != last + 1:
-                            await self._on_seq_jump(seq_key, last + 1, seq, market, category)
-                    if not category:  # EXCLUDED: a category the environment does not capture
-                        self.metrics.count_filtered(self.directory.excluded_category(market))
-                        continue
-                    key = (category, subject_type, market)
-                    subject = subjects.get(key)
-                    if subject is None:
-                        subject = subject_of(key)
-                    self._counter += 1
-                    publish(subject, data, render(self._counter, received_ns))
-                    counts[subject_type] = counts.get(subject_type, 0) + 1
+                    if routed is None:
+                        if elements is None:
+                            await self._on_other(data, received_ns)
+                        else:
+                            await self._publish_elements(elements, received_ns)
+                    else:
+                        subject_type, market, seq_key, seq = routed
+                        category = category_of(market)
+                        if seq is not None:
+                            last = last_seq.get(seq_key)
+                            last_seq[seq_key] = seq
+                            if last is not None and seq != last + 1:
+                                await self._on_seq_jump(seq_key, last + 1, seq, market, category)
+                        if not category:  # EXCLUDED: a category the environment does not capture
+                            self.metrics.count_filtered(self.directory.excluded_category(market))
+                            continue
+                        key = (category, subject_type, market)
+                        subject = subjects.get(key)
+                        if subject is None:
+                            subject = subject_of(key)
+                        self._counter += 1
+                        publish(subject, data, render(self._counter, received_ns))
+                        counts[subject_type] = counts.get(subject_type, 0) + 1
                 if publisher.full:
                     await publisher.wait_room()
                     self._activity += 1  # held by our own backpressure: the exchange was not silent
